@@ -1,0 +1,45 @@
+"""Where the model runs, in which precision, and how many CPU threads torch may use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str  # "cuda" | "mps" | "cpu"
+    dtype_name: str  # "float16" | "float32"
+
+    @property
+    def dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+
+def pick_device(prefer: str | None = None) -> DeviceChoice:
+    """cuda > mps > cpu, fp16 on CUDA only (fp16 on CPU is slow, on MPS it is unreliable for VAEs)."""
+    import torch
+
+    prefer = prefer or os.environ.get("NOISEBRUSH_DEVICE") or None
+    if prefer:
+        return DeviceChoice(prefer, "float16" if prefer == "cuda" else "float32")
+    if torch.cuda.is_available():
+        return DeviceChoice("cuda", "float16")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return DeviceChoice("mps", "float32")
+    return DeviceChoice("cpu", "float32")
+
+
+def gui_thread_budget() -> int:
+    """Torch threads for an engine that shares the machine with a GUI: leave one core free."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def set_torch_threads(n: int | None) -> int:
+    import torch
+
+    if n is not None and n > 0:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()

@@ -1,0 +1,179 @@
+"""The long-lived engine thread: it owns the pipeline, runs jobs one at a time and emits events.
+
+Diffusers pipelines are not thread-safe, so every model call happens on this one
+thread. Other threads only enqueue, cancel and listen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.device import DeviceChoice
+from engine.errors import UserError
+from engine.events import Cancelled, Event, Failed, Started
+from engine.request import GenerationRequest
+
+log = logging.getLogger(__name__)
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class _Job:
+    id: int
+    request: GenerationRequest | None  # None: only load the model named by `preload`
+    preload: str = ""
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine:
+    """submit(request) → job id; events go to every listener, on the engine thread."""
+
+    def __init__(
+        self,
+        *,
+        preview_interval_s: float = 1 / 30,
+        previews: bool = True,
+        threads: int | None = None,
+        device: DeviceChoice | None = None,
+    ) -> None:
+        self.preview_interval_s = preview_interval_s
+        self.previews = previews
+        self._threads = threads
+        self._device = device
+        self._ids = itertools.count(1)
+        self._queue: deque[_Job] = deque()
+        self._current: _Job | None = None
+        self._cv = threading.Condition()
+        self._listeners: list[Listener] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="noisebrush-engine", daemon=True)
+        self._thread.start()
+
+    # --- API for other threads -------------------------------------------------------------
+    def add_listener(self, fn: Listener) -> None:
+        with self._cv:
+            self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        with self._cv:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def submit(self, request: GenerationRequest, *, latest_wins: bool = False) -> int:
+        """Queue a job. latest_wins: drop every queued job and interrupt the running one within one step."""
+        job = _Job(next(self._ids), request)
+        dropped: list[_Job] = []
+        with self._cv:
+            if self._stopping:
+                raise RuntimeError("the engine has shut down")
+            if latest_wins:
+                dropped = [j for j in self._queue if j.request is not None]
+                self._queue = deque(j for j in self._queue if j.request is None)
+                if self._current is not None and self._current.request is not None:
+                    self._current.cancelled.set()
+            self._queue.append(job)
+            self._cv.notify_all()
+        for j in dropped:
+            self._emit(Cancelled(j.id, 0))
+        return job.id
+
+    def preload(self, model: str = "") -> None:
+        """Load a model in the background so the first Generate does not wait for it."""
+        with self._cv:
+            self._queue.append(_Job(next(self._ids), None, preload=model))
+            self._cv.notify_all()
+
+    def cancel(self, job_id: int) -> None:
+        with self._cv:
+            if self._current is not None and self._current.id == job_id:
+                self._current.cancelled.set()
+                return
+            for j in list(self._queue):
+                if j.id == job_id:
+                    self._queue.remove(j)
+                    break
+            else:
+                return
+        self._emit(Cancelled(job_id, 0))
+
+    def cancel_all(self) -> None:
+        with self._cv:
+            queued = [j for j in self._queue if j.request is not None]
+            self._queue.clear()
+            if self._current is not None:
+                self._current.cancelled.set()
+        for j in queued:
+            self._emit(Cancelled(j.id, 0))
+
+    @property
+    def busy(self) -> bool:
+        with self._cv:
+            return self._current is not None or bool(self._queue)
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Cancel everything and join the thread. Returns True when the thread is gone."""
+        self.cancel_all()
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # --- the engine thread ----------------------------------------------------------------
+    def _emit(self, event: Event) -> None:
+        with self._cv:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            try:
+                fn(event)
+            except Exception:  # a broken listener must not kill the engine
+                log.exception("engine listener failed")
+
+    def _loop(self) -> None:
+        from engine.device import pick_device, set_torch_threads
+        from engine.models import ModelManager
+        from engine.runner import Runner, Stopped
+
+        set_torch_threads(self._threads)
+        runner = Runner(ModelManager(self._device or pick_device()), self.preview_interval_s, self.previews)
+        while True:
+            with self._cv:
+                while not self._queue and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                job = self._current = self._queue.popleft()
+            try:
+                if job.request is None:
+                    try:
+                        runner.models.get(job.preload)
+                    except UserError as exc:
+                        log.warning("preload failed: %s", exc)
+                    continue
+                self._emit(Started(job.id, job.request))
+                runner.run(job.id, job.request, self._emit, job.cancelled)
+            except Stopped as stop:
+                self._emit(Cancelled(job.id, stop.steps_done))
+            except UserError as exc:
+                self._emit(Failed(job.id, str(exc)))
+            except Exception as exc:
+                log.error("job %d failed:\n%s", job.id, traceback.format_exc())
+                self._emit(Failed(job.id, f"unexpected error: {type(exc).__name__}: {exc}"))
+            finally:
+                with self._cv:
+                    self._current = None

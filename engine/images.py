@@ -1,0 +1,108 @@
+"""Reading user images into the engine's conventions, with a clear message for every bad case."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from engine.errors import UserError
+from engine.pose import load_pose_json, render_pose
+
+# Above this a decode costs seconds and hundreds of MB: almost surely a mistake for a control map.
+MAX_PIXELS = 64_000_000
+
+
+@dataclass
+class LoadedImage:
+    image: np.ndarray  # HxWx3 uint8 RGB
+    notes: list[str] = field(default_factory=list)  # what was converted, for the user
+
+
+def _to_rgb8(img: Image.Image, name: str, notes: list[str]) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        notes.append(f"{name}: {mode} image scaled to 8 bits")
+        gray = arr.round().astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Transparent areas become black: "nothing here" in every control convention.
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        notes.append(f"{name}: transparency flattened onto black")
+        return np.asarray(Image.alpha_composite(black, rgba).convert("RGB"))
+    if mode != "RGB":
+        if mode not in ("L", "1"):
+            notes.append(f"{name}: {mode} image converted to RGB")
+        img = img.convert("RGB")
+    return np.asarray(img)
+
+
+def read_image(path: str | Path) -> LoadedImage:
+    """Any image file → RGB uint8. Raises UserError for missing, unreadable, truncated or huge files."""
+    path = Path(path)
+    name = path.name
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an image")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise UserError(f"{name}: {img.width}×{img.height} is too large (limit {MAX_PIXELS // 1_000_000} MP)")
+                img.load()
+                arr = _to_rgb8(img, name, notes)
+    except UserError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{name}: the image is too large to open safely") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{name}: not an image file (or a format Noisebrush cannot read)") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read the image ({exc}); the file may be truncated or damaged") from None
+    return LoadedImage(np.ascontiguousarray(arr), notes)
+
+
+def fit_to(image: np.ndarray, width: int, height: int, name: str, notes: list[str]) -> np.ndarray:
+    """Resize to (width, height) when needed, and say so. Control maps must match the output size."""
+    h, w = image.shape[:2]
+    if (w, h) == (width, height):
+        return image
+    notes.append(f"{name}: resized from {w}×{h} to {width}×{height}")
+    interp = cv2.INTER_AREA if w > width or h > height else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interp)
+
+
+def load_control_image(kind: str, path: str | Path, width: int, height: int) -> LoadedImage:
+    """A control map from a file, at output size. A pose may come as OpenPose JSON."""
+    path = Path(path)
+    if kind == "pose" and path.suffix.lower() == ".json":
+        try:
+            people = load_pose_json(path, width, height)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"{path.name}: cannot read pose JSON ({exc})") from None
+        return LoadedImage(render_pose(people, width, height), [f"{path.name}: {len(people)} pose(s) rendered"])
+    loaded = read_image(path)
+    loaded.image = fit_to(loaded.image, width, height, path.name, loaded.notes)
+    return loaded
+
+
+def round_size(value: int, notes: list[str], what: str) -> int:
+    """Round a size to the nearest multiple of 8 (at least 8), noting the change."""
+    rounded = max(8, int(round(value / 8.0)) * 8)
+    if rounded != value:
+        notes.append(f"{what} {value} rounded to {rounded} (a multiple of 8)")
+    return rounded

@@ -1,0 +1,170 @@
+"""PNG metadata: an A1111-compatible `parameters` chunk and a JSON chunk that restores the whole request."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from engine.errors import UserError
+from engine.request import ControlSpec, GenerationRequest
+
+JSON_KEY = "noisebrush"
+A1111_KEY = "parameters"
+FORMAT_VERSION = 1
+
+
+def _png_b64(image: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _from_b64(data: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+        return np.asarray(img.convert("RGB")).copy()
+
+
+def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
+    """The text A1111 writes, so other tools (and sites) can read our settings."""
+    lines = [req.prompt]
+    if req.negative_prompt:
+        lines.append(f"Negative prompt: {req.negative_prompt}")
+    fields = [
+        f"Steps: {req.steps}",
+        f"Sampler: {req.scheduler}",
+        f"CFG scale: {req.guidance:g}",
+        f"Seed: {req.seed if req.seed is not None else -1}",
+        f"Size: {req.width}x{req.height}",
+        f"Model: {model_name}",
+    ]
+    if req.init_image is not None:
+        fields.append(f"Denoising strength: {req.strength:g}")
+    for i, c in enumerate(req.controls):
+        fields.append(f'ControlNet {i}: "Module: {c.kind}, Weight: {c.weight:g}, Guidance Start: {c.start:g}, Guidance End: {c.end:g}"')
+    lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+def request_to_json(req: GenerationRequest) -> dict:
+    return {
+        "version": FORMAT_VERSION,
+        "prompt": req.prompt,
+        "negative_prompt": req.negative_prompt,
+        "steps": req.steps,
+        "guidance": req.guidance,
+        "seed": req.seed,
+        "width": req.width,
+        "height": req.height,
+        "scheduler": req.scheduler,
+        "strength": req.strength,
+        "model": req.model,
+        "init_image": None if req.init_image is None else _png_b64(req.init_image),
+        "controls": [
+            {"kind": c.kind, "weight": c.weight, "start": c.start, "end": c.end, "model": c.model, "image": _png_b64(c.image)}
+            for c in req.controls
+        ],
+    }
+
+
+def request_from_json(data: dict) -> GenerationRequest:
+    try:
+        controls = tuple(
+            ControlSpec(
+                kind=c["kind"], image=_from_b64(c["image"]), weight=float(c["weight"]),
+                start=float(c["start"]), end=float(c["end"]), model=c.get("model"),
+            )  # fmt: skip
+            for c in data.get("controls", [])
+        )
+        return GenerationRequest(
+            prompt=data["prompt"],
+            negative_prompt=data.get("negative_prompt", ""),
+            controls=controls,
+            steps=int(data["steps"]),
+            guidance=float(data["guidance"]),
+            seed=None if data.get("seed") is None else int(data["seed"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            scheduler=data.get("scheduler", "DPM++ 2M"),
+            init_image=None if not data.get("init_image") else _from_b64(data["init_image"]),
+            strength=float(data.get("strength", 0.75)),
+            model=data.get("model", ""),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"the Noisebrush settings in this PNG are damaged ({exc})") from None
+
+
+def parse_a1111(text: str) -> GenerationRequest:
+    """Best effort for PNGs from A1111-style tools: prompt, negative, steps, sampler, CFG, seed, size."""
+    lines = text.strip().split("\n")
+    settings_line = lines[-1] if len(lines) > 1 and "Steps:" in lines[-1] else ""
+    body = lines[:-1] if settings_line else lines
+    negative = ""
+    prompt_lines = []
+    for line in body:
+        if line.startswith("Negative prompt:"):
+            negative = line[len("Negative prompt:") :].strip()
+        else:
+            prompt_lines.append(line)
+    fields = dict(re.findall(r"([A-Za-z][A-Za-z 0-9]*): ([^,]+)", settings_line))
+    size = fields.get("Size", "512x512").split("x")
+    seed = int(fields.get("Seed", "-1"))
+    return GenerationRequest(
+        prompt="\n".join(prompt_lines),
+        negative_prompt=negative,
+        steps=int(fields.get("Steps", 20)),
+        guidance=float(fields.get("CFG scale", 7)),
+        seed=None if seed < 0 else seed,
+        width=int(size[0]),
+        height=int(size[1]),
+        scheduler=fields.get("Sampler", "DPM++ 2M").strip(),
+    )
+
+
+def save_png(image: np.ndarray, req: GenerationRequest, path: str | Path, model_name: str = "") -> Path:
+    """Write atomically (temp file + rename): a failure never leaves half a PNG at `path`."""
+    path = Path(path)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(A1111_KEY, a1111_parameters(req, model_name or req.model or "noisebrush-default"))
+    info.add_text(JSON_KEY, json.dumps(request_to_json(req)), zip=True)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise UserError(f"cannot write {path}: the folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".nb-", suffix=".png", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(image).save(f, format="PNG", pnginfo=info)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_request(path: str | Path) -> GenerationRequest:
+    """The request stored in a PNG: our JSON chunk, else A1111's parameters. UserError if neither."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            text = dict(getattr(img, "text", {}) or {})
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{path.name}: cannot read the image ({exc})") from None
+    if JSON_KEY in text:
+        try:
+            data = json.loads(text[JSON_KEY])
+        except json.JSONDecodeError:
+            raise UserError(f"{path.name}: the Noisebrush settings chunk is not valid JSON") from None
+        return request_from_json(data)
+    if A1111_KEY in text:
+        return parse_a1111(text[A1111_KEY])
+    raise UserError(f"{path.name}: holds no generation settings (not made by Noisebrush or an A1111-style tool)")

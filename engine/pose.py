@@ -1,0 +1,170 @@
+"""OpenPose-18 body skeletons: the data, the standard rendering and the JSON format.
+
+The keypoint order, limb pairs and colours are those of OpenPose's body model as
+controlnet-aux draws them, so a map rendered here is what pose ControlNets were
+trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose", "neck",
+    "right_shoulder", "right_elbow", "right_wrist",
+    "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle",
+    "left_hip", "left_knee", "left_ankle",
+    "right_eye", "left_eye", "right_ear", "left_ear",
+)  # fmt: skip
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+
+# 0-based limb pairs; OpenPose draws the first 17 of its 19 (the ear-shoulder pairs are skipped).
+LIMBS: tuple[tuple[int, int], ...] = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
+    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+)  # fmt: skip
+
+COLORS: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
+    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
+    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+)  # fmt: skip
+
+# Left/right partners, for mirroring a skeleton.
+MIRROR_PAIRS: tuple[tuple[int, int], ...] = ((2, 5), (3, 6), (4, 7), (8, 11), (9, 12), (10, 13), (14, 15), (16, 17))
+
+STICK_WIDTH = 4
+JOINT_RADIUS = 4
+
+Point = tuple[float, float] | None
+
+
+@dataclass
+class Person:
+    """One skeleton: 18 keypoints in pixels, None where the joint is hidden/unseen."""
+
+    keypoints: list[Point] = field(default_factory=lambda: [None] * NUM_KEYPOINTS)
+
+    def __post_init__(self) -> None:
+        if len(self.keypoints) != NUM_KEYPOINTS:
+            raise ValueError(f"a person has {NUM_KEYPOINTS} keypoints, got {len(self.keypoints)}")
+
+    def copy(self) -> Person:
+        return Person(list(self.keypoints))
+
+    def visible(self) -> list[tuple[int, tuple[float, float]]]:
+        return [(i, p) for i, p in enumerate(self.keypoints) if p is not None]
+
+    def translated(self, dx: float, dy: float) -> Person:
+        return Person([None if p is None else (p[0] + dx, p[1] + dy) for p in self.keypoints])
+
+    def center(self) -> tuple[float, float]:
+        pts = [p for _, p in self.visible()]
+        if not pts:
+            return (0.0, 0.0)
+        return (sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts))
+
+    def scaled(self, factor: float, origin: tuple[float, float] | None = None) -> Person:
+        ox, oy = origin if origin is not None else self.center()
+        return Person(
+            [None if p is None else (ox + (p[0] - ox) * factor, oy + (p[1] - oy) * factor) for p in self.keypoints]
+        )
+
+    def mirrored(self, axis_x: float | None = None) -> Person:
+        """Flip horizontally about axis_x (the person's centre by default) and swap left/right labels."""
+        ax = axis_x if axis_x is not None else self.center()[0]
+        flipped = [None if p is None else (2 * ax - p[0], p[1]) for p in self.keypoints]
+        for a, b in MIRROR_PAIRS:
+            flipped[a], flipped[b] = flipped[b], flipped[a]
+        return Person(flipped)
+
+
+def default_person(cx: float, cy: float, height: float) -> Person:
+    """A standing figure centred at (cx, cy), `height` pixels tall, facing the viewer."""
+    u = height / 8.0
+    pts: list[Point] = [
+        (cx, cy - 3.4 * u),  # nose
+        (cx, cy - 2.6 * u),  # neck
+        (cx - 0.9 * u, cy - 2.6 * u), (cx - 1.3 * u, cy - 1.3 * u), (cx - 1.5 * u, cy - 0.1 * u),
+        (cx + 0.9 * u, cy - 2.6 * u), (cx + 1.3 * u, cy - 1.3 * u), (cx + 1.5 * u, cy - 0.1 * u),
+        (cx - 0.55 * u, cy + 0.2 * u), (cx - 0.6 * u, cy + 1.9 * u), (cx - 0.65 * u, cy + 3.6 * u),
+        (cx + 0.55 * u, cy + 0.2 * u), (cx + 0.6 * u, cy + 1.9 * u), (cx + 0.65 * u, cy + 3.6 * u),
+        (cx - 0.2 * u, cy - 3.6 * u), (cx + 0.2 * u, cy - 3.6 * u),
+        (cx - 0.45 * u, cy - 3.5 * u), (cx + 0.45 * u, cy - 3.5 * u),
+    ]  # fmt: skip
+    return Person(pts)
+
+
+def render_pose(people: list[Person], width: int, height: int, canvas: np.ndarray | None = None) -> np.ndarray:
+    """Draw skeletons as OpenPose does: limbs as 60 %-dimmed ellipses, then joints as dots. RGB uint8."""
+    out = np.zeros((height, width, 3), np.uint8) if canvas is None else canvas
+    for person in people:
+        kp = person.keypoints
+        for (a, b), color in zip(LIMBS, COLORS):
+            pa, pb = kp[a], kp[b]
+            if pa is None or pb is None:
+                continue
+            mx, my = (pa[0] + pb[0]) / 2, (pa[1] + pb[1]) / 2
+            length = math.hypot(pa[0] - pb[0], pa[1] - pb[1])
+            angle = math.degrees(math.atan2(pa[1] - pb[1], pa[0] - pb[0]))
+            poly = cv2.ellipse2Poly((int(mx), int(my)), (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1)
+            cv2.fillConvexPoly(out, poly, [int(c * 0.6) for c in color])
+        for p, color in zip(kp, COLORS):
+            if p is not None:
+                cv2.circle(out, (int(p[0]), int(p[1])), JOINT_RADIUS, color, thickness=-1)
+    return out
+
+
+def people_to_json(people: list[Person], width: int, height: int) -> dict:
+    """The OpenPose JSON layout (`people[].pose_keypoints_2d` = x, y, confidence × 18) in pixels."""
+    result = []
+    for person in people:
+        flat: list[float] = []
+        for p in person.keypoints:
+            flat.extend([0.0, 0.0, 0.0] if p is None else [float(p[0]), float(p[1]), 1.0])
+        result.append({"pose_keypoints_2d": flat})
+    return {"canvas_width": width, "canvas_height": height, "people": result}
+
+
+def people_from_json(data: dict, width: int | None = None, height: int | None = None) -> tuple[list[Person], int, int]:
+    """Parse OpenPose JSON. Returns the people scaled to (width, height) when given, and the size used.
+
+    Coordinates ≤ 1 everywhere are taken as normalised, as some editors write them.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("people"), list):
+        raise ValueError("not an OpenPose JSON file: it has no 'people' list")
+    src_w = int(data.get("canvas_width") or width or 512)
+    src_h = int(data.get("canvas_height") or height or 512)
+    dst_w, dst_h = width or src_w, height or src_h
+    people = []
+    for entry in data["people"]:
+        flat = entry.get("pose_keypoints_2d") if isinstance(entry, dict) else None
+        if not isinstance(flat, list) or len(flat) < NUM_KEYPOINTS * 3:
+            raise ValueError("a person's pose_keypoints_2d must hold 18 × (x, y, confidence) numbers")
+        values = [float(v) for v in flat[: NUM_KEYPOINTS * 3]]
+        coords = [v for i, v in enumerate(values) if i % 3 != 2]
+        normalised = max(coords, default=0.0) <= 1.0
+        sx = dst_w if normalised else dst_w / src_w
+        sy = dst_h if normalised else dst_h / src_h
+        kps: list[Point] = []
+        for i in range(NUM_KEYPOINTS):
+            x, y, c = values[3 * i : 3 * i + 3]
+            kps.append(None if c <= 0 else (x * sx, y * sy))
+        people.append(Person(kps))
+    return people, dst_w, dst_h
+
+
+def load_pose_json(path: str | Path, width: int | None = None, height: int | None = None) -> list[Person]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read pose JSON {path}: {exc}") from exc
+    people, _, _ = people_from_json(data, width, height)
+    return people

@@ -1,0 +1,92 @@
+"""Cheap step previews: the denoised estimate x0, decoded by a linear latent→RGB map.
+
+The full VAE decode costs more than a denoising step on small models; a 4×3 matrix
+costs nothing. x0 (not the noisy latent x_t) is what the picture will become, so the
+preview reads as an image from the first steps on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# ComfyUI's fitted factors (latent_formats.py): rgb = latentᵀ·M + bias, in [-1, 1].
+SD15_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
+SD15_BIAS = (0.0, 0.0, 0.0)
+SDXL_LATENT_RGB = ((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362), (-0.3165, -0.2492, -0.2188))
+SDXL_BIAS = (0.1084, -0.0175, -0.0011)
+PREVIEW_FILE = "preview.json"
+
+
+@dataclass(frozen=True)
+class LinearPreview:
+    matrix: tuple[tuple[float, float, float], ...]  # one row per latent channel
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @classmethod
+    def for_model(cls, folder: Path | None, family: str = "sd15") -> LinearPreview:
+        """The model folder's own fitted map if it has one, else the family's published one."""
+        if folder is not None and (folder / PREVIEW_FILE).is_file():
+            data = json.loads((folder / PREVIEW_FILE).read_text())
+            return cls(tuple(tuple(r) for r in data["latent_rgb"]), tuple(data.get("bias", (0, 0, 0))))
+        if family == "sdxl":
+            return cls(SDXL_LATENT_RGB, SDXL_BIAS)
+        return cls(SD15_LATENT_RGB, SD15_BIAS)
+
+    def save(self, folder: Path) -> None:
+        (folder / PREVIEW_FILE).write_text(json.dumps({"latent_rgb": self.matrix, "bias": self.bias}, indent=1))
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """latents (1|C, h, w) in model space → h×w×3 uint8 (a fresh array)."""
+        lat = latents[0] if latents.dim() == 4 else latents
+        m = torch.tensor(self.matrix, dtype=torch.float32)
+        rgb = torch.einsum("chw,cr->hwr", lat.detach().float().cpu(), m) + torch.tensor(self.bias)
+        return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+
+
+def fit_linear_preview(latents: np.ndarray, images: np.ndarray) -> LinearPreview:
+    """Least squares from latents (N, C, h, w) to images already downsampled to (N, h, w, 3) in [-1, 1]."""
+    x = latents.transpose(0, 2, 3, 1).reshape(-1, latents.shape[1])
+    x1 = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    y = images.reshape(-1, 3)
+    sol, *_ = np.linalg.lstsq(x1, y, rcond=None)
+    matrix = tuple(tuple(float(v) for v in row) for row in sol[:-1])
+    return LinearPreview(matrix, tuple(float(v) for v in sol[-1]))
+
+
+class X0Tap:
+    """Wraps a scheduler's `step` to keep the denoised estimate x0 of the latest step.
+
+    Euler, Euler a, DDIM, LCM and DDPM return it; multistep solvers (DPM++, UniPC) do
+    not, so it is computed from x_t, the model output and ᾱ_t.
+    """
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+        self.x0: torch.Tensor | None = None
+        self._step = scheduler.step
+        scheduler.step = self.step  # instance attribute: this scheduler object only
+
+    def step(self, model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
+        out = self._step(model_output, timestep, sample, *args, return_dict=True, **kwargs)
+        x0 = getattr(out, "pred_original_sample", None)
+        if x0 is None:
+            x0 = getattr(out, "denoised", None)
+        self.x0 = x0 if x0 is not None else self._estimate(model_output, timestep, sample)
+        return out if return_dict else out.to_tuple()
+
+    def _estimate(self, model_output, timestep, sample) -> torch.Tensor:
+        acp = self.scheduler.alphas_cumprod
+        t = int(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
+        a = acp[min(max(t, 0), len(acp) - 1)].to(sample.device, torch.float32)
+        kind = self.scheduler.config.get("prediction_type", "epsilon")
+        s, m = sample.float(), model_output.float()
+        if kind == "v_prediction":
+            return a.sqrt() * s - (1 - a).sqrt() * m
+        if kind == "sample":
+            return m
+        return (s - (1 - a).sqrt() * m) / a.sqrt()

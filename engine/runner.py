@@ -1,0 +1,99 @@
+"""Runs one request through a diffusers pipeline, streaming x0 previews and honouring cancel."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from engine.events import Event, Finished, Preview, Progress
+from engine.models import ModelManager
+from engine.previews import X0Tap
+from engine.request import GenerationRequest
+from engine.schedulers import make_scheduler
+
+
+class Stopped(Exception):
+    """Raised from the step callback to stop a job: it also skips the final VAE decode."""
+
+    def __init__(self, steps_done: int) -> None:
+        super().__init__(steps_done)
+        self.steps_done = steps_done
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+class Runner:
+    def __init__(self, models: ModelManager, preview_interval_s: float = 1 / 30, previews: bool = True) -> None:
+        self.models = models
+        self.preview_interval_s = preview_interval_s
+        self.previews = previews
+
+    def run(self, job_id: int, req: GenerationRequest, emit: Callable[[Event], None], cancelled: threading.Event) -> None:
+        """Emit Preview events, then Finished. Raises Stopped when cancelled, UserError on bad input."""
+        import torch
+
+        req.validate()
+        t0 = time.perf_counter()
+        if not self.models.is_loaded(req.model):
+            emit(Progress(job_id, f"loading model {req.model or 'noisebrush-default'}…"))
+        model = self.models.get(req.model)
+        controls = req.active_controls()
+        nets = [model.controlnet(c.kind, c.model) for c in controls]
+        if cancelled.is_set():
+            raise Stopped(0)
+        scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
+        tap = X0Tap(scheduler)
+        pipe = model.pipeline(nets, img2img=req.init_image is not None, scheduler=scheduler)
+        seed = req.seed if req.seed is not None else random.randrange(2**32)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        last_emit = [float("-inf")]
+
+        def on_step_end(pipe_, i: int, t, kwargs: dict) -> dict:
+            done = i + 1
+            if cancelled.is_set():
+                raise Stopped(done)
+            total = getattr(pipe_, "num_timesteps", req.steps)
+            now = time.perf_counter()
+            if self.previews and tap.x0 is not None and (done == total or now - last_emit[0] >= self.preview_interval_s):
+                last_emit[0] = now
+                emit(Preview(job_id, done, total, model.preview.decode(tap.x0), now - t0))
+            return {}
+
+        kwargs: dict = dict(
+            prompt=req.prompt,
+            negative_prompt=req.negative_prompt or None,
+            num_inference_steps=req.steps,
+            guidance_scale=req.guidance,
+            generator=generator,
+            output_type="np",
+            callback_on_step_end=on_step_end,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+        if req.init_image is None:
+            kwargs.update(width=req.width, height=req.height)
+        else:
+            kwargs.update(strength=req.strength)
+        if controls:
+            images = [Image.fromarray(c.image) for c in controls]  # diffusers reads a bare HxWx3 array as a batch
+            single = len(controls) == 1
+            key = "control_image" if req.init_image is not None else "image"
+            kwargs[key] = images[0] if single else images
+            kwargs["controlnet_conditioning_scale"] = controls[0].weight if single else [c.weight for c in controls]
+            kwargs["control_guidance_start"] = controls[0].start if single else [c.start for c in controls]
+            kwargs["control_guidance_end"] = controls[0].end if single else [c.end for c in controls]
+        if req.init_image is not None:
+            kwargs["image"] = Image.fromarray(req.init_image)
+        try:
+            with torch.inference_mode():
+                result = pipe(**kwargs).images[0]
+        except Stopped:
+            pipe.maybe_free_model_hooks()  # skipped by the raise; matters with CPU offload
+            raise
+        emit(Finished(job_id, _to_uint8(result), req.replace(seed=seed), time.perf_counter() - t0, model.name))

@@ -1,0 +1,5 @@
+import sys
+
+from noisebrush.cli import main
+
+sys.exit(main())

@@ -1,0 +1,228 @@
+"""The `noisebrush` command: the GUI by default, `generate` headless, `--version`, `--self-test`.
+
+Imports stay lazy so `--version` answers without loading torch or Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import time
+from pathlib import Path
+
+from noisebrush import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="noisebrush", description="Draw with a diffusion model.")
+    p.add_argument("--version", action="version", version=f"noisebrush {__version__}")
+    p.add_argument("--self-test", action="store_true", help="run a 2-step generation headless and exit")
+    sub = p.add_subparsers(dest="command")
+    g = sub.add_parser("generate", help="generate one image headless")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--negative", default="")
+    g.add_argument("--control", action="append", default=[], metavar="KIND=PATH[@WEIGHT]",
+                   help="scribble, depth or pose map (pose may be OpenPose JSON); repeatable")  # fmt: skip
+    g.add_argument("--controlnet", action="append", default=[], metavar="KIND=FOLDER",
+                   help="use this ControlNet for KIND instead of the model's own")  # fmt: skip
+    g.add_argument("--steps", type=int)
+    g.add_argument("--guidance", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--scheduler")
+    g.add_argument("--model", default="", help="a diffusers model folder (default: the embedded model)")
+    g.add_argument("--init", help="start from this image (img2img)")
+    g.add_argument("--strength", type=float, default=0.75, help="how much of --init to repaint (0–1]")
+    g.add_argument("--previews", help="also write each step's preview PNG into this folder")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    g.add_argument("--out", required=True, help="output PNG")
+    return p
+
+
+def _parse_control(spec: str) -> tuple[str, str, float]:
+    from engine.errors import UserError
+
+    kind, sep, rest = spec.partition("=")
+    if not sep or not rest:
+        raise UserError(f"--control {spec!r}: expected KIND=PATH[@WEIGHT]")
+    path, weight = rest, 1.0
+    head, at, tail = rest.rpartition("@")
+    if at:
+        try:
+            weight = float(tail)
+            path = head
+        except ValueError:
+            pass  # an @ inside the path
+    return kind.strip(), path, weight
+
+
+def _build_request(args: argparse.Namespace, notes: list[str]):
+    from engine.errors import UserError
+    from engine.images import load_control_image, read_image, round_size
+    from engine.models import model_defaults, resolve_model_dir
+    from engine.request import ControlSpec, GenerationRequest
+
+    resolve_model_dir(args.model)  # a bad --model fails before any image work
+    d = model_defaults(args.model)
+    steps = d.steps if args.steps is None else args.steps
+    guidance = d.guidance if args.guidance is None else args.guidance
+    if steps < 1:
+        raise UserError(f"--steps must be at least 1 (got {steps})")
+    if guidance < 0:
+        raise UserError(f"--guidance must be ≥ 0 (got {guidance})")
+    width = round_size(d.width if args.width is None else args.width, notes, "width")
+    height = round_size(d.height if args.height is None else args.height, notes, "height")
+    overrides: dict[str, str] = {}
+    for spec in args.controlnet:
+        kind, sep, folder = spec.partition("=")
+        if not sep or kind not in ("scribble", "depth", "pose"):
+            raise UserError(f"--controlnet {spec!r}: expected KIND=FOLDER with KIND scribble, depth or pose")
+        overrides[kind] = folder
+    controls = []
+    for spec in args.control:
+        kind, path, weight = _parse_control(spec)
+        if kind not in ("scribble", "depth", "pose"):
+            raise UserError(f"--control {spec!r}: unknown kind {kind!r}; use scribble, depth or pose")
+        loaded = load_control_image(kind, path, width, height)
+        notes.extend(loaded.notes)
+        controls.append(ControlSpec(kind, loaded.image, weight=weight, model=overrides.get(kind)))
+    init = None
+    if args.init:
+        loaded = read_image(args.init)
+        notes.extend(loaded.notes)
+        from engine.images import fit_to
+
+        init = fit_to(loaded.image, width, height, Path(args.init).name, notes)
+    req = GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative, controls=tuple(controls), steps=steps,
+        guidance=guidance, seed=args.seed, width=width, height=height,
+        scheduler=args.scheduler or d.scheduler, init_image=init, strength=args.strength, model=args.model,
+    )  # fmt: skip
+    req.validate()
+    return req
+
+
+def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int | None, log=print):
+    """Generate one image on the engine thread; returns the Finished event. Raises UserError on failure."""
+    from PIL import Image
+
+    from engine.engine import Engine
+    from engine.errors import UserError
+    from engine.events import Cancelled, Failed, Finished, Preview, Progress
+    from engine.metadata import save_png
+
+    events: queue.Queue = queue.Queue()
+    engine = Engine(preview_interval_s=0.0, previews=previews_dir is not None, threads=threads)
+    engine.add_listener(events.put)
+    try:
+        job = engine.submit(req)
+        while True:
+            try:
+                ev = events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if getattr(ev, "job_id", job) != job:
+                continue
+            if isinstance(ev, Progress):
+                log(ev.message)
+            elif isinstance(ev, Preview) and previews_dir is not None:
+                Image.fromarray(ev.image).save(previews_dir / f"step_{ev.step:03d}.png")
+            elif isinstance(ev, Finished):
+                if out is not None:
+                    save_png(ev.image, ev.params, out, ev.model_name)
+                return ev
+            elif isinstance(ev, Failed):
+                raise UserError(ev.message)
+            elif isinstance(ev, Cancelled):
+                raise UserError("cancelled")
+    except KeyboardInterrupt:
+        engine.cancel(job)
+        raise
+    finally:
+        engine.shutdown()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from engine.errors import UserError
+
+    notes: list[str] = []
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: the output must be a .png file (it carries the settings)")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise UserError(f"--out {out}: the folder {out.parent} does not exist")
+    req = _build_request(args, notes)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    previews = Path(args.previews) if args.previews else None
+    if previews is not None:
+        previews.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    done = run_headless(req, out, previews, args.threads, log=lambda m: print(m, file=sys.stderr))
+    print(f"wrote {out} (seed {done.params.seed}, {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_self_test() -> int:
+    import numpy as np
+
+    from engine.request import ControlSpec, GenerationRequest
+
+    t0 = time.perf_counter()
+    try:
+        import cv2
+
+        sketch = np.zeros((128, 128, 3), np.uint8)
+        cv2.circle(sketch, (64, 64), 36, (255, 255, 255), 3)
+        req = GenerationRequest("a red circle on a blue background", controls=(ControlSpec("scribble", sketch),), steps=2, seed=0)
+        done = run_headless(req, None, None, None, log=lambda m: None)
+        img = done.image
+        if img.shape != (128, 128, 3):
+            raise RuntimeError(f"output has shape {img.shape}, expected (128, 128, 3)")
+        if int(img.max()) == int(img.min()):
+            raise RuntimeError("output is a flat image")
+    except Exception as exc:
+        print(f"self-test FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"self-test passed: 2 steps on the embedded model in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _run_gui() -> int:
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        print(
+            "noisebrush: error: no display found (DISPLAY and WAYLAND_DISPLAY are unset). "
+            "Start it from a desktop session, or use 'noisebrush generate …' headless.",
+            file=sys.stderr,
+        )
+        return 2
+    from gui.app import main as gui_main
+
+    return gui_main(sys.argv[:1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from engine.errors import UserError
+
+    try:
+        if args.self_test:
+            return cmd_self_test()
+        if args.command == "generate":
+            return cmd_generate(args)
+        return _run_gui()
+    except UserError as exc:
+        print(f"noisebrush: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("noisebrush: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Helpers shared by the tests: a queue listener and simple drawn maps."""
+
+from __future__ import annotations
+
+import queue
+
+import cv2
+import numpy as np
+
+from engine.events import Cancelled, Failed, Finished
+
+
+class EventLog:
+    """Collects engine events; `wait_end(job)` blocks until that job finished, failed or was cancelled."""
+
+    def __init__(self) -> None:
+        self.q: queue.Queue = queue.Queue()
+        self.events: list = []
+
+    def __call__(self, event) -> None:
+        self.q.put(event)
+
+    def wait_end(self, job: int, timeout: float = 120.0):
+        while True:
+            ev = self.q.get(timeout=timeout)
+            self.events.append(ev)
+            if getattr(ev, "job_id", None) == job and isinstance(ev, (Finished, Failed, Cancelled)):
+                return ev
+
+    def of(self, job: int, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind) and e.job_id == job]
+
+
+def circle_sketch(size: int = 64, radius: int | None = None, thickness: int = 3) -> np.ndarray:
+    img = np.zeros((size, size, 3), np.uint8)
+    cv2.circle(img, (size // 2, size // 2), radius or size // 3, (255, 255, 255), thickness)
+    return img
+
+
+def square_sketch(size: int = 64, thickness: int = 3) -> np.ndarray:
+    img = np.zeros((size, size, 3), np.uint8)
+    a, b = size // 4, 3 * size // 4
+    cv2.rectangle(img, (a, a), (b, b), (255, 255, 255), thickness)
+    return img

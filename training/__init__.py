@@ -1,0 +1,1 @@
+"""Training of Noisebrush's embedded default model on a procedural world."""
