@@ -1,0 +1,157 @@
+"""The `noisebrush` command: headless generation, previews, and a clear one-line error for every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import circle_sketch
+from PIL import Image
+from tiny_model import tiny_controlnet, tiny_unet
+
+from engine.metadata import read_request
+from noisebrush.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def sketch(tmp_path) -> Path:
+    path = tmp_path / "sketch.png"
+    Image.fromarray(circle_sketch(64)).save(path)
+    return path
+
+
+def generate(tiny_model, out: Path, *extra: str) -> int:
+    return main(["generate", "--prompt", "a red circle", "--model", tiny_model, "--steps", "2", "--seed", "3",
+                 "--out", str(out), *extra])  # fmt: skip
+
+
+def error_of(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_generate_writes_png_with_settings_and_previews(tiny_model, sketch, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    previews = tmp_path / "previews"
+    assert generate(tiny_model, out, "--control", f"scribble={sketch}@0.8", "--previews", str(previews)) == 0
+    assert Image.open(out).size == (64, 64)
+    req = read_request(out)
+    assert req.prompt == "a red circle" and req.seed == 3 and req.steps == 2
+    assert req.controls[0].kind == "scribble" and req.controls[0].weight == 0.8
+    assert sorted(p.name for p in previews.iterdir()) == ["step_001.png", "step_002.png"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_pose_control_from_openpose_json(tiny_model, tmp_path):
+    pose = {"canvas_width": 64, "canvas_height": 64, "people": [{"pose_keypoints_2d": [32, 10, 1, 32, 20, 1] + [0, 0, 0] * 16}]}
+    path = tmp_path / "pose.json"
+    path.write_text(json.dumps(pose))
+    out = tmp_path / "out.png"
+    assert generate(tiny_model, out, "--control", f"pose={path}") == 0
+    control = read_request(out).controls[0]
+    assert control.kind == "pose" and control.image.max() > 0
+
+
+def _bad_images(tmp_path: Path) -> dict[str, Path]:
+    paths = {}
+    (tmp_path / "notes.txt").write_text("not an image")
+    paths["non-image"] = tmp_path / "notes.txt"
+    full = tmp_path / "full.png"
+    Image.fromarray(circle_sketch(64)).save(full)
+    data = full.read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    paths["truncated"] = tmp_path / "truncated.png"
+    paths["missing"] = tmp_path / "nope.png"
+    return paths
+
+
+@pytest.mark.parametrize("case,expected", [("non-image", "not an image"), ("truncated", "truncated"), ("missing", "no such file")])
+def test_unreadable_control_files(tiny_model, tmp_path, capsys, case, expected):
+    bad = _bad_images(tmp_path)[case]
+    out = tmp_path / "out.png"
+    assert generate(tiny_model, out, "--control", f"scribble={bad}") == 2
+    assert expected in error_of(capsys)
+    assert not out.exists()
+
+
+def test_odd_image_modes_are_converted_and_resized_with_a_note(tiny_model, tmp_path, capsys):
+    depth16 = (np.linspace(0, 65535, 96 * 96).reshape(96, 96)).astype(np.uint16)
+    Image.fromarray(depth16).save(tmp_path / "depth16.png")
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[20:40, 20:40] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(circle_sketch(64)).convert("P").save(tmp_path / "pal.png")
+    Image.fromarray(circle_sketch(64)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    cases = {"depth16.png": ("depth", ["16 ", "resized from 96×96 to 64×64"]), "rgba.png": ("scribble", ["transparency"]),
+             "pal.png": ("scribble", []), "cmyk.jpg": ("scribble", ["CMYK"])}  # fmt: skip
+    for name, (kind, notes) in cases.items():
+        out = tmp_path / f"out-{name}.png"
+        assert generate(tiny_model, out, "--control", f"{kind}={tmp_path / name}") == 0, name
+        err = capsys.readouterr().err
+        for n in notes:
+            assert n in err, (name, err)
+        control = read_request(out).controls[0].image
+        assert control.shape == (64, 64, 3)
+    # the 16-bit depth keeps its full gradient after scaling to 8 bits
+    depth = read_request(tmp_path / "out-depth16.png.png").controls[0].image
+    assert depth.min() <= 5 and depth.max() >= 250
+
+
+def test_size_is_rounded_to_a_multiple_of_8(tiny_model, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    assert generate(tiny_model, out, "--width", "70", "--height", "61") == 0
+    assert "width 70 rounded to 72" in capsys.readouterr().err
+    assert Image.open(out).size == (72, 64)
+
+
+@pytest.mark.parametrize("args,expected", [(["--steps", "0"], "steps must be at least 1"), (["--guidance", "-1"], "guidance must be ≥ 0")])
+def test_bad_settings(tiny_model, tmp_path, capsys, args, expected):
+    out = tmp_path / "out.png"
+    assert generate(tiny_model, out, *args) == 2
+    assert expected in error_of(capsys)
+    assert not out.exists()
+
+
+def test_a_folder_that_is_not_a_model(tmp_path, capsys):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "readme.txt").write_text("hi")
+    out = tmp_path / "out.png"
+    assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "junk"), "--out", str(out)]) == 2
+    assert "is not a diffusers model folder" in error_of(capsys)
+
+
+def test_controlnet_of_another_family_is_refused(tiny_model, sketch, tmp_path, capsys):
+    sdxl_like = tmp_path / "sdxl-controlnet"
+    tiny_controlnet(tiny_unet(cross_attention_dim=2048), seed=1).save_pretrained(sdxl_like)
+    out = tmp_path / "out.png"
+    assert generate(tiny_model, out, "--control", f"scribble={sketch}", "--controlnet", f"scribble={sdxl_like}") == 2
+    assert "SDXL ControlNet" in error_of(capsys)
+    assert not out.exists()
+
+
+def test_output_folder_must_exist(tiny_model, tmp_path, capsys):
+    assert generate(tiny_model, tmp_path / "missing" / "out.png") == 2
+    assert "does not exist" in error_of(capsys)
+
+
+def test_version_is_fast_and_imports_no_torch():
+    code = "import sys; from noisebrush.cli import main\ntry: main(['--version'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'PySide6' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.split()[:2] == ["noisebrush", "0.1.0"]
+    assert out.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_no_display_gives_a_clear_message(monkeypatch, capsys):
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main([]) == 2
+    assert "no display found" in capsys.readouterr().err
