@@ -1,0 +1,1 @@
+"""Noisebrush's PySide6 desktop app."""

@@ -1,0 +1,56 @@
+"""Builds the app: QApplication, the engine and its bridge, the main window."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtWidgets import QApplication
+
+from engine.device import gui_thread_budget
+from engine.engine import Engine
+from gui.engine_bridge import EngineBridge
+from gui.main_window import MainWindow
+
+APP_NAME = "Noisebrush"
+
+
+def app_data_dir() -> Path:
+    path = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(path or Path.home() / ".noisebrush")
+
+
+def create_main_window(
+    engine: Engine | None = None,
+    *,
+    model: str = "",
+    settings: QSettings | None = None,
+    data_dir: Path | None = None,
+    live_debounce_ms: int = 150,
+    preview_interval_s: float = 1 / 30,
+    restore: str = "ask",
+) -> MainWindow:
+    """The whole window wired to a real engine (one is made when not given). A QApplication must exist."""
+    app = QApplication.instance()
+    if app is not None:
+        app.setApplicationName(APP_NAME)
+        app.setOrganizationName(APP_NAME)
+    if engine is None:
+        # leave a core for the GUI thread; previews at most at screen rate
+        engine = Engine(preview_interval_s=preview_interval_s, threads=gui_thread_budget())
+        engine.preload(model)
+    bridge = EngineBridge(engine)
+    settings = settings if settings is not None else QSettings(APP_NAME, APP_NAME)
+    window = MainWindow(bridge, settings, data_dir or app_data_dir(), model, live_debounce_ms, restore)
+    bridge.setParent(window)
+    return window
+
+
+def main(argv: list[str] | None = None) -> int:
+    app = QApplication(argv if argv is not None else sys.argv)
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(APP_NAME)
+    window = create_main_window()
+    window.show()
+    return app.exec()

@@ -1,0 +1,62 @@
+"""Autosave of the sketch and settings, and crash detection by a session lock file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from PySide6.QtGui import QImage
+
+from engine.pose import Person
+from gui.document import LAYER_KINDS, Document, LayerSettings
+from gui.panels import PanelValues
+
+
+class Autosave:
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = Path(data_dir) / "autosave"
+        self.lock = Path(data_dir) / "session.lock"
+
+    def has_crash_recovery(self) -> bool:
+        """The last session did not end cleanly and left a sketch behind."""
+        return self.lock.exists() and (self.dir / "state.json").exists()
+
+    def start_session(self) -> None:
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        self.lock.write_text(str(os.getpid()))
+
+    def end_session(self) -> None:
+        self.lock.unlink(missing_ok=True)
+
+    def save(self, doc: Document, values: PanelValues) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        layers = {}
+        for kind in LAYER_KINDS:
+            layer = doc.layers[kind]
+            tmp = self.dir / f".{kind}.png"
+            layer.image.save(str(tmp), "PNG")
+            tmp.replace(self.dir / f"{kind}.png")
+            layers[kind] = {"settings": dataclasses.asdict(layer.settings), "people": [p.keypoints for p in layer.people]}
+        state = {"values": dataclasses.asdict(values), "layers": layers, "size": [doc.size.width(), doc.size.height()]}
+        tmp = self.dir / ".state.json"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.dir / "state.json")  # written last: a state.json always has its layer files
+
+    def load(self, doc: Document) -> PanelValues | None:
+        """Put the saved layers into `doc` (undoably) and return the saved panel values."""
+        try:
+            state = json.loads((self.dir / "state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        for kind in LAYER_KINDS:
+            img = QImage(str(self.dir / f"{kind}.png"))
+            info = state["layers"].get(kind, {})
+            people = [Person([None if p is None else tuple(p) for p in kp]) for kp in info.get("people", [])]
+            if not img.isNull():
+                doc.set_layer_image(kind, img, "Restore autosave", people)
+            known = LayerSettings.__dataclass_fields__
+            doc.layers[kind].settings = LayerSettings(**{k: v for k, v in info.get("settings", {}).items() if k in known})
+        known = PanelValues.__dataclass_fields__
+        return PanelValues(**{k: v for k, v in state.get("values", {}).items() if k in known})

@@ -1,0 +1,176 @@
+"""The sketch document: control layers as images, their settings, and undoable edits.
+
+Layers are ARGB32 images at document resolution, drawn as the person sees them:
+dark ink on transparent for the scribble, greys for depth, OpenPose colours for
+pose. `control_image` converts each to the engine's convention at output size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QObject, QRect, QSize, Signal
+from PySide6.QtGui import QColor, QImage, QPainter, QUndoCommand, QUndoStack
+
+from engine.pose import Person, render_pose
+from engine.request import ControlSpec
+
+LAYER_KINDS = ("scribble", "depth", "pose")
+LAYER_TITLES = {"scribble": "Scribble", "depth": "Depth", "pose": "Pose"}
+INK = QColor(25, 25, 30)
+
+
+def blank(size: QSize) -> QImage:
+    img = QImage(size, QImage.Format.Format_ARGB32_Premultiplied)
+    img.fill(QColor(0, 0, 0, 0))
+    return img
+
+
+def qimage_to_rgba(img: QImage) -> np.ndarray:
+    """A QImage → HxWx4 uint8 RGBA copy (straight alpha)."""
+    rgba = img.convertToFormat(QImage.Format.Format_RGBA8888)
+    h, w = rgba.height(), rgba.width()
+    arr = np.frombuffer(rgba.constBits(), np.uint8, count=rgba.sizeInBytes()).reshape(h, rgba.bytesPerLine())
+    return arr[:, : w * 4].reshape(h, w, 4).copy()
+
+
+def rgb_to_qimage_argb(rgb: np.ndarray, alpha: np.ndarray | None = None) -> QImage:
+    h, w = rgb.shape[:2]
+    a = np.full((h, w), 255, np.uint8) if alpha is None else alpha
+    rgba = np.ascontiguousarray(np.dstack([rgb, a]))
+    return QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).convertToFormat(
+        QImage.Format.Format_ARGB32_Premultiplied
+    )
+
+
+@dataclass
+class LayerSettings:
+    enabled: bool = True
+    visible: bool = True
+    opacity: float = 0.8
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+
+class ControlLayer(QObject):
+    changed = Signal()  # pixels or settings
+
+    def __init__(self, kind: str, size: QSize) -> None:
+        super().__init__()
+        self.kind = kind
+        self.image = blank(size)
+        self.settings = LayerSettings(enabled=True)
+        self.people: list[Person] = []  # pose layer: editable skeletons, drawn over `image`
+
+    def is_empty(self) -> bool:
+        if self.people:
+            return False
+        return not qimage_to_rgba(self.image)[..., 3].any()
+
+    def render_pose_image(self) -> QImage:
+        """The pose layer as shown and sent: fixed pose image plus the skeletons in OpenPose colours."""
+        if not self.people:
+            return self.image
+        w, h = self.image.width(), self.image.height()
+        rgb = render_pose(self.people, w, h)
+        mask = rgb.any(axis=2)
+        overlay = rgb_to_qimage_argb(rgb, np.where(mask, 255, 0).astype(np.uint8))
+        out = self.image.copy()
+        p = QPainter(out)
+        p.drawImage(0, 0, overlay)
+        p.end()
+        return out
+
+    def display_image(self) -> QImage:
+        return self.render_pose_image() if self.kind == "pose" else self.image
+
+    def control_image(self, width: int, height: int) -> np.ndarray:
+        """The engine's convention at output size: white-on-black scribble, near-bright depth, OpenPose map."""
+        rgba = qimage_to_rgba(self.display_image()).astype(np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        if self.kind == "scribble":
+            # ink coverage → white strokes on black (the person drew dark on light paper)
+            ink = (alpha[..., 0] * 255.0).astype(np.uint8)
+            rgb = np.repeat(ink[..., None], 3, axis=2)
+        else:
+            rgb = (rgba[..., :3] * alpha).astype(np.uint8)  # transparent = black = far / nobody
+        if rgb.shape[:2] != (height, width):
+            interp = cv2.INTER_AREA if rgb.shape[1] > width else cv2.INTER_LINEAR
+            rgb = cv2.resize(rgb, (width, height), interpolation=interp)
+        return rgb
+
+    def to_spec(self, width: int, height: int) -> ControlSpec:
+        s = self.settings
+        return ControlSpec(self.kind, self.control_image(width, height), s.weight, s.start, s.end)
+
+
+class ImageEdit(QUndoCommand):
+    """One stroke, clear or load on one layer: the layer's image before and after."""
+
+    def __init__(self, layer: ControlLayer, before: QImage, after: QImage, text: str,
+                 people_before: list[Person] | None = None, people_after: list[Person] | None = None) -> None:  # fmt: skip
+        super().__init__(text)
+        self.layer, self.before, self.after = layer, before, after
+        self.people_before = [p.copy() for p in (people_before if people_before is not None else layer.people)]
+        self.people_after = [p.copy() for p in (people_after if people_after is not None else layer.people)]
+
+    def redo(self) -> None:
+        self.layer.image = self.after.copy()
+        self.layer.people = [p.copy() for p in self.people_after]
+        self.layer.changed.emit()
+
+    def undo(self) -> None:
+        self.layer.image = self.before.copy()
+        self.layer.people = [p.copy() for p in self.people_before]
+        self.layer.changed.emit()
+
+
+class Document(QObject):
+    changed = Signal(str)  # layer kind
+
+    def __init__(self, size: QSize = QSize(512, 512)) -> None:
+        super().__init__()
+        self.size = QSize(size)
+        self.undo_stack = QUndoStack(self)
+        self.layers: dict[str, ControlLayer] = {k: ControlLayer(k, self.size) for k in LAYER_KINDS}
+        for kind, layer in self.layers.items():
+            layer.changed.connect(lambda k=kind: self.changed.emit(k))
+
+    def rect(self) -> QRect:
+        return QRect(0, 0, self.size.width(), self.size.height())
+
+    def set_layer_image(self, kind: str, image: QImage, text: str, people: list[Person] | None = None) -> None:
+        """Replace a layer's pixels (and skeletons) undoably."""
+        layer = self.layers[kind]
+        img = image.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
+        if img.size() != self.size:
+            from PySide6.QtCore import Qt
+
+            img = img.scaled(self.size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
+        self.undo_stack.push(ImageEdit(layer, layer.image.copy(), img, text, layer.people, people if people is not None else []))
+
+    def clear_layer(self, kind: str) -> None:
+        self.set_layer_image(kind, blank(self.size), f"Clear {LAYER_TITLES[kind].lower()}")
+
+    def resize(self, size: QSize) -> None:
+        """Scale every layer to a new document size (when the output size changes). Not undoable."""
+        from PySide6.QtCore import Qt
+
+        if size == self.size:
+            return
+        sx, sy = size.width() / self.size.width(), size.height() / self.size.height()
+        self.size = QSize(size)
+        for layer in self.layers.values():
+            layer.image = layer.image.scaled(size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
+            layer.people = [Person([None if q is None else (q[0] * sx, q[1] * sy) for q in p.keypoints]) for p in layer.people]
+        self.undo_stack.clear()
+        for kind in LAYER_KINDS:
+            self.changed.emit(kind)
+
+    def active_specs(self, width: int, height: int) -> tuple[ControlSpec, ...]:
+        return tuple(
+            layer.to_spec(width, height) for layer in self.layers.values() if layer.settings.enabled and not layer.is_empty()
+        )

@@ -1,0 +1,81 @@
+"""The one place where engine events become Qt signals on the GUI thread.
+
+Engine listeners run on the engine thread; emitting a signal of a QObject that
+lives on the GUI thread queues the call there. Previews are coalesced: while one
+is waiting to be shown, a newer one replaces it instead of queuing behind it, so
+the canvas never falls behind the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtGui import QImage
+
+from engine.engine import Engine
+from engine.events import Cancelled, Event, Failed, Finished, Preview, Progress, Started
+from engine.request import GenerationRequest
+
+
+def to_qimage(image: np.ndarray) -> QImage:
+    """An RGB uint8 array → a QImage that owns its pixels (safe after the array is gone)."""
+    arr = np.ascontiguousarray(image)
+    h, w = arr.shape[:2]
+    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class EngineBridge(QObject):
+    started = Signal(int)
+    progress = Signal(int, str)
+    preview = Signal(int, int, int, object, float)  # job, step, total, np.ndarray, elapsed
+    finished = Signal(int, object)  # job, engine.events.Finished
+    failed = Signal(int, str)
+    cancelled = Signal(int, int)
+    _preview_ready = Signal()
+
+    def __init__(self, engine: Engine, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._pending_preview: Preview | None = None
+        self._preview_ready.connect(self._flush_preview)
+        engine.add_listener(self._on_event)
+
+    # engine thread
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, Preview):
+            with self._lock:
+                queued = self._pending_preview is not None
+                self._pending_preview = ev
+            if not queued:
+                self._preview_ready.emit()
+        elif isinstance(ev, Started):
+            self.started.emit(ev.job_id)
+        elif isinstance(ev, Progress):
+            self.progress.emit(ev.job_id, ev.message)
+        elif isinstance(ev, Finished):
+            self.finished.emit(ev.job_id, ev)
+        elif isinstance(ev, Failed):
+            self.failed.emit(ev.job_id, ev.message)
+        elif isinstance(ev, Cancelled):
+            self.cancelled.emit(ev.job_id, ev.at_step)
+
+    # GUI thread
+    @Slot()
+    def _flush_preview(self) -> None:
+        with self._lock:
+            ev, self._pending_preview = self._pending_preview, None
+        if ev is not None:
+            self.preview.emit(ev.job_id, ev.step, ev.total, ev.image, ev.elapsed_s)
+
+    def submit(self, request: GenerationRequest, latest_wins: bool = False) -> int:
+        return self.engine.submit(request, latest_wins=latest_wins)
+
+    def cancel(self, job_id: int) -> None:
+        self.engine.cancel(job_id)
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        self.engine.remove_listener(self._on_event)
+        return self.engine.shutdown(timeout)

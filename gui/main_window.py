@@ -1,0 +1,548 @@
+"""The main window: canvas in the middle, generation and layer panels at the side, history below."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.errors import UserError
+from engine.events import Finished
+from engine.images import load_control_image, read_image
+from engine.metadata import read_request, save_png
+from engine.models import model_defaults
+from engine.pose import load_pose_json
+from engine.request import GenerationRequest
+from gui.autosave import Autosave
+from gui.canvas import Canvas
+from gui.document import LAYER_TITLES, Document, rgb_to_qimage_argb
+from gui.engine_bridge import EngineBridge, to_qimage
+from gui.panels import MAX_SEED, GenerationPanel, HistoryStrip, LayersPanel, PanelValues
+
+DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
+AUTOSAVE_MS = 4000
+
+
+class Banner(QFrame):
+    """A non-blocking message above the canvas, with optional action button and a close button."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("banner")
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.action = QPushButton()
+        self.action.hide()
+        close = QPushButton("✕")
+        close.setFlat(True)
+        close.setFixedWidth(28)
+        close.clicked.connect(self.hide)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(10, 6, 6, 6)
+        row.addWidget(self.label, 1)
+        row.addWidget(self.action)
+        row.addWidget(close)
+        self.hide()
+        self._callback = None
+        self.action.clicked.connect(self._run_action)
+
+    def show_message(self, text: str, kind: str = "error", action: str | None = None, callback=None) -> None:
+        colors = {"error": "#f8d7da; color: #58151c", "info": "#dbeafe; color: #0c2d6b"}
+        self.setStyleSheet(f"#banner {{ background: {colors[kind].split(';')[0]}; border-radius: 4px; }} "
+                           f"QLabel {{ color: {colors[kind].split('color: ')[1]}; }}")  # fmt: skip
+        self.label.setText(text)
+        self._callback = callback
+        self.action.setVisible(bool(action))
+        self.action.setText(action or "")
+        self.show()
+
+    def _run_action(self) -> None:
+        self.hide()
+        if self._callback:
+            self._callback()
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, bridge: EngineBridge, settings: QSettings, data_dir: Path, default_model: str = "",
+                 live_debounce_ms: int = 150, restore: str = "ask") -> None:  # fmt: skip
+        super().__init__()
+        self.setWindowTitle("Noisebrush")
+        self.bridge = bridge
+        self.settings = settings
+        self.data_dir = Path(data_dir)
+        self.autosave = Autosave(self.data_dir)
+        self.doc = Document(QSize(DOC_LONG_SIDE, DOC_LONG_SIDE))
+        self.canvas = Canvas(self.doc)
+        self.panel = GenerationPanel()
+        self.layers_panel = LayersPanel(self.doc)
+        self.history = HistoryStrip()
+        self.banner = Banner()
+        self.job: int | None = None
+        self.last_request: GenerationRequest | None = None
+        self.last_result: Finished | None = None
+        self._job_started_at = 0.0
+        self._dirty = False
+
+        center = QWidget()
+        col = QVBoxLayout(center)
+        col.setContentsMargins(4, 4, 4, 4)
+        col.addWidget(self.banner)
+        col.addWidget(self.canvas, 1)
+        col.addWidget(self.history)
+        self.setCentralWidget(center)
+        self._dock("Generate", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Control layers", self.layers_panel, Qt.DockWidgetArea.RightDockWidgetArea, scroll=True)
+        self._build_actions()
+        self.statusBar().showMessage("Ready")
+
+        self.live_timer = QTimer(self)
+        self.live_timer.setSingleShot(True)
+        self.live_timer.setInterval(live_debounce_ms)
+        self.live_timer.timeout.connect(lambda: self.generate(latest_wins=True))
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setInterval(AUTOSAVE_MS)
+        self.autosave_timer.timeout.connect(self._autosave_if_dirty)
+        self.autosave_timer.start()
+
+        bridge.started.connect(self._on_started)
+        bridge.progress.connect(self._on_progress)
+        bridge.preview.connect(self._on_preview)
+        bridge.finished.connect(self._on_finished)
+        bridge.failed.connect(self._on_failed)
+        bridge.cancelled.connect(self._on_cancelled)
+        self.panel.generate_requested.connect(self.generate)
+        self.panel.cancel_requested.connect(self.cancel)
+        self.panel.changed.connect(self._on_setting_changed)
+        self.panel.live_toggled.connect(lambda on: on and self._schedule_live())
+        self.panel.model_browse_requested.connect(self.browse_model)
+        self.panel.width_box.valueChanged.connect(self._resize_document)
+        self.panel.height_box.valueChanged.connect(self._resize_document)
+        self.layers_panel.changed.connect(self._on_setting_changed)
+        self.layers_panel.active_changed.connect(self._set_active_layer)
+        self.layers_panel.load_requested.connect(self.load_layer_dialog)
+        self.layers_panel.clear_requested.connect(self.doc.clear_layer)
+        self.canvas.stroke_finished.connect(self._on_stroke)
+        self.canvas.files_dropped.connect(self.open_files)
+        self.doc.undo_stack.indexChanged.connect(lambda _i: self._mark_dirty())
+        self.history.itemClicked.connect(self._on_history_clicked)
+
+        self._restore_settings(default_model)
+        self.autosave.start_session() if restore == "never" else self._offer_recovery(restore)
+
+    # --- layout helpers --------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area, scroll: bool = False) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        if scroll:
+            area_widget = QScrollArea()
+            area_widget.setWidgetResizable(True)
+            area_widget.setWidget(widget)
+            dock.setWidget(area_widget)
+        else:
+            dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, text: str, shortcut, slot, checkable: bool = False) -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcuts(shortcut if isinstance(shortcut, list) else [QKeySequence(shortcut)])
+        act.setCheckable(checkable)
+        act.triggered.connect(slot)
+        self.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        self.undo_action = self.doc.undo_stack.createUndoAction(self, "Undo")
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.redo_action = self.doc.undo_stack.createRedoAction(self, "Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.generate_action = self._action("Generate", [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], self.generate)
+        self.cancel_action = self._action("Cancel", "Esc", self.cancel)
+        self.brush_action = self._action("Brush", "B", lambda: self._set_tool("brush"), checkable=True)
+        self.eraser_action = self._action("Eraser", "E", lambda: self._set_tool("eraser"), checkable=True)
+        self.brush_action.setChecked(True)
+        fit = self._action("Fit", "Ctrl+0", self.canvas.fit)
+        zoom_in = self._action("Zoom in", QKeySequence.StandardKey.ZoomIn, lambda: self.canvas.zoom(1.25))
+        zoom_out = self._action("Zoom out", QKeySequence.StandardKey.ZoomOut, lambda: self.canvas.zoom(0.8))
+        clear = self._action("Clear layer", "Ctrl+Backspace", lambda: self.doc.clear_layer(self.canvas.active_layer))
+        smaller = self._action("Smaller brush", "[", lambda: self._set_brush(self.canvas.brush_size / 1.25))
+        bigger = self._action("Bigger brush", "]", lambda: self._set_brush(self.canvas.brush_size * 1.25))
+        open_act = self._action("Open image or settings…", QKeySequence.StandardKey.Open, self.open_dialog)
+        save_act = self._action("Save image…", QKeySequence.StandardKey.Save, self.save_dialog)
+        quit_act = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
+        self.brush_size_box = QSpinBox()
+        self.brush_size_box.setRange(1, 200)
+        self.brush_size_box.setValue(int(self.canvas.brush_size))
+        self.brush_size_box.setSuffix(" px")
+        self.brush_size_box.setToolTip("Brush size ([ and ])")
+        self.brush_size_box.valueChanged.connect(lambda v: setattr(self.canvas, "brush_size", float(v)))
+
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(open_act)
+        load_menu = file_menu.addMenu("Load control map")
+        for kind, title in LAYER_TITLES.items():
+            load_menu.addAction(self._action(f"{title} map…", None, lambda _=False, k=kind: self.load_layer_dialog(k)))
+        file_menu.addAction(save_act)
+        file_menu.addSeparator()
+        file_menu.addAction(quit_act)
+        edit = self.menuBar().addMenu("&Edit")
+        for a in (self.undo_action, self.redo_action, clear):
+            edit.addAction(a)
+        view = self.menuBar().addMenu("&View")
+        for a in (fit, zoom_in, zoom_out):
+            view.addAction(a)
+        gen = self.menuBar().addMenu("&Generate")
+        gen.addAction(self.generate_action)
+        gen.addAction(self.cancel_action)
+
+        tb = QToolBar("Tools")
+        tb.setObjectName("tools")
+        tb.setMovable(False)
+        for a in (self.brush_action, self.eraser_action):
+            tb.addAction(a)
+        tb.addWidget(QLabel(" Size "))
+        tb.addWidget(self.brush_size_box)
+        tb.addSeparator()
+        for a in (self.undo_action, self.redo_action, clear):
+            tb.addAction(a)
+        tb.addSeparator()
+        for a in (fit, zoom_in, zoom_out):
+            tb.addAction(a)
+        self.addToolBar(tb)
+        del smaller, bigger
+
+    def _set_tool(self, tool: str) -> None:
+        self.canvas.tool = tool
+        self.brush_action.setChecked(tool == "brush")
+        self.eraser_action.setChecked(tool == "eraser")
+
+    def _set_brush(self, size: float) -> None:
+        self.brush_size_box.setValue(int(max(1, min(200, round(size)))))
+
+    def _set_active_layer(self, kind: str) -> None:
+        self.canvas.active_layer = kind
+
+    # --- requests --------------------------------------------------------------------------
+    def capture_request(self) -> GenerationRequest:
+        """Freeze the current sketch and settings into one request (on the GUI thread)."""
+        v = self.panel.values()
+        if not v.seed_locked:
+            # showing the new seed is not a user edit: it must not trigger another live frame
+            self.panel.seed.blockSignals(True)
+            self.panel.seed.setValue(random.randint(0, MAX_SEED))
+            self.panel.seed.blockSignals(False)
+            v = self.panel.values()
+        return GenerationRequest(
+            prompt=v.prompt, negative_prompt=v.negative, controls=self.doc.active_specs(v.width, v.height), steps=v.steps,
+            guidance=v.guidance, seed=v.seed, width=v.width, height=v.height, scheduler=v.scheduler, model=v.model,
+        )  # fmt: skip
+
+    @Slot()
+    def generate(self, latest_wins: bool = False) -> int | None:
+        try:
+            req = self.capture_request()
+            req.validate()
+        except UserError as exc:
+            self.show_error(str(exc))
+            return None
+        self.last_request = req
+        self.job = self.bridge.submit(req, latest_wins=latest_wins or self.panel.live.isChecked())
+        self._job_started_at = time.perf_counter()
+        self.panel.set_running(True)
+        return self.job
+
+    @Slot()
+    def cancel(self) -> None:
+        self.live_timer.stop()
+        if self.job is not None:
+            self.bridge.cancel(self.job)
+
+    def _schedule_live(self) -> None:
+        if self.panel.live.isChecked():
+            self.live_timer.start()
+
+    def _on_stroke(self, _kind: str) -> None:
+        self._mark_dirty()
+        self._autosave_if_dirty()
+        self._schedule_live()
+
+    def _on_setting_changed(self) -> None:
+        self._mark_dirty()
+        self._schedule_live()
+
+    # --- engine events (GUI thread) ---------------------------------------------------------
+    def _on_started(self, job: int) -> None:
+        if job == self.job:
+            self._job_started_at = time.perf_counter()
+            self.statusBar().showMessage("Generating…")
+
+    def _on_progress(self, job: int, message: str) -> None:
+        if job == self.job:
+            self.statusBar().showMessage(message)
+
+    def _on_preview(self, job: int, step: int, total: int, image: np.ndarray, elapsed: float) -> None:
+        if job != self.job:
+            return  # a superseded job's late frame
+        self.canvas.show_result(to_qimage(image), preview=True)
+        remaining = elapsed / step * (total - step) if step else None
+        self.panel.show_progress(step, total, remaining)
+
+    def _on_finished(self, job: int, ev: Finished) -> None:
+        qimg = to_qimage(ev.image)
+        self.history.add_result(qimg, ev)
+        if job != self.job:
+            return
+        self.job = None
+        self.last_result = ev
+        self.canvas.show_result(qimg)
+        self.panel.set_running(False)
+        self.panel.progress_label.setText(" ")
+        self.statusBar().showMessage(f"Done in {ev.elapsed_s:.2f} s · seed {ev.params.seed} · {ev.params.width}×{ev.params.height}")
+
+    def _on_failed(self, job: int, message: str) -> None:
+        if job == self.job:
+            self.job = None
+            self.panel.set_running(False)
+        self.show_error(message)
+
+    def _on_cancelled(self, job: int, at_step: int) -> None:
+        if job == self.job:
+            self.job = None
+            self.panel.set_running(False)
+            self.statusBar().showMessage(f"Cancelled after {at_step} step(s)")
+
+    def show_error(self, message: str) -> None:
+        self.banner.show_message(message, "error")
+        self.statusBar().showMessage(message.splitlines()[0], 8000)
+
+    # --- files -----------------------------------------------------------------------------
+    def load_layer_dialog(self, kind: str) -> None:
+        filters = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
+        if kind == "pose":
+            filters = "Pose maps or OpenPose JSON (*.png *.jpg *.jpeg *.webp *.bmp *.json)"
+        path, _ = QFileDialog.getOpenFileName(self, f"Load {kind} map", "", filters)
+        if path:
+            self.load_layer_file(kind, path)
+
+    def load_layer_file(self, kind: str, path: str) -> bool:
+        """Load a control map into a layer. A bad file shows a message and changes nothing."""
+        w, h = self.doc.size.width(), self.doc.size.height()
+        try:
+            if kind == "pose" and path.lower().endswith(".json"):
+                try:
+                    people = load_pose_json(path, w, h)
+                except ValueError as exc:
+                    raise UserError(str(exc)) from None
+                blank = np.zeros((h, w, 3), np.uint8)
+                self.doc.set_layer_image(kind, rgb_to_qimage_argb(blank, np.zeros((h, w), np.uint8)), "Load pose", people)
+            else:
+                loaded = load_control_image(kind, path, w, h)
+                rgb = loaded.image
+                if kind == "scribble":
+                    # files hold white-on-black scribbles; the layer shows ink on paper
+                    ink = rgb.max(axis=2)
+                    img = rgb_to_qimage_argb(np.zeros_like(rgb) + 25, ink)
+                elif kind == "pose":
+                    img = rgb_to_qimage_argb(rgb, np.where(rgb.any(axis=2), 255, 0).astype(np.uint8))
+                else:
+                    img = rgb_to_qimage_argb(rgb)
+                self.doc.set_layer_image(kind, img, f"Load {kind} map")
+                if loaded.notes:
+                    self.statusBar().showMessage("; ".join(loaded.notes), 8000)
+        except UserError as exc:
+            self.show_error(str(exc))
+            return False
+        self.layers_panel.set_active(kind)
+        self._on_stroke(kind)
+        return True
+
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open", "", "Images and pose JSON (*.png *.jpg *.jpeg *.webp *.json)")
+        if path:
+            self.open_files([path])
+
+    def open_files(self, paths: list[str]) -> None:
+        """Dropped or opened files: a Noisebrush/A1111 PNG restores settings; other images load into the active layer."""
+        for path in paths:
+            if path.lower().endswith(".json"):
+                self.load_layer_file("pose", path)
+            elif path.lower().endswith(".png") and self._has_settings(path):
+                self.restore_from_png(path)
+            else:
+                self.load_layer_file(self.canvas.active_layer if self.canvas.active_layer else "scribble", path)
+
+    @staticmethod
+    def _has_settings(path: str) -> bool:
+        try:
+            read_request(path)
+            return True
+        except UserError:
+            return False
+
+    def restore_from_png(self, path: str) -> bool:
+        try:
+            req = read_request(path)
+            image = read_image(path).image
+        except UserError as exc:
+            self.show_error(str(exc))
+            return False
+        self.apply_request(req)
+        self.canvas.show_result(to_qimage(image))
+        self.statusBar().showMessage(f"Settings restored from {Path(path).name}", 6000)
+        return True
+
+    def apply_request(self, req: GenerationRequest) -> None:
+        v = self.panel.values()
+        self.panel.set_values(dataclasses.replace(
+            v, prompt=req.prompt, negative=req.negative_prompt, model=req.model, steps=req.steps, guidance=req.guidance,
+            seed=req.seed if req.seed is not None else v.seed, seed_locked=req.seed is not None, width=req.width,
+            height=req.height, scheduler=req.scheduler, live=v.live,
+        ))  # fmt: skip
+        for c in req.controls:
+            box = self.layers_panel.boxes[c.kind]
+            box.weight.setValue(int(round(c.weight * 100)))
+            box.start.setValue(int(round(c.start * 100)))
+            box.end.setValue(int(round(c.end * 100)))
+
+    def save_dialog(self) -> None:
+        if self.last_result is None:
+            self.show_error("Nothing to save yet: generate an image first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save image", f"noisebrush-{self.last_result.params.seed}.png", "PNG (*.png)")
+        if path:
+            self.save_result(path)
+
+    def save_result(self, path: str) -> bool:
+        ev = self.last_result
+        if ev is None:
+            return False
+        if not path.lower().endswith(".png"):
+            path += ".png"
+        try:
+            save_png(ev.image, ev.params, path, ev.model_name)
+        except (OSError, UserError) as exc:
+            self.show_error(f"Could not save {path}: {exc}")
+            return False
+        self.statusBar().showMessage(f"Saved {path}", 6000)
+        return True
+
+    def browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a diffusers model folder")
+        if folder:
+            if not (Path(folder) / "model_index.json").is_file():
+                self.show_error(f"{folder} is not a diffusers model folder: it has no model_index.json")
+                return
+            self.panel.set_model(folder)
+            self.bridge.engine.preload(folder)
+
+    def _on_history_clicked(self, item) -> None:
+        ev: Finished = item.data(Qt.ItemDataRole.UserRole)
+        self.last_result = ev
+        self.canvas.show_result(to_qimage(ev.image))
+        self.apply_request(ev.params)
+
+    def _resize_document(self) -> None:
+        v = self.panel.values()
+        scale = DOC_LONG_SIDE / max(v.width, v.height)
+        size = QSize(max(8, round(v.width * scale)), max(8, round(v.height * scale)))
+        if size != self.doc.size:
+            self.doc.resize(size)
+            self.canvas.show_result(None)
+            self.canvas.fit()
+
+    # --- persistence -----------------------------------------------------------------------
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+
+    def _autosave_if_dirty(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            try:
+                self.autosave.save(self.doc, self.panel.values())
+            except OSError as exc:
+                self.statusBar().showMessage(f"Autosave failed: {exc}", 8000)
+
+    def _offer_recovery(self, policy: str) -> None:
+        crashed = self.autosave.has_crash_recovery()
+        self.autosave.start_session()
+        if not crashed:
+            return
+        if policy == "always":
+            self.restore_autosave()
+        elif policy == "ask":
+            self.banner.show_message("Noisebrush did not close properly last time. Your sketch was autosaved.", "info",
+                                     "Restore sketch", self.restore_autosave)  # fmt: skip
+
+    def restore_autosave(self) -> bool:
+        values = self.autosave.load(self.doc)
+        if values is None:
+            return False
+        self.panel.set_values(values)
+        for box in self.layers_panel.boxes.values():
+            box.refresh()
+        self.statusBar().showMessage("Sketch restored from autosave", 6000)
+        return True
+
+    def _restore_settings(self, default_model: str) -> None:
+        raw = self.settings.value("panel")
+        values = PanelValues()
+        d = model_defaults(default_model)
+        values = dataclasses.replace(values, model=default_model, width=d.width, height=d.height, steps=d.steps,
+                                     guidance=d.guidance, scheduler=d.scheduler)  # fmt: skip
+        if isinstance(raw, str):
+            try:
+                saved = json.loads(raw)
+                known = PanelValues.__dataclass_fields__
+                values = dataclasses.replace(values, **{k: v for k, v in saved.items() if k in known})
+            except (json.JSONDecodeError, TypeError):
+                pass
+        if values.model and not Path(values.model).is_dir():
+            values = dataclasses.replace(values, model=default_model)
+        values = dataclasses.replace(values, live=False)  # live mode is opt-in per session
+        self.panel.set_values(values)
+        self._resize_document()
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 860)
+
+    def save_settings(self) -> None:
+        self.settings.setValue("panel", json.dumps(dataclasses.asdict(self.panel.values())))
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        """Cancel what runs, stop the engine thread, save everything, and end the session cleanly."""
+        self.live_timer.stop()
+        self.autosave_timer.stop()
+        self.save_settings()
+        self._dirty = True
+        self._autosave_if_dirty()
+        if not self.bridge.shutdown(30):
+            QMessageBox.warning(self, "Noisebrush", "The engine did not stop in time.")
+        self.autosave.end_session()
+        event.accept()

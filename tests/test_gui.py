@@ -1,0 +1,212 @@
+"""The desktop app, driven as a person would (pytest-qt, offscreen), wired to a real engine on a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import circle_sketch
+from PIL import Image
+from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtTest import QTest
+
+from engine.metadata import save_png
+from engine.request import ControlSpec, GenerationRequest
+from gui.app import create_main_window
+from gui.document import qimage_to_rgba
+
+
+@pytest.fixture
+def make_window(qtbot, tiny_model, tmp_path):
+    windows = []
+
+    def make(restore: str = "never", data_dir=None, **kw):
+        settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+        w = create_main_window(model=tiny_model, settings=settings, data_dir=data_dir or tmp_path / "data",
+                               preview_interval_s=0.0, restore=restore, **kw)  # fmt: skip
+        qtbot.addWidget(w)
+        w.resize(1100, 800)
+        w.show()
+        qtbot.waitExposed(w)
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        w.close()
+        assert not w.bridge.engine.is_alive()
+
+
+def stroke(canvas, points: list[tuple[int, int]]) -> None:
+    """A mouse stroke through doc-relative fractions of the canvas' paper."""
+    rect = canvas.doc_rect_on_screen()
+    pts = [QPoint(int(rect.left() + x * rect.width()), int(rect.top() + y * rect.height())) for x, y in points]
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pts[0])
+    for p in pts[1:]:
+        QTest.mouseMove(canvas, p)
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pts[-1])
+
+
+def ink(window) -> np.ndarray:
+    return qimage_to_rgba(window.doc.layers["scribble"].image)[..., 3]
+
+
+def test_stroke_paints_the_scribble_layer_and_undo_restores_it(make_window):
+    w = make_window()
+    assert ink(w).max() == 0
+    stroke(w.canvas, [(0.2, 0.2), (0.5, 0.5), (0.8, 0.3)])
+    after = ink(w)
+    assert after.max() == 255 and (after > 0).sum() > 500
+    w.undo_action.trigger()
+    assert ink(w).max() == 0
+    w.redo_action.trigger()
+    assert np.array_equal(ink(w), after)
+    # the request gets white strokes on black, at output size
+    spec = w.capture_request().controls[0]
+    assert spec.kind == "scribble" and spec.image.shape == (64, 64, 3) and spec.image.max() > 200 and spec.image[0, 0].max() == 0
+
+
+def test_generate_streams_previews_onto_the_canvas_and_lands_in_history(make_window, qtbot):
+    w = make_window()
+    w.panel.steps.setValue(6)
+    stroke(w.canvas, [(0.3, 0.3), (0.7, 0.7)])
+    shown = []
+    w.bridge.preview.connect(lambda *a: shown.append(qimage_to_rgba(w.canvas.result).copy()))
+    with qtbot.waitSignal(w.bridge.finished, timeout=60000):
+        w.generate_action.trigger()
+    assert len(shown) >= 2
+    assert any(not np.array_equal(a, b) for a, b in zip(shown, shown[1:]))  # the picture changes step to step
+    assert w.history.count() == 1
+    assert w.canvas.result.size().width() == 64 and not w.canvas.result_is_preview
+    assert "Done in" in w.statusBar().currentMessage()
+
+
+def test_cancel_stops_the_job(make_window, qtbot):
+    w = make_window()
+    w.panel.steps.setValue(100)
+    finished = []
+    w.bridge.finished.connect(lambda *a: finished.append(a))
+    with qtbot.waitSignal(w.bridge.preview, timeout=60000):
+        w.generate()
+    with qtbot.waitSignal(w.bridge.cancelled, timeout=10000) as blocker:
+        QTest.keyClick(w, Qt.Key.Key_Escape)
+    assert blocker.args[1] < 100
+    assert not finished and w.job is None and not w.panel.cancel_btn.isEnabled()
+
+
+def test_live_mode_two_quick_strokes_give_one_result_from_the_second(make_window, qtbot):
+    w = make_window(live_debounce_ms=150)
+    w.panel.steps.setValue(60)
+    w.panel.live.setChecked(True)
+    finished = []
+    w.bridge.finished.connect(lambda job, ev: finished.append(ev))
+    stroke(w.canvas, [(0.1, 0.5), (0.4, 0.5)])
+    qtbot.waitSignal(w.bridge.started, timeout=10000).wait()  # the first stroke's frame is running
+    stroke(w.canvas, [(0.6, 0.2), (0.6, 0.8)])
+    expected = w.doc.layers["scribble"].control_image(64, 64)
+    qtbot.waitUntil(lambda: len(finished) >= 1 and w.job is None, timeout=60000)
+    qtbot.wait(300)
+    assert len(finished) == 1
+    assert np.array_equal(finished[0].params.controls[0].image, expected)
+
+
+def test_sliders_reach_the_request(make_window):
+    w = make_window()
+    p = w.panel
+    p.steps.setValue(7)
+    p.guidance.setValue(7)  # half-steps → 3.5
+    p.seed.setValue(4242)
+    p.seed_lock.setChecked(True)
+    p.scheduler.setCurrentText("Euler a")
+    p.prompt.setPlainText("a green star")
+    p.negative.setText("blurry")
+    stroke(w.canvas, [(0.3, 0.3), (0.6, 0.6)])
+    box = w.layers_panel.boxes["scribble"]
+    box.weight.setValue(65)
+    box.start.setValue(10)
+    box.end.setValue(80)
+    req = w.capture_request()
+    assert (req.steps, req.guidance, req.seed, req.scheduler, req.prompt, req.negative_prompt) == (7, 3.5, 4242, "Euler a", "a green star", "blurry")
+    c = req.controls[0]
+    assert (c.weight, c.start, c.end) == (0.65, 0.1, 0.8)
+    box.enabled.setChecked(False)
+    assert w.capture_request().controls == ()
+
+
+def test_unlocked_seed_changes_each_generate_and_is_shown(make_window):
+    w = make_window()
+    seeds = {w.capture_request().seed for _ in range(3)}
+    assert len(seeds) == 3 and w.panel.seed.value() in seeds
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", "truncated", "16bit"])
+def test_bad_file_shows_an_error_and_keeps_the_sketch(make_window, tmp_path, content):
+    w = make_window()
+    stroke(w.canvas, [(0.2, 0.2), (0.8, 0.8)])
+    before = ink(w).copy()
+    path = tmp_path / "bad.png"
+    if content == "truncated":
+        Image.fromarray(circle_sketch(64)).save(path)
+        path.write_bytes(path.read_bytes()[:60])
+    elif content == "16bit":
+        Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(path)
+    else:
+        path.write_bytes(content)
+    ok = w.load_layer_file("scribble", str(path))
+    if content == "16bit":  # readable: converted, with a note, undoable
+        assert ok
+        w.undo_action.trigger()
+    else:
+        assert not ok
+        assert w.banner.isVisible() and "bad.png" in w.banner.label.text()
+    assert np.array_equal(ink(w), before)
+
+
+def test_opening_a_noisebrush_png_restores_its_settings(make_window, tmp_path):
+    w = make_window()
+    req = GenerationRequest("a blue square", negative_prompt="noise", steps=13, guidance=8.5, seed=99, width=64, height=64,
+                            scheduler="DDIM", controls=(ControlSpec("scribble", circle_sketch(), weight=0.4),))  # fmt: skip
+    path = save_png(np.full((64, 64, 3), 128, np.uint8), req, tmp_path / "old.png")
+    w.open_files([str(path)])
+    v = w.panel.values()
+    assert (v.prompt, v.negative, v.steps, v.guidance, v.seed, v.seed_locked, v.scheduler) == ("a blue square", "noise", 13, 8.5, 99, True, "DDIM")
+    assert w.layers_panel.boxes["scribble"].weight.value() == 40
+    assert w.capture_request().seed == 99
+
+
+def test_history_click_restores_that_result(make_window, qtbot):
+    w = make_window()
+    w.panel.steps.setValue(3)
+    w.panel.seed_lock.setChecked(True)
+    for seed in (5, 6):
+        w.panel.seed.setValue(seed)
+        with qtbot.waitSignal(w.bridge.finished, timeout=60000):
+            w.generate()
+    first = w.history.item(1)  # newest first
+    w.history.itemClicked.emit(first)
+    assert w.panel.seed.value() == 5
+    assert w.last_result.params.seed == 5
+    out = tmp = w.data_dir / "saved.png"
+    assert w.save_result(str(out))
+    from engine.metadata import read_request
+
+    assert read_request(tmp).seed == 5
+
+
+def test_autosave_is_restored_after_a_crash(make_window, tmp_path, qtbot):
+    data = tmp_path / "crashdata"
+    a = make_window(data_dir=data)
+    stroke(a.canvas, [(0.2, 0.7), (0.8, 0.2)])
+    a.panel.prompt.setPlainText("my precious sketch")
+    a._mark_dirty()
+    a._autosave_if_dirty()
+    drawn = ink(a).copy()
+    # crash: the process dies without closing the window (the lock file stays behind)
+    a.bridge.shutdown()
+    assert a.autosave.lock.exists()
+    b = make_window(data_dir=data, restore="ask")
+    assert b.banner.isVisible() and b.banner.action.text() == "Restore sketch"
+    b.banner.action.click()
+    assert np.array_equal(ink(b), drawn)
+    assert b.panel.values().prompt == "my precious sketch"
+    b.close()
+    assert not b.autosave.lock.exists()  # a clean exit leaves no crash marker
