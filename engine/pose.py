@@ -48,25 +48,41 @@ Point = tuple[float, float] | None
 
 @dataclass
 class Person:
-    """One skeleton: 18 keypoints in pixels, None where the joint is hidden/unseen."""
+    """One skeleton: 18 keypoints in pixels. None: position unknown. Hidden joints keep their
+    position (so they can be shown again) but are left out of the map, as OpenPose leaves out unseen ones."""
 
     keypoints: list[Point] = field(default_factory=lambda: [None] * NUM_KEYPOINTS)
+    hidden: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         if len(self.keypoints) != NUM_KEYPOINTS:
             raise ValueError(f"a person has {NUM_KEYPOINTS} keypoints, got {len(self.keypoints)}")
+        self.keypoints = [None if p is None else (float(p[0]), float(p[1])) for p in self.keypoints]
+        self.hidden = frozenset(self.hidden)
 
     def copy(self) -> Person:
-        return Person(list(self.keypoints))
+        return Person(list(self.keypoints), self.hidden)
+
+    def shown(self, i: int) -> Point:
+        """The keypoint if it is drawn, else None."""
+        return None if i in self.hidden else self.keypoints[i]
 
     def visible(self) -> list[tuple[int, tuple[float, float]]]:
-        return [(i, p) for i, p in enumerate(self.keypoints) if p is not None]
+        return [(i, p) for i, p in enumerate(self.keypoints) if p is not None and i not in self.hidden]
+
+    def with_point(self, i: int, p: tuple[float, float]) -> Person:
+        kps = list(self.keypoints)
+        kps[i] = p
+        return Person(kps, self.hidden)
+
+    def with_hidden(self, i: int, hide: bool) -> Person:
+        return Person(list(self.keypoints), self.hidden | {i} if hide else self.hidden - {i})
 
     def translated(self, dx: float, dy: float) -> Person:
-        return Person([None if p is None else (p[0] + dx, p[1] + dy) for p in self.keypoints])
+        return Person([None if p is None else (p[0] + dx, p[1] + dy) for p in self.keypoints], self.hidden)
 
     def center(self) -> tuple[float, float]:
-        pts = [p for _, p in self.visible()]
+        pts = [p for p in self.keypoints if p is not None]
         if not pts:
             return (0.0, 0.0)
         return (sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts))
@@ -74,16 +90,19 @@ class Person:
     def scaled(self, factor: float, origin: tuple[float, float] | None = None) -> Person:
         ox, oy = origin if origin is not None else self.center()
         return Person(
-            [None if p is None else (ox + (p[0] - ox) * factor, oy + (p[1] - oy) * factor) for p in self.keypoints]
+            [None if p is None else (ox + (p[0] - ox) * factor, oy + (p[1] - oy) * factor) for p in self.keypoints],
+            self.hidden,
         )
 
     def mirrored(self, axis_x: float | None = None) -> Person:
         """Flip horizontally about axis_x (the person's centre by default) and swap left/right labels."""
         ax = axis_x if axis_x is not None else self.center()[0]
         flipped = [None if p is None else (2 * ax - p[0], p[1]) for p in self.keypoints]
+        swap = {i: i for i in range(NUM_KEYPOINTS)}
         for a, b in MIRROR_PAIRS:
             flipped[a], flipped[b] = flipped[b], flipped[a]
-        return Person(flipped)
+            swap[a], swap[b] = b, a
+        return Person(flipped, frozenset(swap[i] for i in self.hidden))
 
 
 def default_person(cx: float, cy: float, height: float) -> Person:
@@ -106,7 +125,7 @@ def render_pose(people: list[Person], width: int, height: int, canvas: np.ndarra
     """Draw skeletons as OpenPose does: limbs as 60 %-dimmed ellipses, then joints as dots. RGB uint8."""
     out = np.zeros((height, width, 3), np.uint8) if canvas is None else canvas
     for person in people:
-        kp = person.keypoints
+        kp = [person.shown(i) for i in range(NUM_KEYPOINTS)]
         for (a, b), color in zip(LIMBS, COLORS):
             pa, pb = kp[a], kp[b]
             if pa is None or pb is None:
@@ -127,8 +146,11 @@ def people_to_json(people: list[Person], width: int, height: int) -> dict:
     result = []
     for person in people:
         flat: list[float] = []
-        for p in person.keypoints:
-            flat.extend([0.0, 0.0, 0.0] if p is None else [float(p[0]), float(p[1]), 1.0])
+        for i, p in enumerate(person.keypoints):
+            if p is None:
+                flat.extend([0.0, 0.0, 0.0])
+            else:  # hidden joints keep their place with confidence 0, as OpenPose writes unseen ones
+                flat.extend([float(p[0]), float(p[1]), 0.0 if i in person.hidden else 1.0])
         result.append({"pose_keypoints_2d": flat})
     return {"canvas_width": width, "canvas_height": height, "people": result}
 
@@ -154,10 +176,16 @@ def people_from_json(data: dict, width: int | None = None, height: int | None = 
         sx = dst_w if normalised else dst_w / src_w
         sy = dst_h if normalised else dst_h / src_h
         kps: list[Point] = []
+        hidden = set()
         for i in range(NUM_KEYPOINTS):
             x, y, c = values[3 * i : 3 * i + 3]
-            kps.append(None if c <= 0 else (x * sx, y * sy))
-        people.append(Person(kps))
+            if c <= 0 and x == 0 and y == 0:
+                kps.append(None)
+                continue
+            kps.append((x * sx, y * sy))
+            if c <= 0:
+                hidden.add(i)
+        people.append(Person(kps, frozenset(hidden)))
     return people, dst_w, dst_h
 
 

@@ -38,7 +38,7 @@ class Autosave:
             tmp = self.dir / f".{kind}.png"
             layer.image.save(str(tmp), "PNG")
             tmp.replace(self.dir / f"{kind}.png")
-            layers[kind] = {"settings": dataclasses.asdict(layer.settings), "people": [p.keypoints for p in layer.people]}
+            layers[kind] = {"settings": dataclasses.asdict(layer.settings), "people": [{"keypoints": p.keypoints, "hidden": sorted(p.hidden)} for p in layer.people]}
         state = {"values": dataclasses.asdict(values), "layers": layers, "size": [doc.size.width(), doc.size.height()]}
         tmp = self.dir / ".state.json"
         tmp.write_text(json.dumps(state))
@@ -53,7 +53,8 @@ class Autosave:
         for kind in LAYER_KINDS:
             img = QImage(str(self.dir / f"{kind}.png"))
             info = state["layers"].get(kind, {})
-            people = [Person([None if p is None else tuple(p) for p in kp]) for kp in info.get("people", [])]
+            people = [Person([None if q is None else tuple(q) for q in p["keypoints"]], frozenset(p.get("hidden", [])))
+                      for p in info.get("people", [])]  # fmt: skip
             if not img.isNull():
                 doc.set_layer_image(kind, img, "Restore autosave", people)
             known = LayerSettings.__dataclass_fields__

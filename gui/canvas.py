@@ -19,13 +19,17 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from engine.pose import COLORS, Person, default_person
 from gui.document import INK, Document, ImageEdit
+
+HANDLE_RADIUS = 5.0  # screen pixels
 
 PAPER = QColor(250, 249, 245)
 
 
 class Canvas(QWidget):
-    stroke_finished = Signal(str)  # layer kind
+    stroke_finished = Signal(str)  # layer kind; also the end of a pose drag
+    pose_dragged = Signal()  # a joint or person moved (many times during one drag)
     files_dropped = Signal(list)  # local paths
     zoom_changed = Signal(float)
 
@@ -44,6 +48,8 @@ class Canvas(QWidget):
         self._last: QPointF | None = None
         self._pressure = 1.0
         self._pan_from: QPointF | None = None
+        self.selected_person: int | None = None
+        self._drag: tuple[str, int, int, QPointF, list[Person]] | None = None  # mode, person, joint, start, before
         self.setMouseTracking(True)
         self.setAcceptDrops(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -102,7 +108,141 @@ class Canvas(QWidget):
         p.setOpacity(1.0)
         p.setPen(QPen(QColor(20, 20, 20, 90), 1))
         p.drawRect(target.adjusted(-0.5, -0.5, 0.5, 0.5))
+        if self.active_layer == "pose" and self.doc.layers["pose"].settings.visible:
+            self._paint_handles(p)
         p.end()
+
+    def _paint_handles(self, p: QPainter) -> None:
+        """Joint handles of the pose editor: filled when drawn, hollow when hidden; the selected person boxed."""
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        for n, person in enumerate(self.doc.layers["pose"].people):
+            if n == self.selected_person:
+                x0, y0, x1, y1 = self._person_bounds(person)
+                p.setBrush(Qt.BrushStyle.NoBrush)
+                p.setPen(QPen(QColor(255, 255, 255, 200), 1, Qt.PenStyle.DashLine))
+                p.drawRect(QRectF(self.offset + QPointF(x0, y0) * self.scale, self.offset + QPointF(x1, y1) * self.scale))
+            for i, pt in enumerate(person.keypoints):
+                if pt is None:
+                    continue
+                c = self.offset + QPointF(*pt) * self.scale
+                if i in person.hidden:
+                    p.setBrush(Qt.BrushStyle.NoBrush)
+                    p.setPen(QPen(QColor(150, 150, 150), 1.5, Qt.PenStyle.DotLine))
+                else:
+                    p.setBrush(QColor(*COLORS[i]))
+                    p.setPen(QPen(QColor(255, 255, 255), 1.5))
+                p.drawEllipse(c, HANDLE_RADIUS, HANDLE_RADIUS)
+
+    @staticmethod
+    def _person_bounds(person: Person, pad: float = 12.0) -> tuple[float, float, float, float]:
+        pts = [q for q in person.keypoints if q is not None]
+        xs, ys = [q[0] for q in pts], [q[1] for q in pts]
+        return min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad
+
+    # --- pose editing ------------------------------------------------------------------------
+    def hit_joint(self, pos: QPointF) -> tuple[int, int] | None:
+        """(person, joint) under a screen position, hidden joints included (they can be shown again)."""
+        best, best_d = None, (HANDLE_RADIUS + 4) / self.scale
+        d = self.to_doc(pos)
+        for n, person in enumerate(self.doc.layers["pose"].people):
+            for i, pt in enumerate(person.keypoints):
+                if pt is not None:
+                    dist = math.hypot(pt[0] - d.x(), pt[1] - d.y())
+                    if dist <= best_d:
+                        best, best_d = (n, i), dist
+        return best
+
+    def hit_person(self, pos: QPointF) -> int | None:
+        d = self.to_doc(pos)
+        for n, person in reversed(list(enumerate(self.doc.layers["pose"].people))):
+            x0, y0, x1, y1 = self._person_bounds(person)
+            if x0 <= d.x() <= x1 and y0 <= d.y() <= y1:
+                return n
+        return None
+
+    def edit_people(self, people: list[Person], text: str) -> None:
+        """Replace the skeletons undoably."""
+        layer = self.doc.layers["pose"]
+        self.doc.undo_stack.push(ImageEdit(layer, layer.image.copy(), layer.image.copy(), text, layer.people, people))
+        self.stroke_finished.emit("pose")
+
+    def add_person(self) -> None:
+        w, h = self.doc.size.width(), self.doc.size.height()
+        n = len(self.doc.layers["pose"].people)
+        person = default_person(w * (0.5 + 0.18 * ((n + 1) // 2) * (-1) ** n), h * 0.5, h * 0.8)
+        self.edit_people(self.doc.layers["pose"].people + [person], "Add person")
+        self.selected_person = len(self.doc.layers["pose"].people) - 1
+
+    def _change_selected(self, fn, text: str) -> None:
+        people = [q.copy() for q in self.doc.layers["pose"].people]
+        if self.selected_person is None or self.selected_person >= len(people):
+            return
+        result = fn(people[self.selected_person])
+        if result is None:
+            del people[self.selected_person]
+            self.selected_person = None
+        else:
+            people[self.selected_person] = result
+        self.edit_people(people, text)
+
+    def remove_person(self) -> None:
+        self._change_selected(lambda q: None, "Remove person")
+
+    def mirror_person(self) -> None:
+        self._change_selected(lambda q: q.mirrored(), "Mirror person")
+
+    def scale_person(self, factor: float) -> None:
+        self._change_selected(lambda q: q.scaled(factor), "Scale person")
+
+    def show_all_joints(self) -> None:
+        self._change_selected(lambda q: Person(list(q.keypoints)), "Show hidden joints")
+
+    def _pose_press(self, e: QMouseEvent) -> None:
+        layer = self.doc.layers["pose"]
+        joint = self.hit_joint(e.position())
+        if e.button() == Qt.MouseButton.RightButton:
+            if joint is not None:
+                n, i = joint
+                people = [q.copy() for q in layer.people]
+                hide = i not in people[n].hidden
+                people[n] = people[n].with_hidden(i, hide)
+                self.selected_person = n
+                self.edit_people(people, "Hide joint" if hide else "Show joint")
+            return
+        before = [q.copy() for q in layer.people]
+        start = self.to_doc(e.position())
+        if joint is not None and not e.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.selected_person = joint[0]
+            self._drag = ("joint", joint[0], joint[1], start, before)
+        else:
+            n = joint[0] if joint is not None else self.hit_person(e.position())
+            self.selected_person = n
+            if n is not None:
+                self._drag = ("person", n, -1, start, before)
+        self.update()
+
+    def _pose_move(self, pos: QPointF) -> None:
+        mode, n, i, start, before = self._drag
+        layer = self.doc.layers["pose"]
+        d = self.to_doc(pos)
+        people = [q.copy() for q in before]
+        if mode == "joint":
+            people[n] = people[n].with_point(i, (d.x(), d.y()))
+        else:
+            people[n] = people[n].translated(d.x() - start.x(), d.y() - start.y())
+        layer.people = people
+        layer.changed.emit()
+        self.pose_dragged.emit()
+
+    def _pose_release(self) -> None:
+        mode, n, i, start, before = self._drag
+        self._drag = None
+        layer = self.doc.layers["pose"]
+        after = [q.copy() for q in layer.people]
+        if [q.keypoints for q in after] != [q.keypoints for q in before]:
+            self.doc.undo_stack.push(ImageEdit(layer, layer.image.copy(), layer.image.copy(),
+                                               "Move joint" if mode == "joint" else "Move person", before, after))  # fmt: skip
+            self.stroke_finished.emit("pose")
 
     # --- drawing ---------------------------------------------------------------------------
     def _can_paint(self) -> bool:
@@ -168,6 +308,9 @@ class Canvas(QWidget):
         ):
             self._pan_from = e.position()
             return
+        if self.active_layer == "pose" and self.doc.layers["pose"].settings.visible:
+            self._pose_press(e)
+            return
         if e.button() == Qt.MouseButton.LeftButton and self._can_paint():
             self._pressure = 1.0
             self._begin(e.position())
@@ -178,7 +321,9 @@ class Canvas(QWidget):
             self._pan_from = e.position()
             self.update()
             return
-        if self._stroke_before is not None:
+        if self._drag is not None:
+            self._pose_move(e.position())
+        elif self._stroke_before is not None:
             self._move(e.position())
 
     def mouseReleaseEvent(self, e: QMouseEvent) -> None:  # noqa: N802
@@ -186,7 +331,10 @@ class Canvas(QWidget):
             self._pan_from = None
             return
         if e.button() == Qt.MouseButton.LeftButton:
-            self._end()
+            if self._drag is not None:
+                self._pose_release()
+            else:
+                self._end()
 
     def tabletEvent(self, e: QTabletEvent) -> None:  # noqa: N802
         """Pen pressure sets the stroke width; the synthesized mouse events are then ignored."""

@@ -165,7 +165,7 @@ class Document(QObject):
         self.size = QSize(size)
         for layer in self.layers.values():
             layer.image = layer.image.scaled(size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
-            layer.people = [Person([None if q is None else (q[0] * sx, q[1] * sy) for q in p.keypoints]) for p in layer.people]
+            layer.people = [Person([None if q is None else (q[0] * sx, q[1] * sy) for q in p.keypoints], p.hidden) for p in layer.people]
         self.undo_stack.clear()
         for kind in LAYER_KINDS:
             self.changed.emit(kind)

@@ -42,6 +42,7 @@ from gui.panels import MAX_SEED, GenerationPanel, HistoryStrip, LayersPanel, Pan
 
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
 AUTOSAVE_MS = 4000
+LIVE_MAX_WAIT_S = 0.4  # while a joint is dragged without pause, still regenerate this often
 
 
 class Banner(QFrame):
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
         self.last_result: Finished | None = None
         self._job_started_at = 0.0
         self._dirty = False
+        self._live_pending_since = 0.0
 
         center = QWidget()
         col = QVBoxLayout(center)
@@ -143,6 +145,7 @@ class MainWindow(QMainWindow):
         self.layers_panel.load_requested.connect(self.load_layer_dialog)
         self.layers_panel.clear_requested.connect(self.doc.clear_layer)
         self.canvas.stroke_finished.connect(self._on_stroke)
+        self.canvas.pose_dragged.connect(self._schedule_live)
         self.canvas.files_dropped.connect(self.open_files)
         self.doc.undo_stack.indexChanged.connect(lambda _i: self._mark_dirty())
         self.history.itemClicked.connect(self._on_history_clicked)
@@ -214,6 +217,23 @@ class MainWindow(QMainWindow):
         view = self.menuBar().addMenu("&View")
         for a in (fit, zoom_in, zoom_out):
             view.addAction(a)
+        pose = self.menuBar().addMenu("&Pose")
+        self.add_person_action = self._action("Add person", "Ctrl+Shift+A", lambda: self._pose_do(self.canvas.add_person))
+        pose.addAction(self.add_person_action)
+        self.remove_person_action = self._action("Remove person", "Delete", lambda: self._pose_do(self.canvas.remove_person))
+        self.mirror_action = self._action("Mirror left/right", "M", lambda: self._pose_do(self.canvas.mirror_person))
+        pose.addAction(self.remove_person_action)
+        pose.addAction(self.mirror_action)
+        pose.addAction(self._action("Bigger", "Shift+Up", lambda: self._pose_do(lambda: self.canvas.scale_person(1.1))))
+        pose.addAction(self._action("Smaller", "Shift+Down", lambda: self._pose_do(lambda: self.canvas.scale_person(1 / 1.1))))
+        pose.addAction(self._action("Show hidden joints", None, lambda: self._pose_do(self.canvas.show_all_joints)))
+        pose.addSeparator()
+        pose.addAction(self._action("Import OpenPose JSON…", None, lambda: self.load_layer_dialog("pose")))
+        pose.addAction(self._action("Export OpenPose JSON…", None, self.export_pose_dialog))
+        tip = QAction("Drag a joint to move it, drag inside a person (or Shift+drag) to move them, right-click a joint to hide it", self)
+        tip.setEnabled(False)
+        pose.addSeparator()
+        pose.addAction(tip)
         gen = self.menuBar().addMenu("&Generate")
         gen.addAction(self.generate_action)
         gen.addAction(self.cancel_action)
@@ -244,6 +264,29 @@ class MainWindow(QMainWindow):
 
     def _set_active_layer(self, kind: str) -> None:
         self.canvas.active_layer = kind
+        self.canvas.update()
+
+    def _pose_do(self, fn) -> None:
+        """Run a pose-editor action on the pose layer (selecting it first)."""
+        self.layers_panel.set_active("pose")
+        if self.canvas.selected_person is None and self.doc.layers["pose"].people:
+            self.canvas.selected_person = 0
+        fn()
+        self.canvas.update()
+
+    def export_pose_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export pose", "pose.json", "OpenPose JSON (*.json)")
+        if path:
+            self.export_pose(path)
+
+    def export_pose(self, path: str) -> None:
+        from engine.pose import people_to_json
+
+        data = people_to_json(self.doc.layers["pose"].people, self.doc.size.width(), self.doc.size.height())
+        try:
+            Path(path).write_text(json.dumps(data, indent=1))
+        except OSError as exc:
+            self.show_error(f"Could not write {path}: {exc}")
 
     # --- requests --------------------------------------------------------------------------
     def capture_request(self) -> GenerationRequest:
@@ -281,8 +324,17 @@ class MainWindow(QMainWindow):
             self.bridge.cancel(self.job)
 
     def _schedule_live(self) -> None:
-        if self.panel.live.isChecked():
-            self.live_timer.start()
+        """Debounce live frames; a continuous edit (a joint drag) still gets a frame every LIVE_MAX_WAIT_S."""
+        if not self.panel.live.isChecked():
+            return
+        now = time.perf_counter()
+        if not self.live_timer.isActive():
+            self._live_pending_since = now
+        if now - self._live_pending_since >= LIVE_MAX_WAIT_S:
+            self.live_timer.stop()
+            self.generate(latest_wins=True)
+            return
+        self.live_timer.start()
 
     def _on_stroke(self, _kind: str) -> None:
         self._mark_dirty()

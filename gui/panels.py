@@ -83,7 +83,7 @@ class GenerationPanel(QWidget):
         self.seed = QSpinBox()
         self.seed.setRange(0, MAX_SEED)
         self.seed_lock = QCheckBox("Lock", toolTip="Keep this seed; unlocked, each Generate draws a new one")
-        self.new_seed = QToolButton(text="🎲", toolTip="New random seed")
+        self.new_seed = QToolButton(text="New", toolTip="Draw a new random seed")
         self.width_box, self.height_box = QSpinBox(), QSpinBox()
         for box in (self.width_box, self.height_box):
             box.setRange(64, 2048)

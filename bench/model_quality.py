@@ -1,0 +1,109 @@
+"""Quality of the embedded model on held-out world cases (seeds never used in training).
+
+    python bench/model_quality.py [--model FOLDER] [--n 100] [--steps 20]
+
+Prints the edge F-score (scribble), colour accuracy, depth adherence, pose adherence,
+guidance 5 vs 1, and the end-to-end speed of 20 steps at 128 px.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from engine.device import pick_device  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.events import Finished  # noqa: E402
+from engine.models import load_base  # noqa: E402
+from engine.request import ControlSpec, GenerationRequest  # noqa: E402
+from engine.schedulers import make_scheduler  # noqa: E402
+from training.metrics import color_checks, depth_fscore, limb_coverage, output_background, scribble_fscore  # noqa: E402
+from training.world import generate  # noqa: E402
+
+HELD_OUT_SEED = 990_001  # training uses seeds < 1000 (see training/configs)
+
+
+class Generator:
+    def __init__(self, ref: str, steps: int) -> None:
+        self.model = load_base(ref, pick_device())
+        self.steps = steps
+
+    def __call__(self, sample, kind: str | None, guidance: float = 5.0, seed: int = 0) -> np.ndarray:
+        nets = [self.model.controlnet(kind)] if kind else []
+        sched = make_scheduler("DPM++ 2M", self.model.components["scheduler"].config)
+        pipe = self.model.pipeline(nets, img2img=False, scheduler=sched)
+        kw = {"image": Image.fromarray(sample.control(kind))} if kind else {}
+        size = sample.image.shape[0]
+        out = pipe(prompt=sample.caption, num_inference_steps=self.steps, guidance_scale=guidance, width=size, height=size,
+                   generator=torch.Generator().manual_seed(seed), output_type="np", **kw).images[0]  # fmt: skip
+        return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--save", help="write a contact sheet of the first cases here")
+    args = ap.parse_args()
+    gen = Generator(args.model, args.steps)
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    t0 = time.perf_counter()
+
+    edge, colors5, colors1, depth, limbs = [], [], [], [], []
+    sheet = []
+    for i in range(args.n):
+        s = generate(rng, 128, "shapes")
+        out = gen(s, "scribble", 5.0, seed=i)
+        edge.append(scribble_fscore(out, s.scribble))
+        colors5 += color_checks(out, s)
+        colors1 += color_checks(gen(s, "scribble", 1.0, seed=i), s)
+        d = generate(rng, 128, "shapes")
+        out_d = gen(d, "depth", 5.0, seed=i)
+        depth.append(depth_fscore(out_d, d.depth))
+        f = generate(rng, 128, "figure")
+        out_f = gen(f, "pose", 5.0, seed=i)
+        limbs += limb_coverage(out_f, f.people, output_background(out_f, f))
+        if i < 8:
+            sheet.append(np.concatenate([s.scribble, out, d.depth, out_d, f.pose, out_f], axis=1))
+    quality_s = time.perf_counter() - t0
+
+    # speed: the whole engine path, as the app and CLI use it
+    events: queue.Queue = queue.Queue()
+    with Engine(previews=True) as engine:
+        engine.add_listener(events.put)
+        s = generate(np.random.default_rng(1), 128, "shapes")
+        req = GenerationRequest(s.caption, controls=(ControlSpec("scribble", s.scribble),), steps=20, seed=0, width=128, height=128, model=args.model)
+        times = []
+        for _ in range(6):
+            t = time.perf_counter()
+            job = engine.submit(req)
+            while not (isinstance(ev := events.get(timeout=300), Finished) and ev.job_id == job):
+                pass
+            times.append(time.perf_counter() - t)
+    speed = statistics.median(times[1:])
+
+    print(f"cases: {args.n} per control kind (held-out seed {HELD_OUT_SEED}), {args.steps} steps, DPM++ 2M; {quality_s:.0f} s")
+    print(f"edge F-score (scribble, 2 px): {np.mean(edge):.3f}   target >= 0.6")
+    print(f"colour accuracy (guidance 5): {np.mean(colors5):.3f} over {len(colors5)} checks   target >= 0.9")
+    print(f"depth adherence F-score: {np.mean(depth):.3f}   target >= 0.5")
+    print(f"pose adherence (limbs covered): {np.mean(limbs):.3f} over {len(limbs)} limbs   target >= 0.7")
+    print(f"guidance works: colour accuracy {np.mean(colors5):.3f} at 5 vs {np.mean(colors1):.3f} at 1   target: higher at 5")
+    print(f"speed: 20 steps at 128 px end to end: {speed:.2f} s (median of 5, {torch.get_num_threads()} threads)   target <= 2 s")
+    if args.save and sheet:
+        Image.fromarray(np.concatenate(sheet, axis=0)).save(args.save)
+        print(f"contact sheet: {args.save} (scribble, output, depth, output, pose, output)")
+
+
+if __name__ == "__main__":
+    main()
