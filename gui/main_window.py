@@ -208,6 +208,7 @@ class MainWindow(QMainWindow):
         load_menu = file_menu.addMenu("Load control map")
         for kind, title in LAYER_TITLES.items():
             load_menu.addAction(self._action(f"{title} map…", None, lambda _=False, k=kind: self.load_layer_dialog(k)))
+        file_menu.addAction(self._action("Make control from image…", "Ctrl+Shift+I", self.make_control_dialog))
         file_menu.addAction(save_act)
         file_menu.addSeparator()
         file_menu.addAction(quit_act)
@@ -408,20 +409,10 @@ class MainWindow(QMainWindow):
                     people = load_pose_json(path, w, h)
                 except ValueError as exc:
                     raise UserError(str(exc)) from None
-                blank = np.zeros((h, w, 3), np.uint8)
-                self.doc.set_layer_image(kind, rgb_to_qimage_argb(blank, np.zeros((h, w), np.uint8)), "Load pose", people)
+                self.set_layer_from_map(kind, np.zeros((h, w, 3), np.uint8), people, "Load pose")
             else:
                 loaded = load_control_image(kind, path, w, h)
-                rgb = loaded.image
-                if kind == "scribble":
-                    # files hold white-on-black scribbles; the layer shows ink on paper
-                    ink = rgb.max(axis=2)
-                    img = rgb_to_qimage_argb(np.zeros_like(rgb) + 25, ink)
-                elif kind == "pose":
-                    img = rgb_to_qimage_argb(rgb, np.where(rgb.any(axis=2), 255, 0).astype(np.uint8))
-                else:
-                    img = rgb_to_qimage_argb(rgb)
-                self.doc.set_layer_image(kind, img, f"Load {kind} map")
+                self.set_layer_from_map(kind, loaded.image, None, f"Load {kind} map")
                 if loaded.notes:
                     self.statusBar().showMessage("; ".join(loaded.notes), 8000)
         except UserError as exc:
@@ -430,6 +421,32 @@ class MainWindow(QMainWindow):
         self.layers_panel.set_active(kind)
         self._on_stroke(kind)
         return True
+
+    def set_layer_from_map(self, kind: str, rgb: np.ndarray, people, text: str) -> None:
+        """A control map in the engine's convention → the layer as the person sees it (undoable)."""
+        if kind == "scribble":
+            # maps hold white-on-black scribbles; the layer shows ink on paper
+            img = rgb_to_qimage_argb(np.full_like(rgb, 25), rgb.max(axis=2))
+        elif kind == "pose":
+            img = rgb_to_qimage_argb(rgb, np.where(rgb.any(axis=2), 255, 0).astype(np.uint8))
+            if people is not None:  # detected skeletons stay editable; the picture is not kept twice
+                img = rgb_to_qimage_argb(np.zeros_like(rgb), np.zeros(rgb.shape[:2], np.uint8))
+        else:
+            img = rgb_to_qimage_argb(rgb)
+        self.doc.set_layer_image(kind, img, text, people)
+
+    def make_control_dialog(self) -> None:
+        from gui.preprocess_dialog import PreprocessDialog
+
+        dlg = PreprocessDialog(self, self.doc.size.width(), self.doc.size.height())
+        dlg.accepted_map.connect(self._use_preprocessed)
+        dlg.open()
+        self._preprocess_dialog = dlg
+
+    def _use_preprocessed(self, kind: str, image: np.ndarray, people) -> None:
+        self.set_layer_from_map(kind, image, people, f"Make {kind} map")
+        self.layers_panel.set_active(kind)
+        self._on_stroke(kind)
 
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open", "", "Images and pose JSON (*.png *.jpg *.jpeg *.webp *.json)")
