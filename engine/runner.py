@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -30,10 +31,25 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 class Runner:
+    PROMPT_CACHE_SIZE = 32
+
     def __init__(self, models: ModelManager, preview_interval_s: float = 1 / 30, previews: bool = True) -> None:
         self.models = models
         self.preview_interval_s = preview_interval_s
         self.previews = previews
+        self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def _prompt_embeds(self, pipe, model, req: GenerationRequest) -> tuple:
+        """Text embeddings, cached: live mode repeats the same prompt frame after frame."""
+        key = (id(model), req.prompt, req.negative_prompt)
+        if key in self._prompt_cache:
+            self._prompt_cache.move_to_end(key)
+            return self._prompt_cache[key]
+        embeds = pipe.encode_prompt(req.prompt, pipe.device, 1, True, negative_prompt=req.negative_prompt or None)
+        self._prompt_cache[key] = embeds
+        if len(self._prompt_cache) > self.PROMPT_CACHE_SIZE:
+            self._prompt_cache.popitem(last=False)
+        return embeds
 
     def run(self, job_id: int, req: GenerationRequest, emit: Callable[[Event], None], cancelled: threading.Event) -> None:
         """Emit Preview events, then Finished. Raises Stopped when cancelled, UserError on bad input."""
@@ -66,9 +82,11 @@ class Runner:
                 emit(Preview(job_id, done, total, model.preview.decode(tap.x0), now - t0))
             return {}
 
+        with torch.inference_mode():
+            prompt_embeds, negative_embeds = self._prompt_embeds(pipe, model, req)
         kwargs: dict = dict(
-            prompt=req.prompt,
-            negative_prompt=req.negative_prompt or None,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds,
             num_inference_steps=req.steps,
             guidance_scale=req.guidance,
             generator=generator,

@@ -30,19 +30,34 @@ class Autosave:
     def end_session(self) -> None:
         self.lock.unlink(missing_ok=True)
 
-    def save(self, doc: Document, values: PanelValues) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+    @staticmethod
+    def snapshot(doc: Document, values: PanelValues) -> dict:
+        """What to save, captured on the GUI thread (QImage copies share pixels until written to)."""
         layers = {}
         for kind in LAYER_KINDS:
             layer = doc.layers[kind]
+            layers[kind] = {
+                "image": layer.image.copy(),
+                "settings": dataclasses.asdict(layer.settings),
+                "people": [{"keypoints": p.keypoints, "hidden": sorted(p.hidden)} for p in layer.people],
+            }
+        return {"values": dataclasses.asdict(values), "layers": layers, "size": [doc.size.width(), doc.size.height()]}
+
+    def write(self, snap: dict) -> None:
+        """Write a snapshot; safe off the GUI thread (QImage, not QPixmap)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        state = {"values": snap["values"], "size": snap["size"], "layers": {}}
+        for kind, info in snap["layers"].items():
             tmp = self.dir / f".{kind}.png"
-            layer.image.save(str(tmp), "PNG")
+            info["image"].save(str(tmp), "PNG")
             tmp.replace(self.dir / f"{kind}.png")
-            layers[kind] = {"settings": dataclasses.asdict(layer.settings), "people": [{"keypoints": p.keypoints, "hidden": sorted(p.hidden)} for p in layer.people]}
-        state = {"values": dataclasses.asdict(values), "layers": layers, "size": [doc.size.width(), doc.size.height()]}
+            state["layers"][kind] = {k: v for k, v in info.items() if k != "image"}
         tmp = self.dir / ".state.json"
         tmp.write_text(json.dumps(state))
         tmp.replace(self.dir / "state.json")  # written last: a state.json always has its layer files
+
+    def save(self, doc: Document, values: PanelValues) -> None:
+        self.write(self.snapshot(doc, values))
 
     def load(self, doc: Document) -> PanelValues | None:
         """Put the saved layers into `doc` (undoably) and return the saved panel values."""

@@ -87,9 +87,9 @@ class ControlLayer(QObject):
     def display_image(self) -> QImage:
         return self.render_pose_image() if self.kind == "pose" else self.image
 
-    def control_image(self, width: int, height: int) -> np.ndarray:
+    def control_image(self, width: int, height: int, rgba: np.ndarray | None = None) -> np.ndarray:
         """The engine's convention at output size: white-on-black scribble, near-bright depth, OpenPose map."""
-        rgba = qimage_to_rgba(self.display_image()).astype(np.float32)
+        rgba = (qimage_to_rgba(self.display_image()) if rgba is None else rgba).astype(np.float32)
         alpha = rgba[..., 3:4] / 255.0
         if self.kind == "scribble":
             # ink coverage → white strokes on black (the person drew dark on light paper)
@@ -102,9 +102,13 @@ class ControlLayer(QObject):
             rgb = cv2.resize(rgb, (width, height), interpolation=interp)
         return rgb
 
-    def to_spec(self, width: int, height: int) -> ControlSpec:
+    def to_spec(self, width: int, height: int) -> ControlSpec | None:
+        """The layer as a request control, or None when it holds nothing (one pixel conversion, not two)."""
+        rgba = qimage_to_rgba(self.display_image())
+        if not self.people and not rgba[..., 3].any():
+            return None
         s = self.settings
-        return ControlSpec(self.kind, self.control_image(width, height), s.weight, s.start, s.end)
+        return ControlSpec(self.kind, self.control_image(width, height, rgba), s.weight, s.start, s.end)
 
 
 class ImageEdit(QUndoCommand):
@@ -171,6 +175,5 @@ class Document(QObject):
             self.changed.emit(kind)
 
     def active_specs(self, width: int, height: int) -> tuple[ControlSpec, ...]:
-        return tuple(
-            layer.to_spec(width, height) for layer in self.layers.values() if layer.settings.enabled and not layer.is_empty()
-        )
+        specs = (layer.to_spec(width, height) for layer in self.layers.values() if layer.settings.enabled)
+        return tuple(s for s in specs if s is not None)

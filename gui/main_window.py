@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -126,6 +128,11 @@ class MainWindow(QMainWindow):
         self.autosave_timer.setInterval(AUTOSAVE_MS)
         self.autosave_timer.timeout.connect(self._autosave_if_dirty)
         self.autosave_timer.start()
+        self.autosave_soon = QTimer(self)  # after a stroke, once the hand has paused
+        self.autosave_soon.setSingleShot(True)
+        self.autosave_soon.setInterval(800)
+        self.autosave_soon.timeout.connect(self._autosave_if_dirty)
+        self._autosave_thread: threading.Thread | None = None
 
         bridge.started.connect(self._on_started)
         bridge.progress.connect(self._on_progress)
@@ -339,7 +346,7 @@ class MainWindow(QMainWindow):
 
     def _on_stroke(self, _kind: str) -> None:
         self._mark_dirty()
-        self._autosave_if_dirty()
+        self.autosave_soon.start()
         self._schedule_live()
 
     def _on_setting_changed(self) -> None:
@@ -547,12 +554,33 @@ class MainWindow(QMainWindow):
         self._dirty = True
 
     def _autosave_if_dirty(self) -> None:
-        if self._dirty:
-            self._dirty = False
+        """Snapshot on the GUI thread, encode and write the PNGs on a short-lived thread (keeps strokes smooth)."""
+        if not self._dirty:
+            return
+        if self._autosave_thread is not None and self._autosave_thread.is_alive():
+            self.autosave_soon.start()  # one write at a time; try again shortly
+            return
+        self._dirty = False
+        snap = self.autosave.snapshot(self.doc, self.panel.values())
+
+        def write() -> None:
             try:
-                self.autosave.save(self.doc, self.panel.values())
+                self.autosave.write(snap)
             except OSError as exc:
-                self.statusBar().showMessage(f"Autosave failed: {exc}", 8000)
+                print(f"noisebrush: autosave failed: {exc}", file=sys.stderr)
+
+        self._autosave_thread = threading.Thread(target=write, name="noisebrush-autosave", daemon=True)
+        self._autosave_thread.start()
+
+    def autosave_now(self) -> None:
+        """Write the sketch synchronously (on quit, and for tests)."""
+        if self._autosave_thread is not None:
+            self._autosave_thread.join()
+        self._dirty = False
+        try:
+            self.autosave.save(self.doc, self.panel.values())
+        except OSError as exc:
+            self.statusBar().showMessage(f"Autosave failed: {exc}", 8000)
 
     def _offer_recovery(self, policy: str) -> None:
         crashed = self.autosave.has_crash_recovery()
@@ -608,9 +636,9 @@ class MainWindow(QMainWindow):
         """Cancel what runs, stop the engine thread, save everything, and end the session cleanly."""
         self.live_timer.stop()
         self.autosave_timer.stop()
+        self.autosave_soon.stop()
         self.save_settings()
-        self._dirty = True
-        self._autosave_if_dirty()
+        self.autosave_now()
         if not self.bridge.shutdown(30):
             QMessageBox.warning(self, "Noisebrush", "The engine did not stop in time.")
         self.autosave.end_session()
