@@ -19,6 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="noisebrush", description="Draw with a diffusion model.")
     p.add_argument("--version", action="version", version=f"noisebrush {__version__}")
     p.add_argument("--self-test", action="store_true", help="run a 2-step generation headless and exit")
+    p.add_argument("--install-desktop-entry", action="store_true", help="add Noisebrush to your desktop's app menu")
+    p.add_argument("--uninstall-desktop-entry", action="store_true", help="remove it from the app menu")
     sub = p.add_subparsers(dest="command")
     g = sub.add_parser("generate", help="generate one image headless")
     g.add_argument("--prompt", required=True)
@@ -211,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import UserError
 
     try:
+        if args.install_desktop_entry or args.uninstall_desktop_entry:
+            from noisebrush import desktop
+
+            paths = desktop.install_desktop_entry() if args.install_desktop_entry else desktop.uninstall_desktop_entry()
+            verb = "installed" if args.install_desktop_entry else "removed"
+            for path in paths:
+                print(f"{verb} {path}")
+            return 0
         if args.self_test:
             return cmd_self_test()
         if args.command == "generate":
