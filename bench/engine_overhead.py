@@ -107,7 +107,10 @@ def main() -> None:
             break
     engine.shutdown()
 
-    print(f"model: {model.name}  size: {args.size}  steps: {args.steps}  threads: {torch.get_num_threads()}  device: {model.device.device}")
+    print(
+        f"model: {model.name}  size: {args.size}  steps: {args.steps}  "
+        f"threads: {torch.get_num_threads()}  device: {model.device.device}"
+    )
     print(f"bare diffusers: {b:.3f} s   engine end to end: {e:.3f} s   previews emitted: {n_prev}")
     print(f"engine/bare ratio: {e / b:.2f}")
     print(f"preview cost per step: {100 * decode_s / step_s:.2f} % ({decode_s * 1000:.2f} ms of {step_s * 1000:.1f} ms)")

@@ -83,7 +83,9 @@ def main() -> None:
     with Engine(previews=True) as engine:
         engine.add_listener(events.put)
         s = generate(np.random.default_rng(1), 128, "shapes")
-        req = GenerationRequest(s.caption, controls=(ControlSpec("scribble", s.scribble),), steps=20, seed=0, width=128, height=128, model=args.model)
+        req = GenerationRequest(
+            s.caption, controls=(ControlSpec("scribble", s.scribble),), steps=20, seed=0, width=128, height=128, model=args.model
+        )
         times = []
         for _ in range(6):
             t = time.perf_counter()

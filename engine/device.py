@@ -32,6 +32,23 @@ def pick_device(prefer: str | None = None) -> DeviceChoice:
     return DeviceChoice("cpu", "float32")
 
 
+@dataclass(frozen=True)
+class MemoryOptions:
+    """For small GPUs. Each is a GUI setting and a CLI flag; all off is fastest where memory allows."""
+
+    fp16: bool | None = None  # None: fp16 on CUDA, fp32 elsewhere
+    attention_slicing: bool = False
+    cpu_offload: bool = False  # move each model to the GPU only while it runs (needs CUDA)
+    vae_tiling: bool = False  # decode large images in tiles
+
+
+def choose(options: MemoryOptions, prefer: str | None = None) -> DeviceChoice:
+    base = pick_device(prefer)
+    if options.fp16 is None or base.device == "cpu":  # fp16 matmuls on CPU are slow or missing
+        return base
+    return DeviceChoice(base.device, "float16" if options.fp16 else "float32")
+
+
 def gui_thread_budget() -> int:
     """Torch threads for an engine that shares the machine with a GUI: leave one core free."""
     return max(1, (os.cpu_count() or 2) - 1)

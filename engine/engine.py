@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.device import DeviceChoice
+from engine.device import DeviceChoice, MemoryOptions
 from engine.errors import UserError
 from engine.events import Cancelled, Event, Failed, Started
 from engine.request import GenerationRequest
@@ -41,11 +41,13 @@ class Engine:
         previews: bool = True,
         threads: int | None = None,
         device: DeviceChoice | None = None,
+        memory: MemoryOptions | None = None,
     ) -> None:
         self.preview_interval_s = preview_interval_s
         self.previews = previews
         self._threads = threads
         self._device = device
+        self._memory = memory or MemoryOptions()
         self._ids = itertools.count(1)
         self._queue: deque[_Job] = deque()
         self._current: _Job | None = None
@@ -145,12 +147,13 @@ class Engine:
                 log.exception("engine listener failed")
 
     def _loop(self) -> None:
-        from engine.device import pick_device, set_torch_threads
+        from engine.device import choose, set_torch_threads
         from engine.models import ModelManager
         from engine.runner import Runner, Stopped
 
         set_torch_threads(self._threads)
-        runner = Runner(ModelManager(self._device or pick_device()), self.preview_interval_s, self.previews)
+        device = self._device or choose(self._memory)
+        runner = Runner(ModelManager(device, self._memory), self.preview_interval_s, self.previews)
         while True:
             with self._cv:
                 while not self._queue and not self._stopping:

@@ -48,7 +48,9 @@ def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
     if req.init_image is not None:
         fields.append(f"Denoising strength: {req.strength:g}")
     for i, c in enumerate(req.controls):
-        fields.append(f'ControlNet {i}: "Module: {c.kind}, Weight: {c.weight:g}, Guidance Start: {c.start:g}, Guidance End: {c.end:g}"')
+        fields.append(
+            f'ControlNet {i}: "Module: {c.kind}, Weight: {c.weight:g}, Guidance Start: {c.start:g}, Guidance End: {c.end:g}"'
+        )
     lines.append(", ".join(fields))
     return "\n".join(lines)
 
@@ -78,8 +80,12 @@ def request_from_json(data: dict) -> GenerationRequest:
     try:
         controls = tuple(
             ControlSpec(
-                kind=c["kind"], image=_from_b64(c["image"]), weight=float(c["weight"]),
-                start=float(c["start"]), end=float(c["end"]), model=c.get("model"),
+                kind=c["kind"],
+                image=_from_b64(c["image"]),
+                weight=float(c["weight"]),
+                start=float(c["start"]),
+                end=float(c["end"]),
+                model=c.get("model"),
             )  # fmt: skip
             for c in data.get("controls", [])
         )

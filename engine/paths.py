@@ -14,7 +14,14 @@ def assets_dir() -> Path:
     bundle = getattr(sys, "_MEIPASS", None)  # PyInstaller one-folder bundle
     if bundle:
         return Path(bundle) / "assets"
-    return Path(__file__).resolve().parent.parent / "assets"
+    checkout = Path(__file__).resolve().parent.parent / "assets"
+    if checkout.is_dir():  # a source checkout or an editable install
+        return checkout
+    return installed_share() / "assets"  # pip install . (pyproject's data-files)
+
+
+def installed_share() -> Path:
+    return Path(sys.prefix) / "share" / "noisebrush"
 
 
 def default_model_dir() -> Path:

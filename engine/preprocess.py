@@ -100,13 +100,15 @@ def download_weights(
     done_before = [0]
 
     class Progress(tqdm):  # hf_hub_download reports bytes through its tqdm class
+        done = 0  # counted here: a disabled tqdm does not count
+
         def update(self, n=1):
             if cancelled is not None and cancelled.is_set():
                 raise UserError("download cancelled")
-            out = super().update(n)
+            self.done += n or 0
             if progress is not None:
-                progress(done_before[0] + int(self.n), total)
-            return out
+                progress(done_before[0] + int(self.done), total)
+            return super().update(n)
 
     for w in todo:
         fetch(w.repo, w.filename, cache_dir=cache_dir, tqdm_class=Progress)
@@ -195,7 +197,9 @@ def run_preprocessor(name: str, image: np.ndarray, cache_dir: str | Path | None 
     return RUNNERS[name](image, cache_dir=cache_dir)
 
 
-def fit_aspect(image: np.ndarray, width: int, height: int, mode: str = "letterbox") -> tuple[np.ndarray, tuple[float, float, float]]:
+def fit_aspect(
+    image: np.ndarray, width: int, height: int, mode: str = "letterbox"
+) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Resize to (width, height) keeping the aspect ratio: 'letterbox' pads with black, 'crop' cuts the overflow.
 
     Returns the image and (scale, dx, dy), the mapping of input pixels to output pixels

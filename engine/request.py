@@ -52,11 +52,13 @@ class ControlSpec:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ControlSpec):
             return NotImplemented
-        return (
-            (self.kind, self.weight, self.start, self.end, self.model)
-            == (other.kind, other.weight, other.start, other.end, other.model)
-            and _same_image(self.image, other.image)
-        )
+        return (self.kind, self.weight, self.start, self.end, self.model) == (
+            other.kind,
+            other.weight,
+            other.start,
+            other.end,
+            other.model,
+        ) and _same_image(self.image, other.image)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -284,7 +284,11 @@ class Canvas(QWidget):
         self.update(self._screen_rect(r))
 
     def _screen_rect(self, doc_rect: QRectF):
-        return QRectF(self.offset + doc_rect.topLeft() * self.scale, doc_rect.size() * self.scale).toAlignedRect().adjusted(-2, -2, 2, 2)
+        return (
+            QRectF(self.offset + doc_rect.topLeft() * self.scale, doc_rect.size() * self.scale)
+            .toAlignedRect()
+            .adjusted(-2, -2, 2, 2)
+        )
 
     def _move(self, pos: QPointF) -> None:
         if self._last is None:

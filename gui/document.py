@@ -135,9 +135,9 @@ class ImageEdit(QUndoCommand):
 class Document(QObject):
     changed = Signal(str)  # layer kind
 
-    def __init__(self, size: QSize = QSize(512, 512)) -> None:
+    def __init__(self, size: QSize | None = None) -> None:
         super().__init__()
-        self.size = QSize(size)
+        self.size = QSize(size) if size is not None else QSize(512, 512)
         self.undo_stack = QUndoStack(self)
         self.layers: dict[str, ControlLayer] = {k: ControlLayer(k, self.size) for k in LAYER_KINDS}
         for kind, layer in self.layers.items():
@@ -168,8 +168,12 @@ class Document(QObject):
         sx, sy = size.width() / self.size.width(), size.height() / self.size.height()
         self.size = QSize(size)
         for layer in self.layers.values():
-            layer.image = layer.image.scaled(size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
-            layer.people = [Person([None if q is None else (q[0] * sx, q[1] * sy) for q in p.keypoints], p.hidden) for p in layer.people]
+            layer.image = layer.image.scaled(
+                size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+            layer.people = [
+                Person([None if q is None else (q[0] * sx, q[1] * sy) for q in p.keypoints], p.hidden) for p in layer.people
+            ]
         self.undo_stack.clear()
         for kind in LAYER_KINDS:
             self.changed.emit(kind)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -158,6 +158,7 @@ class MainWindow(QMainWindow):
         self.history.itemClicked.connect(self._on_history_clicked)
 
         self._restore_settings(default_model)
+        self.refresh_models()
         self.autosave.start_session() if restore == "never" else self._offer_recovery(restore)
 
     # --- layout helpers --------------------------------------------------------------------
@@ -216,6 +217,9 @@ class MainWindow(QMainWindow):
         for kind, title in LAYER_TITLES.items():
             load_menu.addAction(self._action(f"{title} map…", None, lambda _=False, k=kind: self.load_layer_dialog(k)))
         file_menu.addAction(self._action("Make control from image…", "Ctrl+Shift+I", self.make_control_dialog))
+        file_menu.addSeparator()
+        file_menu.addAction(self._action("Download model from Hugging Face…", None, self.download_model_dialog))
+        file_menu.addAction(self._action("Choose models folder…", None, self.choose_models_folder))
         file_menu.addAction(save_act)
         file_menu.addSeparator()
         file_menu.addAction(quit_act)
@@ -238,7 +242,9 @@ class MainWindow(QMainWindow):
         pose.addSeparator()
         pose.addAction(self._action("Import OpenPose JSON…", None, lambda: self.load_layer_dialog("pose")))
         pose.addAction(self._action("Export OpenPose JSON…", None, self.export_pose_dialog))
-        tip = QAction("Drag a joint to move it, drag inside a person (or Shift+drag) to move them, right-click a joint to hide it", self)
+        tip = QAction(
+            "Drag a joint to move it, drag inside a person (or Shift+drag) to move them, right-click a joint to hide it", self
+        )
         tip.setEnabled(False)
         pose.addSeparator()
         pose.addAction(tip)
@@ -380,7 +386,9 @@ class MainWindow(QMainWindow):
         self.canvas.show_result(qimg)
         self.panel.set_running(False)
         self.panel.progress_label.setText(" ")
-        self.statusBar().showMessage(f"Done in {ev.elapsed_s:.2f} s · seed {ev.params.seed} · {ev.params.width}×{ev.params.height}")
+        self.statusBar().showMessage(
+            f"Done in {ev.elapsed_s:.2f} s · seed {ev.params.seed} · {ev.params.width}×{ev.params.height}"
+        )
 
     def _on_failed(self, job: int, message: str) -> None:
         if job == self.job:
@@ -533,6 +541,33 @@ class MainWindow(QMainWindow):
                 return
             self.panel.set_model(folder)
             self.bridge.engine.preload(folder)
+
+    def download_model_dialog(self, fetch=None) -> None:
+        from gui.download_dialog import DownloadDialog
+
+        dlg = DownloadDialog(self, fetch=fetch)
+        dlg.downloaded.connect(self._use_model)
+        dlg.open()
+        self._download_dialog = dlg
+
+    def _use_model(self, ref: str) -> None:
+        self.panel.set_model(ref)
+        self.bridge.engine.preload(ref)
+
+    def choose_models_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose the folder that holds your models")
+        if folder:
+            self.settings.setValue("models_dir", folder)
+            self.refresh_models()
+
+    def refresh_models(self) -> None:
+        """Offer every usable base model of the models folder in the model picker."""
+        from engine.catalog import models_dir, scan
+
+        folder = self.settings.value("models_dir") or str(models_dir())
+        for entry in scan(Path(folder)):
+            if entry.role == "base" and entry.usable and entry.format == "diffusers" and entry.family == "sd15":
+                self.panel.add_model(f"{entry.name} ({entry.size_bytes / 1e9:.1f} GB)", str(entry.path))
 
     def _on_history_clicked(self, item) -> None:
         ev: Finished = item.data(Qt.ItemDataRole.UserRole)

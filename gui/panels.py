@@ -188,6 +188,10 @@ class GenerationPanel(QWidget):
         self.steps_label.setText(f"{self.steps.value():3d}")
         self.guidance_label.setText(f"{self.guidance.value() / 2:4.1f}")
 
+    def add_model(self, title: str, ref: str) -> None:
+        if self.model.findData(ref) < 0:
+            self.model.addItem(title, ref)
+
     def set_model(self, ref: str) -> None:
         idx = self.model.findData(ref)
         if idx < 0:
@@ -280,7 +284,9 @@ class LayerBox(QGroupBox):
     def _sync(self) -> None:
         if self.start.value() > self.end.value():
             sender = self.sender()
-            (self.end if sender is self.start else self.start).setValue((self.start if sender is self.start else self.end).value())
+            (self.end if sender is self.start else self.start).setValue(
+                (self.start if sender is self.start else self.end).value()
+            )
         s = self.layer.settings
         s.enabled, s.visible = self.enabled.isChecked(), self.visible.isChecked()
         s.opacity = self.opacity.value() / 100

@@ -95,7 +95,9 @@ class PreprocessDialog(QDialog):
         self._check_weights()
 
     def choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Image to make a control map from", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Image to make a control map from", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp)"
+        )
         if path:
             self.set_image(path)
 
@@ -119,7 +121,9 @@ class PreprocessDialog(QDialog):
         missing = missing_weights(pre, self.cache_dir)
         if missing:
             mb = sum(w.size_mb for w in missing)
-            self.status.setText(f"Needs {missing[0].repo}: {', '.join(w.filename for w in missing)} ({mb:.0f} MB), not on this computer.")
+            self.status.setText(
+                f"Needs {missing[0].repo}: {', '.join(w.filename for w in missing)} ({mb:.0f} MB), not on this computer."
+            )
             self.download_btn.setText(f"Download {mb:.0f} MB")
             self.download_btn.show()
         else:
@@ -149,7 +153,9 @@ class PreprocessDialog(QDialog):
         self.run_btn.setEnabled(True)
         self.result = result
         image, people = result
-        pix = QPixmap.fromImage(to_qimage(image)).scaled(256, 256, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+        pix = QPixmap.fromImage(to_qimage(image)).scaled(
+            256, 256, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+        )
         self.preview.setPixmap(pix)
         extra = f", {len(people)} person(s) found — editable after use" if people is not None else ""
         self.status.setText(f"Preview of the {PREPROCESSORS[self.kind.currentData()].kind} map{extra}.")
@@ -179,7 +185,9 @@ class PreprocessDialog(QDialog):
         self.task = Task(work, with_progress=True, parent=self)
         self.task.progressed.connect(on_progress)
         self.task.done.connect(lambda _r: (self.progress.hide(), self.download_btn.setEnabled(True), self._check_weights()))
-        self.task.failed.connect(lambda m: (self.progress.hide(), self.download_btn.setEnabled(True), self.status.setText(f"Download failed: {m}")))
+        self.task.failed.connect(
+            lambda m: (self.progress.hide(), self.download_btn.setEnabled(True), self.status.setText(f"Download failed: {m}"))
+        )
         self.task.start()
 
     def _use(self) -> None:

@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--install-desktop-entry", action="store_true", help="add Noisebrush to your desktop's app menu")
     p.add_argument("--uninstall-desktop-entry", action="store_true", help="remove it from the app menu")
     sub = p.add_subparsers(dest="command")
+    m = sub.add_parser("models", help="list the models found in the models folder")
+    m.add_argument("--dir", help="the models folder (default: $NOISEBRUSH_MODELS or ~/Noisebrush/models)")
     g = sub.add_parser("generate", help="generate one image headless")
     g.add_argument("--prompt", required=True)
     g.add_argument("--negative", default="")
@@ -40,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--strength", type=float, default=0.75, help="how much of --init to repaint (0–1]")
     g.add_argument("--previews", help="also write each step's preview PNG into this folder")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    g.add_argument("--download", action="store_true", help="allow downloading a Hugging Face --model id not in the cache")
+    mem = g.add_argument_group("memory options (small GPUs)")
+    mem.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None, help="half precision (default: on CUDA)")
+    mem.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
+    mem.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until they run (CUDA)")
+    mem.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
     g.add_argument("--out", required=True, help="output PNG")
     return p
 
@@ -107,7 +115,7 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
     return req
 
 
-def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int | None, log=print):
+def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int | None, log=print, memory=None):
     """Generate one image on the engine thread; returns the Finished event. Raises UserError on failure."""
     from PIL import Image
 
@@ -117,7 +125,7 @@ def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int 
     from engine.metadata import save_png
 
     events: queue.Queue = queue.Queue()
-    engine = Engine(preview_interval_s=0.0, previews=previews_dir is not None, threads=threads)
+    engine = Engine(preview_interval_s=0.0, previews=previews_dir is not None, threads=threads, memory=memory)
     engine.add_listener(events.put)
     try:
         job = engine.submit(req)
@@ -156,14 +164,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: the output must be a .png file (it carries the settings)")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
+    from engine.device import MemoryOptions
+    from engine.sources import is_hub_id
+
+    if args.download and is_hub_id(args.model):
+        from engine.sources import hub_snapshot
+
+        hub_snapshot(args.model, allow_download=True)  # huggingface_hub shows a tqdm bar; resumes if interrupted
     req = _build_request(args, notes)
+    memory = MemoryOptions(args.fp16, args.attention_slicing, args.cpu_offload, args.vae_tiling)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     previews = Path(args.previews) if args.previews else None
     if previews is not None:
         previews.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    done = run_headless(req, out, previews, args.threads, log=lambda m: print(m, file=sys.stderr))
+    done = run_headless(req, out, previews, args.threads, log=lambda m: print(m, file=sys.stderr), memory=memory)
     print(f"wrote {out} (seed {done.params.seed}, {time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -225,6 +241,15 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_self_test()
         if args.command == "generate":
             return cmd_generate(args)
+        if args.command == "models":
+            from engine.catalog import format_table, models_dir, scan
+
+            folder = Path(args.dir) if args.dir else models_dir()
+            if not folder.is_dir():
+                raise UserError(f"models folder {folder} does not exist")
+            print(f"models in {folder}:")
+            print(format_table(scan(folder)))
+            return 0
         return _run_gui()
     except UserError as exc:
         print(f"noisebrush: error: {exc}", file=sys.stderr)

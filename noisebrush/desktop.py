@@ -22,7 +22,13 @@ def _asset(*parts: str) -> Path:
 
 def desktop_template() -> str:
     bundle = getattr(sys, "_MEIPASS", None)
-    candidates = [Path(bundle) / "packaging" if bundle else None, Path(__file__).resolve().parent.parent / "packaging"]
+    from engine.paths import installed_share
+
+    candidates = [
+        Path(bundle) / "packaging" if bundle else None,
+        Path(__file__).resolve().parent.parent / "packaging",
+        installed_share() / "packaging",
+    ]
     for folder in candidates:
         if folder is not None and (folder / "noisebrush.desktop").is_file():
             return (folder / "noisebrush.desktop").read_text()
@@ -31,7 +37,7 @@ def desktop_template() -> str:
 
 def quote_exec(path: str) -> str:
     """Quote a program path for a .desktop Exec key (spaces, quotes, backslashes, $ and `)."""
-    if not any(c in path for c in ' \t\n"\'\\><~|&;$*?#()`'):
+    if not any(c in path for c in " \t\n\"'\\><~|&;$*?#()`"):
         return path
     escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("`", "\\`").replace("$", "\\$")
     return f'"{escaped}"'
@@ -65,7 +71,10 @@ def install_desktop_entry(exec_path: str | None = None) -> list[Path]:
 
 def uninstall_desktop_entry() -> list[Path]:
     removed = []
-    for path in (_data_home() / "applications" / f"{APP_ID}.desktop", _data_home() / "icons" / "hicolor" / "256x256" / "apps" / f"{APP_ID}.png"):
+    for path in (
+        _data_home() / "applications" / f"{APP_ID}.desktop",
+        _data_home() / "icons" / "hicolor" / "256x256" / "apps" / f"{APP_ID}.png",
+    ):
         if path.exists():
             path.unlink()
             removed.append(path)

@@ -73,7 +73,9 @@ def _bad_images(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-@pytest.mark.parametrize("case,expected", [("non-image", "not an image"), ("truncated", "truncated"), ("missing", "no such file")])
+@pytest.mark.parametrize(
+    "case,expected", [("non-image", "not an image"), ("truncated", "truncated"), ("missing", "no such file")]
+)
 def test_unreadable_control_files(tiny_model, tmp_path, capsys, case, expected):
     bad = _bad_images(tmp_path)[case]
     out = tmp_path / "out.png"
@@ -112,7 +114,9 @@ def test_size_is_rounded_to_a_multiple_of_8(tiny_model, tmp_path, capsys):
     assert Image.open(out).size == (72, 64)
 
 
-@pytest.mark.parametrize("args,expected", [(["--steps", "0"], "steps must be at least 1"), (["--guidance", "-1"], "guidance must be ≥ 0")])
+@pytest.mark.parametrize(
+    "args,expected", [(["--steps", "0"], "steps must be at least 1"), (["--guidance", "-1"], "guidance must be ≥ 0")]
+)
 def test_bad_settings(tiny_model, tmp_path, capsys, args, expected):
     out = tmp_path / "out.png"
     assert generate(tiny_model, out, *args) == 2
@@ -143,7 +147,10 @@ def test_output_folder_must_exist(tiny_model, tmp_path, capsys):
 
 
 def test_version_is_fast_and_imports_no_torch():
-    code = "import sys; from noisebrush.cli import main\ntry: main(['--version'])\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'PySide6' in sys.modules)"
+    code = (
+        "import sys; from noisebrush.cli import main\ntry: main(['--version'])\nexcept SystemExit: pass\n"
+        "print('torch' in sys.modules, 'PySide6' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.split()[:2] == ["noisebrush", "0.1.0"]
     assert out.stdout.split()[-2:] == ["False", "False"]

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import EventLog, circle_sketch, square_sketch
+from helpers import EventLog, circle_sketch
 
 from engine.engine import Engine
 from engine.events import Cancelled, Failed, Finished, Preview, Started

@@ -125,7 +125,14 @@ def test_sliders_reach_the_request(make_window):
     box.start.setValue(10)
     box.end.setValue(80)
     req = w.capture_request()
-    assert (req.steps, req.guidance, req.seed, req.scheduler, req.prompt, req.negative_prompt) == (7, 3.5, 4242, "Euler a", "a green star", "blurry")
+    assert (req.steps, req.guidance, req.seed, req.scheduler, req.prompt, req.negative_prompt) == (
+        7,
+        3.5,
+        4242,
+        "Euler a",
+        "a green star",
+        "blurry",
+    )
     c = req.controls[0]
     assert (c.weight, c.start, c.end) == (0.65, 0.1, 0.8)
     box.enabled.setChecked(False)
@@ -168,7 +175,15 @@ def test_opening_a_noisebrush_png_restores_its_settings(make_window, tmp_path):
     path = save_png(np.full((64, 64, 3), 128, np.uint8), req, tmp_path / "old.png")
     w.open_files([str(path)])
     v = w.panel.values()
-    assert (v.prompt, v.negative, v.steps, v.guidance, v.seed, v.seed_locked, v.scheduler) == ("a blue square", "noise", 13, 8.5, 99, True, "DDIM")
+    assert (v.prompt, v.negative, v.steps, v.guidance, v.seed, v.seed_locked, v.scheduler) == (
+        "a blue square",
+        "noise",
+        13,
+        8.5,
+        99,
+        True,
+        "DDIM",
+    )
     assert w.layers_panel.boxes["scribble"].weight.value() == 40
     assert w.capture_request().seed == 99
 

@@ -16,7 +16,10 @@ def full_request() -> GenerationRequest:
     return GenerationRequest(
         prompt="a red circle, on a blue background",
         negative_prompt="blurry",
-        controls=(ControlSpec("scribble", circle_sketch(), 0.8, 0.1, 0.9), ControlSpec("depth", np.full((64, 64, 3), 90, np.uint8), 0.5)),
+        controls=(
+            ControlSpec("scribble", circle_sketch(), 0.8, 0.1, 0.9),
+            ControlSpec("depth", np.full((64, 64, 3), 90, np.uint8), 0.5),
+        ),
         steps=23, guidance=6.5, seed=1234, width=64, height=64, scheduler="Euler a",
         init_image=np.full((64, 64, 3), 30, np.uint8), strength=0.6, model="/models/x",
     )  # fmt: skip
@@ -44,7 +47,10 @@ def test_a1111_only_png_restores_the_basic_settings(tmp_path):
     from PIL import PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a cat\nNegative prompt: dog\nSteps: 30, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x768, Model: sd15")
+    info.add_text(
+        "parameters",
+        "a cat\nNegative prompt: dog\nSteps: 30, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x768, Model: sd15",
+    )
     Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
     req = read_request(tmp_path / "a1111.png")
     assert (req.prompt, req.negative_prompt, req.steps, req.scheduler, req.guidance, req.seed, req.width, req.height) == (

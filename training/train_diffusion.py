@@ -50,7 +50,9 @@ def build_unet(cfg: dict, latent_size: int) -> UNet2DConditionModel:
 def encode_text(captions: list[str]) -> torch.Tensor:
     """Exactly what the diffusers pipeline does: pad to model_max_length, no attention mask, last hidden state."""
     tokenizer, encoder = load_minilm()
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     return encoder(ids)[0]
 
 
@@ -121,7 +123,9 @@ def main() -> None:
     else:
         unet = build_unet(cfg, lat)
         nets = {
-            k: ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(cfg["conditioning_embedding_out_channels"]))
+            k: ControlNetModel.from_unet(
+                unet, conditioning_embedding_out_channels=tuple(cfg["conditioning_embedding_out_channels"])
+            )
             for k in KINDS
         }
     modules = torch.nn.ModuleDict({"unet": unet, **{f"cn_{k}": v for k, v in nets.items()}})

@@ -1,0 +1,141 @@
+"""Scanning a models folder: what each model is (family, base or ControlNet and its control kind) and its size."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.sources import PICKLE_SUFFIXES, check_safetensors
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+KIND_WORDS = {"scribble": ("scribble", "sketch", "lineart", "canny", "hed", "softedge"), "depth": ("depth",),
+              "pose": ("pose", "openpose")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    format: str  # "diffusers" | "single_file" | "pickle"
+    family: str  # "sd15" | "sdxl" | "?"
+    role: str  # "base" | "controlnet" | "?"
+    control_kind: str | None
+    size_bytes: int
+    note: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.format != "pickle" and self.family != "?" and not self.note
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("NOISEBRUSH_MODELS") or Path.home() / "Noisebrush" / "models")
+
+
+def _kind_from_name(name: str) -> str | None:
+    low = name.lower()
+    for kind, words in KIND_WORDS.items():
+        if any(w in low for w in words):
+            return kind
+    return None
+
+
+def _family_from_config(cfg: dict) -> str:
+    if cfg.get("addition_embed_type") == "text_time" or cfg.get("cross_attention_dim") == 2048:
+        return "sdxl"
+    return "sd15" if cfg.get("cross_attention_dim") else "?"
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def classify_folder(path: Path) -> ModelEntry | None:
+    if (path / "model_index.json").is_file():
+        try:
+            unet_cfg = json.loads((path / "unet" / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return ModelEntry(path.name, path, "diffusers", "?", "base", None, _size(path), "no readable unet/config.json")
+        return ModelEntry(path.name, path, "diffusers", _family_from_config(unet_cfg), "base", None, _size(path))
+    cfg_path = path / "config.json"
+    if cfg_path.is_file():
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if cfg.get("_class_name", "").endswith("ControlNetModel"):
+            return ModelEntry(
+                path.name, path, "diffusers", _family_from_config(cfg), "controlnet", _kind_from_name(path.name), _size(path)
+            )
+    return None
+
+
+def classify_file(path: Path) -> ModelEntry | None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return ModelEntry(path.name, path, "pickle", "?", "?", None, _size(path), "pickle checkpoint: not opened (unsafe)")
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        header = check_safetensors(path)
+    except UserError as exc:
+        return ModelEntry(path.name, path, "single_file", "?", "?", None, _size(path), str(exc))
+    keys = [k for k in header if k != "__metadata__"]
+    if any(k.startswith(("control_model.", "controlnet_cond_embedding")) for k in keys):
+        ctx = next((v["shape"][-1] for k, v in header.items() if k.endswith("attn2.to_k.weight")), None)
+        return ModelEntry(
+            path.name,
+            path,
+            "single_file",
+            "sdxl" if ctx == 2048 else "sd15",
+            "controlnet",
+            _kind_from_name(path.stem),
+            _size(path),
+        )
+    if any(k.startswith("conditioner.embedders.") for k in keys):
+        return ModelEntry(path.name, path, "single_file", "sdxl", "base", None, _size(path))
+    if any(k.startswith("model.diffusion_model.") for k in keys):
+        return ModelEntry(path.name, path, "single_file", "sd15", "base", None, _size(path))
+    return ModelEntry(path.name, path, "single_file", "?", "?", None, _size(path), "not a Stable Diffusion checkpoint")
+
+
+def scan(folder: Path | None = None, depth: int = 2) -> list[ModelEntry]:
+    """Every model under `folder` (two levels deep), sorted by role and name."""
+    root = Path(folder) if folder is not None else models_dir()
+    if not root.is_dir():
+        return []
+    found: list[ModelEntry] = []
+
+    def walk(d: Path, level: int) -> None:
+        for child in sorted(d.iterdir()):
+            if child.name.startswith("."):
+                continue
+            if child.is_dir():
+                entry = classify_folder(child)
+                if entry is not None:
+                    found.append(entry)
+                elif level < depth:
+                    walk(child, level + 1)
+            else:
+                entry = classify_file(child)
+                if entry is not None:
+                    found.append(entry)
+
+    walk(root, 1)
+    return sorted(found, key=lambda e: (e.role != "base", e.family, e.name.lower()))
+
+
+def format_table(entries: list[ModelEntry]) -> str:
+    if not entries:
+        return "no models found"
+    rows = [("NAME", "FAMILY", "KIND", "FORMAT", "SIZE", "NOTE")]
+    for e in entries:
+        kind = e.role if e.role != "controlnet" else f"controlnet:{e.control_kind or '?'}"
+        family = {"sd15": "SD1.5", "sdxl": "SDXL"}.get(e.family, "?")
+        rows.append((e.name, family, kind, e.format, f"{e.size_bytes / 1e6:.1f} MB", e.note))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + ("  " + r[5] if r[5] else "") for r in rows)

@@ -1,0 +1,150 @@
+"""Where a model comes from: the embedded one, a diffusers folder, a single .safetensors file, or a Hub id.
+
+Offline first: a Hub id loads from the local Hugging Face cache with no network call; an
+uncached one fails at once, unless the caller explicitly allows a download (with progress).
+Pickle checkpoints (.ckpt) are refused: unpickling can run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.paths import default_model_dir
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# what a pipeline download needs: configs, tokenizer files and safetensors weights, never pickles
+HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # "embedded" | "folder" | "single_file" | "hub"
+    ref: str
+    path: Path  # a local folder (embedded, folder, hub snapshot) or a file (single_file)
+
+
+def is_hub_id(ref: str) -> bool:
+    return bool(HUB_ID.match(ref)) and not Path(ref).expanduser().exists()
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def check_safetensors(path: Path) -> dict:
+    """Read a .safetensors header, refusing damaged or truncated files with a clear message. Returns the header."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("the file is shorter than a safetensors header")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, 100_000_000):
+                raise ValueError("the header length is impossible")
+            header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path.name} is not a valid .safetensors file ({exc}); it may be damaged or incomplete") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        missing = (8 + n + end - size) / 1e6
+        raise UserError(f"{path.name} is truncated: {missing:.1f} MB are missing (an interrupted download?)")
+    return header
+
+
+def refuse_pickle(path: Path) -> None:
+    raise UserError(
+        f"{path.name} is a pickle checkpoint: loading one can run any code hidden inside it, so Noisebrush does "
+        f"not open them. Use the .safetensors version of this model, or convert it once in a tool you trust."
+    )
+
+
+def resolve_source(
+    ref: str,
+    *,
+    allow_download: bool = False,
+    progress: Progress | None = None,
+    cancelled: threading.Event | None = None,
+    cache_dir: str | Path | None = None,
+    fetch: Callable[..., str] | None = None,
+) -> ModelSource:
+    """Turn a user's model reference into a local path, downloading only when allowed."""
+    if not ref:
+        return ModelSource("embedded", "", default_model_dir())
+    path = Path(ref).expanduser()
+    if path.is_file():
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            refuse_pickle(path)
+        if path.suffix.lower() != ".safetensors":
+            raise UserError(f"{path.name}: expected a .safetensors checkpoint or a diffusers model folder")
+        check_safetensors(path)
+        return ModelSource("single_file", ref, path)
+    if path.is_dir():
+        return ModelSource("folder", ref, path)
+    if is_hub_id(ref):
+        return ModelSource("hub", ref, hub_snapshot(ref, allow_download, progress, cancelled, cache_dir, fetch))
+    raise UserError(f"model {ref}: no such file or folder, and not a Hugging Face id (owner/name)")
+
+
+def hub_snapshot(
+    repo: str,
+    allow_download: bool,
+    progress: Progress | None = None,
+    cancelled: threading.Event | None = None,
+    cache_dir: str | Path | None = None,
+    fetch: Callable[..., str] | None = None,
+) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:  # the cache first, with no network call at all
+        return Path(snapshot_download(repo, local_files_only=True, cache_dir=cache_dir, allow_patterns=HUB_PATTERNS))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    if offline() or not allow_download:
+        why = "Noisebrush is offline (HF_HUB_OFFLINE is set)" if offline() else "downloads were not allowed for this request"
+        raise UserError(f"{repo} is not in the local Hugging Face cache and {why}; download it once while online")
+    return download_snapshot(repo, progress, cancelled, cache_dir, fetch)
+
+
+def download_snapshot(
+    repo: str,
+    progress: Progress | None = None,
+    cancelled: threading.Event | None = None,
+    cache_dir: str | Path | None = None,
+    fetch: Callable[..., str] | None = None,
+) -> Path:
+    """Download a Hub repo's pipeline files into the standard cache. hf_hub resumes interrupted files."""
+    from huggingface_hub import snapshot_download
+    from tqdm.auto import tqdm
+
+    fetch = fetch or snapshot_download
+
+    class Bytes(tqdm):  # huggingface_hub reports bytes through its tqdm class
+        done = 0  # counted here: a disabled tqdm does not count
+
+        def update(self, n=1):
+            if cancelled is not None and cancelled.is_set():
+                raise UserError(f"download of {repo} cancelled; what arrived is kept and resumes next time")
+            self.done += n or 0
+            if progress is not None and getattr(self, "unit", "B") == "B":
+                progress(int(self.done), int(self.total or 0))
+            return super().update(n)
+
+    try:
+        return Path(fetch(repo, cache_dir=cache_dir, allow_patterns=HUB_PATTERNS, tqdm_class=Bytes))
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot download {repo}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
