@@ -33,16 +33,17 @@ def pick_device(prefer: str | None = None) -> DeviceChoice:
 
 
 @dataclass(frozen=True)
-class MemoryOptions:
-    """For small GPUs. Each is a GUI setting and a CLI flag; all off is fastest where memory allows."""
+class LoadOptions:
+    """How models are loaded. The memory options are for small GPUs; all off is fastest where memory allows."""
 
     fp16: bool | None = None  # None: fp16 on CUDA, fp32 elsewhere
     attention_slicing: bool = False
     cpu_offload: bool = False  # move each model to the GPU only while it runs (needs CUDA)
     vae_tiling: bool = False  # decode large images in tiles
+    preview_decoder: str = "auto"  # "auto": a tiny autoencoder when one is found, else linear; "linear"; "taesd"
 
 
-def choose(options: MemoryOptions, prefer: str | None = None) -> DeviceChoice:
+def choose(options: LoadOptions, prefer: str | None = None) -> DeviceChoice:
     base = pick_device(prefer)
     if options.fp16 is None or base.device == "cpu":  # fp16 matmuls on CPU are slow or missing
         return base

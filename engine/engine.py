@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.device import DeviceChoice, MemoryOptions
+from engine.device import DeviceChoice, LoadOptions
 from engine.errors import UserError
 from engine.events import Cancelled, Event, Failed, Started
 from engine.request import GenerationRequest
@@ -41,13 +41,13 @@ class Engine:
         previews: bool = True,
         threads: int | None = None,
         device: DeviceChoice | None = None,
-        memory: MemoryOptions | None = None,
+        options: LoadOptions | None = None,
     ) -> None:
         self.preview_interval_s = preview_interval_s
         self.previews = previews
         self._threads = threads
         self._device = device
-        self._memory = memory or MemoryOptions()
+        self._options = options or LoadOptions()
         self._ids = itertools.count(1)
         self._queue: deque[_Job] = deque()
         self._current: _Job | None = None
@@ -152,8 +152,8 @@ class Engine:
         from engine.runner import Runner, Stopped
 
         set_torch_threads(self._threads)
-        device = self._device or choose(self._memory)
-        runner = Runner(ModelManager(device, self._memory), self.preview_interval_s, self.previews)
+        device = self._device or choose(self._options)
+        runner = Runner(ModelManager(device, self._options), self.preview_interval_s, self.previews)
         while True:
             with self._cv:
                 while not self._queue and not self._stopping:

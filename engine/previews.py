@@ -48,6 +48,50 @@ class LinearPreview:
         return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
+class TinyAutoencoderPreview:
+    """Sharper previews from a TAESD-style AutoencoderTiny (≈1 M decoder parameters), at full resolution."""
+
+    def __init__(self, model) -> None:
+        self.model = model.eval()
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        lat = (latents[:1] if latents.dim() == 4 else latents[None]).to(self.model.device, self.model.dtype)
+        with torch.inference_mode():
+            img = self.model.decode(lat).sample[0].float().cpu()
+        return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+TAESD_HUB = {"sd15": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+
+
+def find_tiny_autoencoder(folder: Path | None, family: str) -> Path | None:
+    """A tiny autoencoder next to the model (<folder>/taesd) or in the local HF cache. Never downloads."""
+    if folder is not None and (folder / "taesd" / "config.json").is_file():
+        return folder / "taesd"
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(TAESD_HUB[family], local_files_only=True, allow_patterns=["*.json", "*.safetensors"]))
+    except Exception:  # not cached: fine, linear previews it is
+        return None
+
+
+def load_preview(folder: Path | None, family: str, mode: str, device: str, dtype) -> LinearPreview | TinyAutoencoderPreview:
+    linear = LinearPreview.for_model(folder, family)
+    if mode == "linear":
+        return linear
+    found = find_tiny_autoencoder(folder, family)
+    if found is None:
+        if mode == "taesd":
+            from engine.errors import UserError
+
+            raise UserError(f"no tiny autoencoder found: put one in {folder}/taesd or cache {TAESD_HUB[family]}")
+        return linear
+    from diffusers import AutoencoderTiny
+
+    return TinyAutoencoderPreview(AutoencoderTiny.from_pretrained(found, torch_dtype=dtype, local_files_only=True).to(device))
+
+
 def fit_linear_preview(latents: np.ndarray, images: np.ndarray) -> LinearPreview:
     """Least squares from latents (N, C, h, w) to images already downsampled to (N, h, w, 3) in [-1, 1]."""
     x = latents.transpose(0, 2, 3, 1).reshape(-1, latents.shape[1])

@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import QApplication
 
-from engine.device import gui_thread_budget
+from engine.device import LoadOptions, gui_thread_budget
 from engine.engine import Engine
 from gui.engine_bridge import EngineBridge
 from gui.main_window import MainWindow
@@ -19,6 +19,21 @@ APP_NAME = "Noisebrush"
 def app_data_dir() -> Path:
     path = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
     return Path(path or Path.home() / ".noisebrush")
+
+
+def load_options(settings: QSettings) -> LoadOptions:
+    """The Settings menu's model-loading options (they take effect when the engine starts)."""
+
+    def on(key: str) -> bool:
+        return settings.value(f"load/{key}", False, type=bool)
+
+    return LoadOptions(
+        fp16=None if not on("fp16") else True,
+        attention_slicing=on("attention_slicing"),
+        cpu_offload=on("cpu_offload"),
+        vae_tiling=on("vae_tiling"),
+        preview_decoder="auto" if on("taesd") else "linear",
+    )
 
 
 def create_main_window(
@@ -36,12 +51,12 @@ def create_main_window(
     if app is not None:
         app.setApplicationName(APP_NAME)
         app.setOrganizationName(APP_NAME)
+    settings = settings if settings is not None else QSettings(APP_NAME, APP_NAME)
     if engine is None:
         # leave a core for the GUI thread; previews at most at screen rate
-        engine = Engine(preview_interval_s=preview_interval_s, threads=gui_thread_budget())
+        engine = Engine(preview_interval_s=preview_interval_s, threads=gui_thread_budget(), options=load_options(settings))
         engine.preload(model)
     bridge = EngineBridge(engine)
-    settings = settings if settings is not None else QSettings(APP_NAME, APP_NAME)
     window = MainWindow(bridge, settings, data_dir or app_data_dir(), model, live_debounce_ms, restore)
     bridge.setParent(window)
     return window

@@ -45,6 +45,13 @@ from gui.panels import MAX_SEED, GenerationPanel, HistoryStrip, LayersPanel, Pan
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
 AUTOSAVE_MS = 4000
 LIVE_MAX_WAIT_S = 0.4  # while a joint is dragged without pause, still regenerate this often
+LOAD_OPTION_TITLES = {
+    "fp16": "Half precision on the GPU",
+    "attention_slicing": "Attention slicing (less GPU memory)",
+    "cpu_offload": "Model CPU offload (least GPU memory, slower)",
+    "vae_tiling": "VAE tiling (large images)",
+    "taesd": "Sharper previews with a tiny autoencoder, when found",
+}
 
 
 class Banner(QFrame):
@@ -145,6 +152,7 @@ class MainWindow(QMainWindow):
         self.panel.changed.connect(self._on_setting_changed)
         self.panel.live_toggled.connect(lambda on: on and self._schedule_live())
         self.panel.model_browse_requested.connect(self.browse_model)
+        self.panel.model.activated.connect(lambda _i: self._use_model(self.panel.model.currentData() or ""))
         self.panel.width_box.valueChanged.connect(self._resize_document)
         self.panel.height_box.valueChanged.connect(self._resize_document)
         self.layers_panel.changed.connect(self._on_setting_changed)
@@ -248,6 +256,12 @@ class MainWindow(QMainWindow):
         tip.setEnabled(False)
         pose.addSeparator()
         pose.addAction(tip)
+        settings_menu = self.menuBar().addMenu("&Settings")
+        for key, title in LOAD_OPTION_TITLES.items():
+            act = QAction(title, self, checkable=True)
+            act.setChecked(self.settings.value(f"load/{key}", False, type=bool))
+            act.toggled.connect(lambda on, k=key: self._set_load_option(k, on))
+            settings_menu.addAction(act)
         gen = self.menuBar().addMenu("&Generate")
         gen.addAction(self.generate_action)
         gen.addAction(self.cancel_action)
@@ -267,6 +281,10 @@ class MainWindow(QMainWindow):
             tb.addAction(a)
         self.addToolBar(tb)
         del smaller, bigger
+
+    def _set_load_option(self, key: str, on: bool) -> None:
+        self.settings.setValue(f"load/{key}", on)
+        self.statusBar().showMessage("Model loading options apply from the next start of Noisebrush", 8000)
 
     def _set_tool(self, tool: str) -> None:
         self.canvas.tool = tool
@@ -539,8 +557,7 @@ class MainWindow(QMainWindow):
             if not (Path(folder) / "model_index.json").is_file():
                 self.show_error(f"{folder} is not a diffusers model folder: it has no model_index.json")
                 return
-            self.panel.set_model(folder)
-            self.bridge.engine.preload(folder)
+            self._use_model(folder)
 
     def download_model_dialog(self, fetch=None) -> None:
         from gui.download_dialog import DownloadDialog
@@ -551,7 +568,12 @@ class MainWindow(QMainWindow):
         self._download_dialog = dlg
 
     def _use_model(self, ref: str) -> None:
+        """A model the person picked: its own defaults (few-step models want few steps), loaded in the background."""
         self.panel.set_model(ref)
+        d = model_defaults(ref)
+        v = self.panel.values()
+        self.panel.set_values(dataclasses.replace(v, width=d.width, height=d.height, steps=d.steps, guidance=d.guidance,
+                                                  scheduler=d.scheduler))  # fmt: skip
         self.bridge.engine.preload(ref)
 
     def choose_models_folder(self) -> None:

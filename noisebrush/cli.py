@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     mem.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
     mem.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until they run (CUDA)")
     mem.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
+    g.add_argument("--preview-decoder", choices=["auto", "linear", "taesd"], default="auto",
+                   help="previews by a linear map or a tiny autoencoder (auto: TAESD when one is found)")  # fmt: skip
     g.add_argument("--out", required=True, help="output PNG")
     return p
 
@@ -125,7 +127,7 @@ def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int 
     from engine.metadata import save_png
 
     events: queue.Queue = queue.Queue()
-    engine = Engine(preview_interval_s=0.0, previews=previews_dir is not None, threads=threads, memory=memory)
+    engine = Engine(preview_interval_s=0.0, previews=previews_dir is not None, threads=threads, options=memory)
     engine.add_listener(events.put)
     try:
         job = engine.submit(req)
@@ -164,7 +166,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: the output must be a .png file (it carries the settings)")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
-    from engine.device import MemoryOptions
+    from engine.device import LoadOptions
     from engine.sources import is_hub_id
 
     if args.download and is_hub_id(args.model):
@@ -172,7 +174,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         hub_snapshot(args.model, allow_download=True)  # huggingface_hub shows a tqdm bar; resumes if interrupted
     req = _build_request(args, notes)
-    memory = MemoryOptions(args.fp16, args.attention_slicing, args.cpu_offload, args.vae_tiling)
+    memory = LoadOptions(args.fp16, args.attention_slicing, args.cpu_offload, args.vae_tiling, args.preview_decoder)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     previews = Path(args.previews) if args.previews else None

@@ -193,3 +193,104 @@ def test_a_controlnet_folder_is_not_a_base_model(tmp_path, capsys):
     tiny_controlnet(tiny_unet(), 1).save_pretrained(tmp_path / "cn")
     assert main(["generate", "--prompt", "x", "--model", str(tmp_path / "cn"), "--out", str(tmp_path / "o.png")]) == 2
     assert "not a whole pipeline" in capsys.readouterr().err
+
+
+def test_few_step_models_get_few_step_defaults(tiny_model, tmp_path, hub_cache):
+    from engine.models import model_defaults
+
+    lcm = tmp_path / "dreamshaper-lcm"
+    shutil.copytree(tiny_model, lcm)
+    (lcm / "noisebrush.json").unlink()
+    d = model_defaults(str(lcm))
+    assert (d.steps, d.guidance, d.scheduler) == (4, 1.0, "LCM")
+    into_hub_cache(str(lcm), hub_cache, "someone/sd-turbo-tiny")
+    d = model_defaults("someone/sd-turbo-tiny")
+    assert (d.steps, d.guidance, d.scheduler) == (4, 0.0, "Euler a")
+    plain = tmp_path / "plain"
+    shutil.copytree(lcm, plain)
+    assert model_defaults(str(plain)).steps == 20
+
+
+def test_tiny_autoencoder_previews_at_full_resolution(tiny_model, tmp_path):
+    from diffusers import AutoencoderTiny
+
+    from helpers import EventLog
+    from engine.engine import Engine
+    from engine.events import Finished, Preview
+    from engine.request import GenerationRequest
+
+    folder = tmp_path / "with-taesd"
+    shutil.copytree(tiny_model, folder)
+    torch.manual_seed(0)
+    AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8)).save_pretrained(
+        folder / "taesd"
+    )
+    req = GenerationRequest("x", steps=3, seed=1, width=64, height=64, model=str(folder))
+    for mode, shape in (("auto", (64, 64, 3)), ("linear", (8, 8, 3))):
+        from engine.device import LoadOptions
+
+        with Engine(preview_interval_s=0.0, options=LoadOptions(preview_decoder=mode)) as eng:
+            log = EventLog()
+            eng.add_listener(log)
+            job = eng.submit(req)
+            assert isinstance(log.wait_end(job), Finished)
+            previews = log.of(job, Preview)
+            assert len(previews) == 3 and previews[-1].image.shape == shape, mode
+
+
+def _tiny_sd15_single_file(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
+    """A tiny SD1.5-shaped checkpoint in the original layout, a tiny ControlNet likewise, and matching configs."""
+    from diffusers import DDIMScheduler
+    from ldm_export import clip_to_ldm, controlnet_to_ldm, unet_to_ldm, vae_to_ldm
+    from tiny_model import tiny_vae
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from engine.paths import assets_dir
+
+    torch.manual_seed(0)
+    text_cfg = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408,
+                              max_position_embeddings=77, projection_dim=32)  # fmt: skip
+    text = CLIPTextModel(text_cfg)
+    unet, vae = tiny_unet(cross_attention_dim=32), tiny_vae()
+    net = tiny_controlnet(unet, 3)
+    ckpt = {**unet_to_ldm(unet), **vae_to_ldm(vae), **clip_to_ldm(text)}
+    base = _write_safetensors(tmp_path / "tiny-sd15.safetensors", ckpt)
+    cn = _write_safetensors(tmp_path / "control_tiny_scribble.safetensors", controlnet_to_ldm(net))
+    # the same layout as assets/configs, with the tiny shapes: the loader picks the folder by family
+    configs = tmp_path / "configs"
+    shutil.copytree(assets_dir() / "configs" / "sd15", configs / "sd15")
+    unet.save_config(configs / "sd15" / "unet")
+    vae.save_config(configs / "sd15" / "vae")
+    text_cfg.save_pretrained(configs / "sd15" / "text_encoder")
+    DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1).save_config(
+        configs / "sd15" / "scheduler"
+    )
+    (configs / "controlnet-sd15").mkdir()
+    net.save_config(configs / "controlnet-sd15")
+    monkeypatch.setenv("NOISEBRUSH_SINGLE_FILE_CONFIGS", str(configs))
+    return base, cn
+
+
+def test_single_file_checkpoint_and_controlnet_load_offline_and_generate(tmp_path, monkeypatch, capsys):
+    from helpers import circle_sketch
+    from PIL import Image
+
+    from engine.metadata import read_request
+
+    base, cn = _tiny_sd15_single_file(tmp_path, monkeypatch)
+    Image.fromarray(circle_sketch()).save(tmp_path / "s.png")
+    out = tmp_path / "o.png"
+    code = main(["generate", "--prompt", "a red circle", "--model", str(base), "--steps", "2", "--width", "64", "--height", "64",
+                 "--control", f"scribble={tmp_path / 's.png'}", "--controlnet", f"scribble={cn}", "--previews",
+                 str(tmp_path / "p"), "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert read_request(out).controls[0].model == str(cn)
+    assert len(list((tmp_path / "p").iterdir())) == 2
+    entries = {e.name: e for e in scan(tmp_path)}
+    assert entries[base.name].role == "base" and entries[cn.name].role == "controlnet"
+
+
+def test_single_file_controlnet_of_the_wrong_role_is_refused(tmp_path, monkeypatch, capsys, tiny_model):
+    base, cn = _tiny_sd15_single_file(tmp_path, monkeypatch)
+    assert main(["generate", "--prompt", "x", "--model", str(cn), "--out", str(tmp_path / "o.png")]) == 2
+    assert "is not a base model" in capsys.readouterr().err
