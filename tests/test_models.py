@@ -213,8 +213,8 @@ def test_few_step_models_get_few_step_defaults(tiny_model, tmp_path, hub_cache):
 
 def test_tiny_autoencoder_previews_at_full_resolution(tiny_model, tmp_path):
     from diffusers import AutoencoderTiny
-
     from helpers import EventLog
+
     from engine.engine import Engine
     from engine.events import Finished, Preview
     from engine.request import GenerationRequest
