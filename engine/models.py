@@ -107,16 +107,42 @@ def model_defaults(ref: str) -> ModelDefaults:
     if meta:
         known = ModelDefaults.__dataclass_fields__
         return ModelDefaults(**{k: v for k, v in meta.items() if k in known})
-    return few_step_defaults(folder) or ModelDefaults()
+    found = few_step_defaults(folder) or ModelDefaults()
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return found
+    if _family(unet) == "sdxl":  # SDXL is trained at 1024 px
+        return ModelDefaults(1024, 1024, found.steps, found.guidance, found.scheduler)
+    return found
 
 
 def _family(unet_config: Any) -> str:
-    if getattr(unet_config, "addition_embed_type", None) == "text_time" or unet_config.get("cross_attention_dim") == 2048:
+    if unet_config.get("addition_embed_type") == "text_time" or unet_config.get("cross_attention_dim") == 2048:
         return "sdxl"
     return "sd15"
 
 
 FAMILY_NAMES = {"sd15": "SD1.5-family", "sdxl": "SDXL"}
+# (has ControlNets, img2img) → diffusers pipeline class, per family
+PIPELINES = {
+    "sd15": {
+        (False, False): "StableDiffusionPipeline",
+        (False, True): "StableDiffusionImg2ImgPipeline",
+        (True, False): "StableDiffusionControlNetPipeline",
+        (True, True): "StableDiffusionControlNetImg2ImgPipeline",
+    },
+    "sdxl": {
+        (False, False): "StableDiffusionXLPipeline",
+        (False, True): "StableDiffusionXLImg2ImgPipeline",
+        (True, False): "StableDiffusionXLControlNetPipeline",
+        (True, True): "StableDiffusionXLControlNetImg2ImgPipeline",
+    },
+}
+COMPONENTS = {
+    "sd15": ("vae", "text_encoder", "tokenizer", "unet", "scheduler"),
+    "sdxl": ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler"),
+}
 
 
 def check_controlnet_fits(cn_config: dict, unet_config: Any, vae_factor: int, cn_name: str, base_name: str) -> None:
@@ -193,15 +219,16 @@ class LoadedModel:
         return self.controlnets[key]
 
     def pipeline(self, controlnets: list[Any], img2img: bool, scheduler: Any):
+        """A pipeline object over the loaded components (cheap: nothing is copied or moved)."""
         import diffusers
 
+        cls = getattr(diffusers, PIPELINES[self.family][(bool(controlnets), img2img)])
         parts = {k: v for k, v in self.components.items() if k != "scheduler"}
-        parts.update(scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        parts["scheduler"] = scheduler
+        if self.family == "sd15":
+            parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         if controlnets:
-            cls = diffusers.StableDiffusionControlNetImg2ImgPipeline if img2img else diffusers.StableDiffusionControlNetPipeline
             parts["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
-        else:
-            cls = diffusers.StableDiffusionImg2ImgPipeline if img2img else diffusers.StableDiffusionPipeline
         pipe = cls(**parts)
         pipe.set_progress_bar_config(disable=True)
         if self.options.cpu_offload and self.device.device == "cuda":
@@ -236,7 +263,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
     """A diffusers folder via from_pretrained, a .safetensors checkpoint via from_single_file with bundled configs."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     common = dict(torch_dtype=device.dtype, local_files_only=True, safety_checker=None, feature_extractor=None,
                   requires_safety_checker=False)  # fmt: skip
@@ -250,6 +277,8 @@ def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
     if "unet" not in index or "vae" not in index:
         raise UserError(f"{path} is not a Stable Diffusion pipeline folder (model_index.json names no unet/vae)")
     try:
+        if "text_encoder_2" in index:  # SDXL
+            return StableDiffusionXLPipeline.from_pretrained(path, torch_dtype=device.dtype, local_files_only=True, **extra)
         return StableDiffusionPipeline.from_pretrained(path, **common, **extra)
     except Exception as exc:  # diffusers raises many kinds for a bad folder
         raise UserError(f"cannot load model {path}: {_first_line(exc)}") from None
@@ -273,12 +302,11 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
         pipe.enable_attention_slicing()
     if options.vae_tiling:
         pipe.vae.enable_tiling()
-    components = {k: pipe.components[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
-    for module in ("vae", "text_encoder", "unet"):
-        components[module].eval()
-    family = _family(components["unet"].config)
-    if family == "sdxl":
-        raise UserError(f"{path.name} is an SDXL model; SDXL models are not supported yet")
+    family = _family(pipe.unet.config)
+    components = {k: pipe.components[k] for k in COMPONENTS[family]}
+    for module in components.values():
+        if hasattr(module, "eval"):
+            module.eval()
     known = ModelDefaults.__dataclass_fields__
     defaults = ModelDefaults(**{k: v for k, v in meta.get("defaults", {}).items() if k in known})
     preview = load_preview(folder, family, options.preview_decoder, device.device, device.dtype)

@@ -39,13 +39,20 @@ class Runner:
         self.previews = previews
         self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
 
-    def _prompt_embeds(self, pipe, model, req: GenerationRequest) -> tuple:
-        """Text embeddings, cached: live mode repeats the same prompt frame after frame."""
+    def _prompt_embeds(self, pipe, model, req: GenerationRequest) -> dict:
+        """Text embeddings as pipeline kwargs, cached: live mode repeats the same prompt frame after frame."""
         key = (id(model), req.prompt, req.negative_prompt)
         if key in self._prompt_cache:
             self._prompt_cache.move_to_end(key)
             return self._prompt_cache[key]
-        embeds = pipe.encode_prompt(req.prompt, pipe.device, 1, True, negative_prompt=req.negative_prompt or None)
+        negative = req.negative_prompt or None
+        if model.family == "sdxl":
+            pe, ne, pooled, neg_pooled = pipe.encode_prompt(req.prompt, device=pipe.device, negative_prompt=negative)
+            embeds = dict(prompt_embeds=pe, negative_prompt_embeds=ne, pooled_prompt_embeds=pooled,
+                          negative_pooled_prompt_embeds=neg_pooled)  # fmt: skip
+        else:
+            pe, ne = pipe.encode_prompt(req.prompt, pipe.device, 1, True, negative_prompt=negative)
+            embeds = dict(prompt_embeds=pe, negative_prompt_embeds=ne)
         self._prompt_cache[key] = embeds
         if len(self._prompt_cache) > self.PROMPT_CACHE_SIZE:
             self._prompt_cache.popitem(last=False)
@@ -83,10 +90,9 @@ class Runner:
             return {}
 
         with torch.inference_mode():
-            prompt_embeds, negative_embeds = self._prompt_embeds(pipe, model, req)
+            embeds = self._prompt_embeds(pipe, model, req)
         kwargs: dict = dict(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_embeds,
+            **embeds,
             num_inference_steps=req.steps,
             guidance_scale=req.guidance,
             generator=generator,

@@ -53,6 +53,7 @@ class LayerSettings:
     weight: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    controlnet: str = ""  # "" = the base model's own ControlNet for this kind
 
 
 class ControlLayer(QObject):
@@ -108,7 +109,7 @@ class ControlLayer(QObject):
         if not self.people and not rgba[..., 3].any():
             return None
         s = self.settings
-        return ControlSpec(self.kind, self.control_image(width, height, rgba), s.weight, s.start, s.end)
+        return ControlSpec(self.kind, self.control_image(width, height, rgba), s.weight, s.start, s.end, s.controlnet or None)
 
 
 class ImageEdit(QUndoCommand):

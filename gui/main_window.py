@@ -525,6 +525,9 @@ class MainWindow(QMainWindow):
         ))  # fmt: skip
         for c in req.controls:
             box = self.layers_panel.boxes[c.kind]
+            if c.model:
+                box.add_controlnet(Path(c.model).name, c.model)
+            box.controlnet.setCurrentIndex(max(0, box.controlnet.findData(c.model or "")))
             box.weight.setValue(int(round(c.weight * 100)))
             box.start.setValue(int(round(c.start * 100)))
             box.end.setValue(int(round(c.end * 100)))
@@ -587,9 +590,17 @@ class MainWindow(QMainWindow):
         from engine.catalog import models_dir, scan
 
         folder = self.settings.value("models_dir") or str(models_dir())
+        family_names = {"sd15": "SD1.5", "sdxl": "SDXL"}
         for entry in scan(Path(folder)):
-            if entry.role == "base" and entry.usable and entry.format == "diffusers" and entry.family == "sd15":
-                self.panel.add_model(f"{entry.name} ({entry.size_bytes / 1e9:.1f} GB)", str(entry.path))
+            if not entry.usable:
+                continue
+            title = f"{entry.name} · {family_names[entry.family]} · {entry.size_bytes / 1e9:.1f} GB"
+            if entry.role == "base" and not (entry.format == "single_file" and entry.family == "sdxl"):
+                self.panel.add_model(title, str(entry.path))
+            elif entry.role == "controlnet":
+                kinds = [entry.control_kind] if entry.control_kind else list(self.layers_panel.boxes)
+                for kind in kinds:
+                    self.layers_panel.boxes[kind].add_controlnet(title, str(entry.path))
 
     def _on_history_clicked(self, item) -> None:
         ev: Finished = item.data(Qt.ItemDataRole.UserRole)

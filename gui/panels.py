@@ -239,6 +239,9 @@ class LayerBox(QGroupBox):
         self.start = _slider(0, 100, int(s.start * 100))
         self.end = _slider(0, 100, int(s.end * 100))
         self.range_label = QLabel()
+        self.controlnet = QComboBox()
+        self.controlnet.addItem("the model's own", "")
+        self.controlnet.setToolTip("Which ControlNet turns this layer into guidance")
         load = QPushButton("Load…")
         clear = QPushButton("Clear")
         top = QHBoxLayout()
@@ -258,19 +261,29 @@ class LayerBox(QGroupBox):
         r_row.addWidget(self.end)
         r_row.addWidget(self.range_label)
         form.addRow("Start–end", r_row)
+        form.addRow("ControlNet", self.controlnet)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(form)
         for sig in (self.enabled.toggled, self.visible.toggled, self.opacity.valueChanged, self.weight.valueChanged,
-                    self.start.valueChanged, self.end.valueChanged):  # fmt: skip
+                    self.start.valueChanged, self.end.valueChanged, self.controlnet.currentIndexChanged):  # fmt: skip
             sig.connect(self._sync)
         load.clicked.connect(lambda: self.load_requested.emit(kind))
         clear.clicked.connect(lambda: self.clear_requested.emit(kind))
         self._sync()
 
+    def add_controlnet(self, title: str, ref: str) -> None:
+        if self.controlnet.findData(ref) < 0:
+            self.controlnet.addItem(title, ref)
+
     def refresh(self) -> None:
         """Show the layer's settings after they were replaced (autosave restore)."""
         s = self.layer.settings
+        if s.controlnet:
+            self.add_controlnet(s.controlnet.rsplit("/", 1)[-1], s.controlnet)
+        self.controlnet.blockSignals(True)
+        self.controlnet.setCurrentIndex(max(0, self.controlnet.findData(s.controlnet)))
+        self.controlnet.blockSignals(False)
         for w, v in ((self.enabled, s.enabled), (self.visible, s.visible)):
             w.blockSignals(True)
             w.setChecked(v)
@@ -292,6 +305,7 @@ class LayerBox(QGroupBox):
         s.opacity = self.opacity.value() / 100
         s.weight = self.weight.value() / 100
         s.start, s.end = self.start.value() / 100, self.end.value() / 100
+        s.controlnet = self.controlnet.currentData() or ""
         self.weight_label.setText(f"{s.weight:.2f}")
         self.range_label.setText(f"{self.start.value()}–{self.end.value()}%")
         self.layer.changed.emit()

@@ -224,3 +224,25 @@ def test_autosave_is_restored_after_a_crash(make_window, tmp_path, qtbot):
     assert b.panel.values().prompt == "my precious sketch"
     b.close()
     assert not b.autosave.lock.exists()  # a clean exit leaves no crash marker
+
+
+def test_models_folder_fills_the_pickers_and_a_layer_controlnet_reaches_the_request(make_window, tmp_path, tiny_model):
+    import shutil
+
+    from tiny_model import tiny_controlnet, tiny_unet
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_model, models / "my-model")
+    tiny_controlnet(tiny_unet(), 2).save_pretrained(models / "depth-controlnet")
+    w = make_window()
+    w.settings.setValue("models_dir", str(models))
+    w.refresh_models()
+    assert w.panel.model.findData(str(models / "my-model")) >= 0
+    box = w.layers_panel.boxes["depth"]
+    idx = box.controlnet.findData(str(models / "depth-controlnet"))
+    assert idx >= 0 and w.layers_panel.boxes["scribble"].controlnet.findData(str(models / "depth-controlnet")) < 0
+    box.controlnet.setCurrentIndex(idx)
+    w.layers_panel.set_active("depth")
+    stroke(w.canvas, [(0.3, 0.3), (0.7, 0.7)])
+    spec = w.capture_request().controls[0]
+    assert spec.kind == "depth" and spec.model == str(models / "depth-controlnet")

