@@ -119,7 +119,7 @@ class Canvas(QWidget):
             if n == self.selected_person:
                 x0, y0, x1, y1 = self._person_bounds(person)
                 p.setBrush(Qt.BrushStyle.NoBrush)
-                p.setPen(QPen(QColor(255, 255, 255, 200), 1, Qt.PenStyle.DashLine))
+                p.setPen(QPen(QColor(40, 120, 255, 230), 1.5, Qt.PenStyle.DashLine))  # visible on paper and on images
                 p.drawRect(QRectF(self.offset + QPointF(x0, y0) * self.scale, self.offset + QPointF(x1, y1) * self.scale))
             for i, pt in enumerate(person.keypoints):
                 if pt is None:

@@ -1,0 +1,119 @@
+"""The embedded default model, loaded through the normal loader: outputs follow the sketch, colours follow the
+caption, figures follow the pose. Thresholds sit a little below bench/model_quality.py's targets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import EventLog
+
+from engine.engine import Engine
+from engine.events import Finished, Preview
+from engine.request import ControlSpec, GenerationRequest
+from training.metrics import color_checks, limb_coverage, output_background, scribble_fscore
+from training.world import generate, hand_drawn, nearest_color
+
+ROOT = Path(__file__).resolve().parent.parent
+HELD_OUT = 770_001  # never a training seed
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = Engine(preview_interval_s=0.0)
+    log = EventLog()
+    eng.add_listener(log)
+    eng.log = log
+    yield eng
+    assert eng.shutdown(60)
+
+
+def run(engine, prompt: str, kind: str | None, control: np.ndarray | None, seed: int = 0, **kw):
+    controls = (ControlSpec(kind, control),) if kind else ()
+    job = engine.submit(GenerationRequest(prompt, controls=controls, seed=seed, **kw))  # model "" = embedded default
+    done = engine.log.wait_end(job)
+    assert isinstance(done, Finished), done
+    return done, engine.log.of(job, Preview)
+
+
+def drawn(shape: str, cx=64, cy=64, r=34, seed=0) -> np.ndarray:
+    from training.world import _shape_polygon
+
+    img = np.zeros((128, 128, 3), np.uint8)
+    hand_drawn(img, _shape_polygon(shape, cx, cy, r, 0.0), np.random.default_rng(seed))
+    return img
+
+
+def test_a_scribbled_circle_becomes_a_red_circle_on_blue(engine):
+    sketch = drawn("circle")
+    hits = 0
+    for seed in range(3):
+        done, _ = run(engine, "a red circle on a blue background", "scribble", sketch, seed=seed)
+        img = done.image
+        inside = np.zeros((128, 128), np.uint8)
+        cv2.circle(inside, (64, 64), 22, 1, -1)
+        outside = np.ones((128, 128), np.uint8)
+        cv2.circle(outside, (64, 64), 46, 0, -1)
+        hits += nearest_color(np.median(img[inside > 0], 0)) == "red"
+        hits += nearest_color(np.median(img[outside > 0], 0)) == "blue"
+    assert hits >= 5, f"{hits}/6 regions had the caption's colour"
+
+
+def test_a_square_sketch_gives_edges_near_the_square_not_a_circle(engine):
+    square = drawn("square", r=36)
+    circle = drawn("circle", r=30)
+    done, _ = run(engine, "a yellow square on a purple background", "scribble", square, seed=1)
+    f_square = scribble_fscore(done.image, square)
+    f_circle = scribble_fscore(done.image, circle)
+    assert f_square > 0.45 and f_square > f_circle + 0.15, (f_square, f_circle)
+
+
+def test_held_out_cases_get_their_colours(engine):
+    rng = np.random.default_rng(HELD_OUT)
+    checks = []
+    for i in range(6):
+        s = generate(rng, 128, "shapes")
+        done, _ = run(engine, s.caption, "scribble", s.scribble, seed=i)
+        checks += color_checks(done.image, s)
+    assert np.mean(checks) >= 0.75, checks
+
+
+def test_a_pose_map_gives_figure_pixels_along_the_limbs(engine):
+    rng = np.random.default_rng(HELD_OUT + 1)
+    covered = []
+    for i in range(3):
+        s = generate(rng, 128, "figure")
+        done, _ = run(engine, s.caption, "pose", s.pose, seed=i)
+        covered += limb_coverage(done.image, s.people, output_background(done.image, s))
+    assert np.mean(covered) >= 0.6, np.mean(covered)
+
+
+def test_previews_stream_and_the_last_one_is_close_to_the_final_image(engine):
+    done, previews = run(engine, "a green star on a white background", "scribble", drawn("star"), seed=3)
+    assert [p.step for p in previews] == list(range(1, 21))
+    last = previews[-1].image.astype(np.float32)
+    final_small = cv2.resize(done.image, last.shape[1::-1], interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert np.abs(last - final_small).mean() < 20, np.abs(last - final_small).mean()
+    first_small = previews[0].image.astype(np.float32)
+    assert np.abs(first_small - final_small).mean() > np.abs(last - final_small).mean()
+
+
+def test_the_seed_reproduces_on_the_default_model(engine):
+    a, _ = run(engine, "a blue circle", "scribble", drawn("circle"), seed=11)
+    b, _ = run(engine, "a blue circle", "scribble", drawn("circle"), seed=11)
+    assert np.array_equal(a.image, b.image)
+
+
+def test_text_alone_works_on_the_default_model(engine):
+    done, _ = run(engine, "a red background", None, None, seed=2)
+    assert nearest_color(np.median(done.image.reshape(-1, 3), 0)) in ("red", "pink", "orange")
+
+
+def test_self_test_passes():
+    out = subprocess.run([sys.executable, "-m", "noisebrush", "--self-test"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "self-test passed" in out.stdout
