@@ -265,6 +265,9 @@ class MainWindow(QMainWindow):
         gen = self.menuBar().addMenu("&Generate")
         gen.addAction(self.generate_action)
         gen.addAction(self.cancel_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self._action("Keyboard shortcuts", "F1", self.show_shortcuts))
+        help_menu.addAction(self._action("About Noisebrush", None, self.show_about))
 
         tb = QToolBar("Tools")
         tb.setObjectName("tools")
@@ -281,6 +284,25 @@ class MainWindow(QMainWindow):
             tb.addAction(a)
         self.addToolBar(tb)
         del smaller, bigger
+
+    def show_shortcuts(self) -> None:
+        rows = [
+            (a.text(), a.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
+            for a in self.actions()
+            if not a.shortcut().isEmpty()
+        ]
+        rows += [(self.undo_action.text() or "Undo", "Ctrl+Z"), ("Redo", "Ctrl+Shift+Z"), ("Pan", "Middle drag or Alt+drag"),
+                 ("Zoom", "Mouse wheel")]  # fmt: skip
+        text = "".join(f"<tr><td>{name}</td><td><b>{keys}</b></td></tr>" for name, keys in sorted(set(rows)))
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts", f"<table cellspacing=6>{text}</table>", parent=self)
+        box.setModal(False)
+        box.show()
+
+    def show_about(self) -> None:
+        from noisebrush import __version__
+
+        QMessageBox.about(self, "About Noisebrush", f"<b>Noisebrush {__version__}</b><br>Draw with a diffusion model. "
+                          "The embedded model was trained by Noisebrush on a procedural world; it runs offline.")  # fmt: skip
 
     def _set_load_option(self, key: str, on: bool) -> None:
         self.settings.setValue(f"load/{key}", on)
