@@ -7,6 +7,7 @@ pose. `control_image` converts each to the engine's convention at output size.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -65,11 +66,12 @@ class ControlLayer(QObject):
         self.image = blank(size)
         self.settings = LayerSettings(enabled=True)
         self.people: list[Person] = []  # pose layer: editable skeletons, drawn over `image`
+        self._version = 0  # bumped on every change; keys the cached control map
+        self._spec_cache: tuple[tuple, ControlSpec | None] | None = None
+        self.changed.connect(self._bump)
 
-    def is_empty(self) -> bool:
-        if self.people:
-            return False
-        return not qimage_to_rgba(self.image)[..., 3].any()
+    def _bump(self) -> None:
+        self._version += 1
 
     def render_pose_image(self) -> QImage:
         """The pose layer as shown and sent: fixed pose image plus the skeletons in OpenPose colours."""
@@ -104,12 +106,20 @@ class ControlLayer(QObject):
         return rgb
 
     def to_spec(self, width: int, height: int) -> ControlSpec | None:
-        """The layer as a request control, or None when it holds nothing (one pixel conversion, not two)."""
+        """The layer as a request control, or None when it holds nothing.
+
+        Cached until the layer changes: in live mode only the layer being drawn on is converted again.
+        """
+        key = (self._version, width, height, dataclasses.astuple(self.settings))
+        if self._spec_cache is not None and self._spec_cache[0] == key:
+            return self._spec_cache[1]
         rgba = qimage_to_rgba(self.display_image())
-        if not self.people and not rgba[..., 3].any():
-            return None
-        s = self.settings
-        return ControlSpec(self.kind, self.control_image(width, height, rgba), s.weight, s.start, s.end, s.controlnet or None)
+        spec = None
+        if self.people or rgba[..., 3].any():
+            s = self.settings
+            spec = ControlSpec(self.kind, self.control_image(width, height, rgba), s.weight, s.start, s.end, s.controlnet or None)
+        self._spec_cache = (key, spec)
+        return spec
 
 
 class ImageEdit(QUndoCommand):
@@ -176,8 +186,8 @@ class Document(QObject):
                 Person([None if q is None else (q[0] * sx, q[1] * sy) for q in p.keypoints], p.hidden) for p in layer.people
             ]
         self.undo_stack.clear()
-        for kind in LAYER_KINDS:
-            self.changed.emit(kind)
+        for layer in self.layers.values():
+            layer.changed.emit()
 
     def active_specs(self, width: int, height: int) -> tuple[ControlSpec, ...]:
         specs = (layer.to_spec(width, height) for layer in self.layers.values() if layer.settings.enabled)

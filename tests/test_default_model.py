@@ -119,6 +119,7 @@ def test_text_alone_works_on_the_default_model(engine):
 
 
 def test_self_test_passes():
-    out = subprocess.run([sys.executable, "-m", "noisebrush", "--self-test"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    cmd = [sys.executable, "-m", "noisebrush", "--self-test"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "self-test passed" in out.stdout
