@@ -87,15 +87,10 @@ def classify_file(path: Path) -> ModelEntry | None:
     keys = [k for k in header if k != "__metadata__"]
     if any(k.startswith(("control_model.", "controlnet_cond_embedding")) for k in keys):
         ctx = next((v["shape"][-1] for k, v in header.items() if k.endswith("attn2.to_k.weight")), None)
-        return ModelEntry(
-            path.name,
-            path,
-            "single_file",
-            "sdxl" if ctx == 2048 else "sd15",
-            "controlnet",
-            _kind_from_name(path.stem),
-            _size(path),
-        )
+        # SDXL ControlNets carry SDXL's added time/text embedding; 2048-wide cross-attention says so too
+        xl = ctx == 2048 or any(k.startswith(("add_embedding.", "control_model.label_emb.")) for k in keys)
+        family = "sdxl" if xl else "sd15"
+        return ModelEntry(path.name, path, "single_file", family, "controlnet", _kind_from_name(path.stem), _size(path))
     if any(k.startswith("conditioner.embedders.") for k in keys):
         return ModelEntry(path.name, path, "single_file", "sdxl", "base", None, _size(path))
     if any(k.startswith("model.diffusion_model.") for k in keys):

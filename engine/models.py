@@ -247,10 +247,9 @@ def single_file_config(role: str, path: Path) -> Path:
     if entry.role != role:
         want = "a ControlNet" if role == "controlnet" else "a base model"
         raise UserError(f"{path.name} is not {want} (it looks like a {entry.role} checkpoint)")
-    if entry.family != "sd15":
-        raise UserError(f"{path.name} is an {FAMILY_NAMES.get(entry.family, entry.family)} checkpoint; single files of "
-                        f"that family cannot be opened yet: use its diffusers folder or Hub id")  # fmt: skip
-    folder = single_file_configs_dir() / ("controlnet-sd15" if role == "controlnet" else "sd15")
+    if entry.family not in FAMILY_NAMES:
+        raise UserError(f"{path.name}: cannot tell which model family it belongs to")
+    folder = single_file_configs_dir() / (f"controlnet-{entry.family}" if role == "controlnet" else entry.family)
     if not folder.is_dir():
         raise UserError(f"the bundled model configs are missing from {folder}; reinstall Noisebrush")
     return folder
@@ -270,6 +269,9 @@ def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
     if path.is_file():
         config = single_file_config("base", path)
         try:
+            if config.name == "sdxl":
+                return StableDiffusionXLPipeline.from_single_file(str(path), config=str(config), torch_dtype=device.dtype,
+                                                                 local_files_only=True)  # fmt: skip
             return StableDiffusionPipeline.from_single_file(str(path), config=str(config), **common)
         except Exception as exc:  # a checkpoint whose keys or shapes do not match the family's config
             raise UserError(f"cannot load checkpoint {path.name}: {_first_line(exc)}") from None

@@ -617,7 +617,7 @@ class MainWindow(QMainWindow):
             if not entry.usable:
                 continue
             title = f"{entry.name} · {family_names[entry.family]} · {entry.size_bytes / 1e9:.1f} GB"
-            if entry.role == "base" and not (entry.format == "single_file" and entry.family == "sdxl"):
+            if entry.role == "base":
                 self.panel.add_model(title, str(entry.path))
             elif entry.role == "controlnet":
                 kinds = [entry.control_kind] if entry.control_kind else list(self.layers_panel.boxes)

@@ -1,4 +1,4 @@
-"""Write the config folders that let `from_single_file` open SD1.5 checkpoints and ControlNets offline.
+"""Write the config folders that let `from_single_file` open SD1.5 and SDXL checkpoints and ControlNets offline.
 
     python packaging/make_configs.py BPE_FILE [--out assets/configs]
 
@@ -54,6 +54,43 @@ CONTROLNET_SD15 = {
 }  # fmt: skip
 
 
+SDXL_UNET = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64, "addition_time_embed_dim": 256, "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280], "center_input_sample": False, "cross_attention_dim": 2048,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "downsample_padding": 1,
+    "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 128, "transformer_layers_per_block": [1, 2, 10], "use_linear_projection": True,
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+}  # fmt: skip
+SDXL_VAE = {**SD15_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
+CLIP_G_TEXT = {
+    "architectures": ["CLIPTextModelWithProjection"], "model_type": "clip_text_model", "hidden_size": 1280,
+    "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32, "max_position_embeddings": 77,
+    "vocab_size": 49408, "hidden_act": "gelu", "projection_dim": 1280, "layer_norm_eps": 1e-05, "bos_token_id": 0,
+    "eos_token_id": 2, "pad_token_id": 1, "torch_dtype": "float32",
+}  # fmt: skip
+SDXL_SCHEDULER = {
+    "_class_name": "EulerDiscreteScheduler", "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000, "steps_offset": 1, "timestep_spacing": "leading", "interpolation_type": "linear",
+    "prediction_type": "epsilon", "use_karras_sigmas": False,
+}  # fmt: skip
+SDXL_INDEX = {
+    "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.30.0", "force_zeros_for_empty_prompt": True,
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "tokenizer": ["transformers", "CLIPTokenizer"],
+    "tokenizer_2": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}  # fmt: skip
+CONTROLNET_SDXL = {
+    **{k: v for k, v in SDXL_UNET.items() if k not in ("out_channels", "sample_size", "up_block_types", "center_input_sample")},
+    "_class_name": "ControlNetModel", "conditioning_embedding_out_channels": [16, 32, 96, 256],
+    "controlnet_conditioning_channel_order": "rgb", "class_embed_type": None, "num_class_embeds": None,
+    "only_cross_attention": False, "resnet_time_scale_shift": "default", "upcast_attention": False,
+}  # fmt: skip
+
+
 def bytes_to_unicode() -> dict[int, str]:
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -66,7 +103,7 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs]))
 
 
-def write_clip_tokenizer(bpe_file: Path, out: Path) -> None:
+def write_clip_tokenizer(bpe_file: Path, out: Path, pad_token: str = "<|endoftext|>") -> None:
     merges = gzip.open(bpe_file).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     pairs = [tuple(m.split()) for m in merges]
     vocab = list(bytes_to_unicode().values())
@@ -77,7 +114,7 @@ def write_clip_tokenizer(bpe_file: Path, out: Path) -> None:
     special = {
         "bos_token": "<|startoftext|>",
         "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>",
+        "pad_token": pad_token,
         "unk_token": "<|endoftext|>",
     }
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=1))
@@ -104,6 +141,16 @@ def main() -> None:
     write(sd15 / "scheduler" / "scheduler_config.json", SD15_SCHEDULER)
     write_clip_tokenizer(args.bpe_file, sd15 / "tokenizer")
     write(args.out / "controlnet-sd15" / "config.json", CONTROLNET_SD15)
+    sdxl = args.out / "sdxl"
+    write(sdxl / "model_index.json", SDXL_INDEX)
+    write(sdxl / "unet" / "config.json", SDXL_UNET)
+    write(sdxl / "vae" / "config.json", SDXL_VAE)
+    write(sdxl / "text_encoder" / "config.json", {**CLIP_L_TEXT, "projection_dim": 768})
+    write(sdxl / "text_encoder_2" / "config.json", CLIP_G_TEXT)
+    write(sdxl / "scheduler" / "scheduler_config.json", SDXL_SCHEDULER)
+    write_clip_tokenizer(args.bpe_file, sdxl / "tokenizer")
+    write_clip_tokenizer(args.bpe_file, sdxl / "tokenizer_2", pad_token="!")  # SDXL's second tokenizer pads with "!"
+    write(args.out / "controlnet-sdxl" / "config.json", CONTROLNET_SDXL)
     print(f"wrote {args.out}")
 
 

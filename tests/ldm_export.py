@@ -12,7 +12,8 @@ import torch
 RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
           ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]  # fmt: skip
 UNET_LAYERS = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}  # fmt: skip
+               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}  # fmt: skip
 
 
 def _resnet(rest: str) -> str:
@@ -99,6 +100,30 @@ def vae_to_ldm(vae, prefix: str = "first_stage_model.") -> dict[str, torch.Tenso
         if ".mid.attn_1." in key and key.endswith("weight") and v.dim() == 2:
             v = v[:, :, None, None]  # LDM stores these as 1×1 convolutions
         out[prefix + key] = v
+    return out
+
+
+def open_clip_to_ldm(text_encoder, prefix: str = "conditioner.embedders.1.model.") -> dict[str, torch.Tensor]:
+    """A CLIPTextModelWithProjection in OpenCLIP's layout (SDXL's second text encoder): q/k/v fused, projection transposed."""
+    sd = {
+        k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
+        for k, v in text_encoder.state_dict().items()
+    }
+    out = {
+        prefix + "token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+        prefix + "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+        prefix + "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+        prefix + "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+        prefix + "text_projection": sd["text_projection.weight"].T.contiguous(),
+    }
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+             "self_attn.out_proj": "attn.out_proj"}  # fmt: skip
+    for i in range(text_encoder.config.num_hidden_layers):
+        src, dst = f"text_model.encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch.cat([sd[src + f"self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for hf, oc in names.items():
+                out[dst + f"{oc}.{kind}"] = sd[src + f"{hf}.{kind}"]
     return out
 
 

@@ -346,3 +346,43 @@ def test_sd15_controlnet_on_an_sdxl_base_is_refused(tmp_path, capsys):
                  "--controlnet", f"scribble={tmp_path / 'sd15-cn'}", "--out", str(tmp_path / "o.png")])  # fmt: skip
     assert code == 2
     assert "SD1.5-family ControlNet" in capsys.readouterr().err
+
+
+def test_sdxl_single_file_checkpoint_and_controlnet_load_offline_and_generate(tmp_path, monkeypatch, capsys):
+    from diffusers import StableDiffusionXLPipeline
+    from helpers import circle_sketch
+    from ldm_export import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from PIL import Image
+    from tiny_model import write_sdxl_folder
+
+    from engine.paths import assets_dir
+
+    folder = write_sdxl_folder(tmp_path / "xl-folder")
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    ckpt = {**unet_to_ldm(pipe.unet), **vae_to_ldm(pipe.vae), **clip_to_ldm(pipe.text_encoder, "conditioner.embedders.0.transformer."),
+            **open_clip_to_ldm(pipe.text_encoder_2)}  # fmt: skip
+    base = _write_safetensors(tmp_path / "tiny-xl.safetensors", ckpt)
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_pretrained(folder / "controlnets" / "scribble")
+    cn = _write_safetensors(
+        tmp_path / "controlnet-xl-scribble.safetensors", net.state_dict()
+    )  # SDXL ControlNets ship in diffusers layout
+    configs = tmp_path / "configs"
+    shutil.copytree(assets_dir() / "configs" / "sdxl", configs / "sdxl")
+    for part in ("unet", "vae", "scheduler"):
+        getattr(pipe, part).save_config(configs / "sdxl" / part)
+    pipe.text_encoder.config.save_pretrained(configs / "sdxl" / "text_encoder")
+    pipe.text_encoder_2.config.save_pretrained(configs / "sdxl" / "text_encoder_2")
+    (configs / "controlnet-sdxl").mkdir()
+    net.save_config(configs / "controlnet-sdxl")
+    monkeypatch.setenv("NOISEBRUSH_SINGLE_FILE_CONFIGS", str(configs))
+    entries = {e.name: e for e in scan(tmp_path)}
+    assert (entries[base.name].family, entries[base.name].role) == ("sdxl", "base")
+    assert (entries[cn.name].family, entries[cn.name].role, entries[cn.name].control_kind) == ("sdxl", "controlnet", "scribble")
+    Image.fromarray(circle_sketch()).save(tmp_path / "s.png")
+    out = tmp_path / "o.png"
+    code = main(["generate", "--prompt", "a red circle", "--model", str(base), "--steps", "2", "--width", "64", "--height", "64",
+                 "--control", f"scribble={tmp_path / 's.png'}", "--controlnet", f"scribble={cn}", "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(out).size == (64, 64)

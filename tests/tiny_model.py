@@ -98,13 +98,16 @@ def write_sdxl_folder(folder: Path, with_controlnet: bool = True) -> Path:
         block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=80, cross_attention_dim=64, norm_num_groups=16,
+        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=96, cross_attention_dim=80, norm_num_groups=16,
     )  # fmt: skip
+    # two encoders of different widths, as in SDXL (diffusers tells them apart by width): 32 + 48 = 80-wide context
     cfg = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408,
                          projection_dim=32, hidden_act="gelu")  # fmt: skip
+    cfg2 = CLIPTextConfig(hidden_size=48, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408,
+                          projection_dim=48, hidden_act="gelu")  # fmt: skip
     tokenizer = CLIPTokenizer.from_pretrained(assets_dir() / "configs" / "sd15" / "tokenizer")
     pipe = StableDiffusionXLPipeline(
-        vae=tiny_vae(), text_encoder=CLIPTextModel(cfg), text_encoder_2=CLIPTextModelWithProjection(cfg), tokenizer=tokenizer,
+        vae=tiny_vae(), text_encoder=CLIPTextModel(cfg), text_encoder_2=CLIPTextModelWithProjection(cfg2), tokenizer=tokenizer,
         tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
         beta_end=0.012, steps_offset=1, timestep_spacing="leading"),
     )  # fmt: skip
