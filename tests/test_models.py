@@ -359,8 +359,8 @@ def test_sdxl_single_file_checkpoint_and_controlnet_load_offline_and_generate(tm
 
     folder = write_sdxl_folder(tmp_path / "xl-folder")
     pipe = StableDiffusionXLPipeline.from_pretrained(folder)
-    ckpt = {**unet_to_ldm(pipe.unet), **vae_to_ldm(pipe.vae), **clip_to_ldm(pipe.text_encoder, "conditioner.embedders.0.transformer."),
-            **open_clip_to_ldm(pipe.text_encoder_2)}  # fmt: skip
+    te1 = clip_to_ldm(pipe.text_encoder, "conditioner.embedders.0.transformer.")
+    ckpt = {**unet_to_ldm(pipe.unet), **vae_to_ldm(pipe.vae), **te1, **open_clip_to_ldm(pipe.text_encoder_2)}
     base = _write_safetensors(tmp_path / "tiny-xl.safetensors", ckpt)
     from diffusers import ControlNetModel
 
