@@ -31,14 +31,17 @@ class EventLog:
         return [e for e in self.events if isinstance(e, kind) and e.job_id == job]
 
 
+def logged_engine(**kw):
+    """An Engine whose events collect in `engine.log` (an EventLog)."""
+    from engine.engine import Engine
+
+    eng = Engine(preview_interval_s=0.0, **kw)
+    eng.log = EventLog()
+    eng.add_listener(eng.log)
+    return eng
+
+
 def circle_sketch(size: int = 64, radius: int | None = None, thickness: int = 3) -> np.ndarray:
     img = np.zeros((size, size, 3), np.uint8)
     cv2.circle(img, (size // 2, size // 2), radius or size // 3, (255, 255, 255), thickness)
-    return img
-
-
-def square_sketch(size: int = 64, thickness: int = 3) -> np.ndarray:
-    img = np.zeros((size, size, 3), np.uint8)
-    a, b = size // 4, 3 * size // 4
-    cv2.rectangle(img, (a, a), (b, b), (255, 255, 255), thickness)
     return img

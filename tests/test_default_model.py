@@ -10,9 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import EventLog
+from helpers import logged_engine
 
-from engine.engine import Engine
 from engine.events import Finished, Preview
 from engine.request import ControlSpec, GenerationRequest
 from training.metrics import color_checks, limb_coverage, output_background, scribble_fscore
@@ -29,10 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def engine():
-    eng = Engine(preview_interval_s=0.0)
-    log = EventLog()
-    eng.add_listener(log)
-    eng.log = log
+    eng = logged_engine()
     yield eng
     assert eng.shutdown(60)
 

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import EventLog, circle_sketch
+from helpers import EventLog, circle_sketch, logged_engine
 
 from engine.engine import Engine
 from engine.events import Cancelled, Failed, Finished, Preview, Started
@@ -15,10 +15,7 @@ from engine.request import ControlSpec, GenerationRequest
 
 @pytest.fixture
 def engine():
-    eng = Engine(preview_interval_s=0.0)
-    log = EventLog()
-    eng.add_listener(log)
-    eng.log = log
+    eng = logged_engine()
     yield eng
     assert eng.shutdown(30)
 

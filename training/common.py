@@ -19,6 +19,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     return cfg
 
 
+def start_run(default_config: str) -> tuple[dict[str, Any], Path]:
+    """Parse `--config FILE key=value ...`, seed torch, size its thread pool and make the output folder."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default=default_config)
+    ap.add_argument("overrides", nargs="*", help="config overrides as key=value (JSON values)")
+    args = ap.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"])
+    out = Path(cfg["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg, out
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC → float NCHW in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

@@ -11,7 +11,6 @@ Resumes from <out_dir>/state.pt.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 
 from engine.text_encoder import load_minilm
-from training.common import LossLog, load_config, load_state, save_state, to_tensor
+from training.common import LossLog, load_state, save_state, start_run, to_tensor
 from training.world import generate
 
 KINDS = ("scribble", "depth", "pose")
@@ -99,15 +98,7 @@ def control_tensor(pool: dict, kind: str, idx: np.ndarray) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="training/configs/diffusion.json")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    torch.set_num_threads(cfg["threads"])
-    out = Path(cfg["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg["seed"])
+    cfg, out = start_run("training/configs/diffusion.json")
 
     vae = AutoencoderKL.from_pretrained(cfg["vae_dir"]).eval()
     pool = build_pool(cfg, vae, out / "pool.npz")

@@ -8,14 +8,11 @@ fully convolutional, and crops cost a quarter of the compute of whole images.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from training.common import LossLog, load_config, load_state, save_state, to_tensor
+from training.common import LossLog, load_state, save_state, start_run, to_tensor
 from training.world import generate
 
 
@@ -45,15 +42,7 @@ def batch(rng: np.random.Generator, cfg: dict) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default="training/configs/vae.json")
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    torch.set_num_threads(cfg["threads"])
-    out = Path(cfg["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg["seed"])
+    cfg, out = start_run("training/configs/vae.json")
     state = load_state(out)
     vae = AutoencoderKL.from_pretrained(out / "model") if state else build_vae(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["lr"], weight_decay=0.0)
