@@ -68,6 +68,7 @@ class ControlLayer(QObject):
         self.people: list[Person] = []  # pose layer: editable skeletons, drawn over `image`
         self._version = 0  # bumped on every change; keys the cached control map
         self._spec_cache: tuple[tuple, ControlSpec | None] | None = None
+        self._display_cache: tuple[int, QImage] | None = None
         self.changed.connect(self._bump)
 
     def _bump(self) -> None:
@@ -88,7 +89,12 @@ class ControlLayer(QObject):
         return out
 
     def display_image(self) -> QImage:
-        return self.render_pose_image() if self.kind == "pose" else self.image
+        """What the canvas shows; the pose layer's rendering is cached until the layer changes (paint events are hot)."""
+        if self.kind != "pose":
+            return self.image
+        if self._display_cache is None or self._display_cache[0] != self._version:
+            self._display_cache = (self._version, self.render_pose_image())
+        return self._display_cache[1]
 
     def control_image(self, width: int, height: int, rgba: np.ndarray | None = None) -> np.ndarray:
         """The engine's convention at output size: white-on-black scribble, near-bright depth, OpenPose map."""
