@@ -111,6 +111,11 @@ def main() -> None:
     if state:
         unet = UNet2DConditionModel.from_pretrained(out / "unet")
         nets = {k: ControlNetModel.from_pretrained(out / f"controlnet-{k}") for k in KINDS}
+    elif cfg.get("init_from"):  # warm start from an exported model (e.g. assets/models/default) on a new machine
+        src = Path(cfg["init_from"])
+        unet = UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32)
+        nets = {k: ControlNetModel.from_pretrained(src / "controlnets" / k, torch_dtype=torch.float32) for k in KINDS}
+        print(f"warm start from {src}")
     else:
         unet = build_unet(cfg, lat)
         nets = {
