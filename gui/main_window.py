@@ -129,7 +129,7 @@ class MainWindow(QMainWindow):
 
         self.live_timer = QTimer(self)
         self.live_timer.setSingleShot(True)
-        self.live_timer.setInterval(live_debounce_ms)
+        self.live_timer.setInterval(int(settings.value("live_delay_ms", live_debounce_ms)))
         self.live_timer.timeout.connect(lambda: self.generate(latest_wins=True))
         self.autosave_timer = QTimer(self)
         self.autosave_timer.setInterval(AUTOSAVE_MS)
@@ -262,6 +262,8 @@ class MainWindow(QMainWindow):
             act.setChecked(self.settings.value(f"load/{key}", False, type=bool))
             act.toggled.connect(lambda on, k=key: self._set_load_option(k, on))
             settings_menu.addAction(act)
+        settings_menu.addSeparator()
+        settings_menu.addAction(self._action("Live mode delay…", None, self.ask_live_delay))
         gen = self.menuBar().addMenu("&Generate")
         gen.addAction(self.generate_action)
         gen.addAction(self.cancel_action)
@@ -303,6 +305,18 @@ class MainWindow(QMainWindow):
 
         QMessageBox.about(self, "About Noisebrush", f"<b>Noisebrush {__version__}</b><br>Draw with a diffusion model. "
                           "The embedded model was trained by Noisebrush on a procedural world; it runs offline.")  # fmt: skip
+
+    def ask_live_delay(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        ms, ok = QInputDialog.getInt(self, "Live mode delay", "Wait this long after a stroke or change (ms):",
+                                     self.live_timer.interval(), 0, 2000, 10)  # fmt: skip
+        if ok:
+            self.set_live_delay(ms)
+
+    def set_live_delay(self, ms: int) -> None:
+        self.live_timer.setInterval(ms)
+        self.settings.setValue("live_delay_ms", ms)
 
     def _set_load_option(self, key: str, on: bool) -> None:
         self.settings.setValue(f"load/{key}", on)
