@@ -7,7 +7,6 @@ controls never reloads the base. Pipelines are cheap views over the same compone
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,6 @@ from typing import Any
 from engine.device import DeviceChoice, LoadOptions
 from engine.errors import UserError
 from engine.previews import LinearPreview, TinyAutoencoderPreview, load_preview
-
-log = logging.getLogger(__name__)
 
 # Noisebrush's own per-model file: defaults for the sliders and the text encoder to use.
 MODEL_META_FILE = "noisebrush.json"
@@ -33,7 +30,8 @@ class ModelDefaults:
 
 
 def resolve_model_dir(ref: str) -> Path:
-    """The local diffusers folder a model reference names: "" (embedded), a folder, or a cached Hub id.
+    """The local path a model reference names: the embedded folder (""), a diffusers folder, a cached Hub id's
+    snapshot folder, or a .safetensors checkpoint file.
 
     Never downloads: an uncached Hub id fails at once (see engine.sources for explicit downloads).
     """
