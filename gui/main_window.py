@@ -207,8 +207,8 @@ class MainWindow(QMainWindow):
         zoom_in = self._action("Zoom in", QKeySequence.StandardKey.ZoomIn, lambda: self.canvas.zoom(1.25))
         zoom_out = self._action("Zoom out", QKeySequence.StandardKey.ZoomOut, lambda: self.canvas.zoom(0.8))
         clear = self._action("Clear layer", "Ctrl+Backspace", lambda: self.doc.clear_layer(self.canvas.active_layer))
-        smaller = self._action("Smaller brush", "[", lambda: self._set_brush(self.canvas.brush_size / 1.25))
-        bigger = self._action("Bigger brush", "]", lambda: self._set_brush(self.canvas.brush_size * 1.25))
+        self._action("Smaller brush", "[", lambda: self._set_brush(self.canvas.brush_size / 1.25))
+        self._action("Bigger brush", "]", lambda: self._set_brush(self.canvas.brush_size * 1.25))
         open_act = self._action("Open image or settings…", QKeySequence.StandardKey.Open, self.open_dialog)
         save_act = self._action("Save image…", QKeySequence.StandardKey.Save, self.save_dialog)
         quit_act = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
@@ -285,7 +285,6 @@ class MainWindow(QMainWindow):
         for a in (fit, zoom_in, zoom_out):
             tb.addAction(a)
         self.addToolBar(tb)
-        del smaller, bigger
 
     def show_shortcuts(self) -> None:
         rows = [
