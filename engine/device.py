@@ -50,8 +50,9 @@ def choose(options: LoadOptions, prefer: str | None = None) -> DeviceChoice:
     return DeviceChoice(base.device, "float16" if options.fp16 else "float32")
 
 
-def gui_thread_budget() -> int:
-    """Torch threads for an engine that shares the machine with a GUI: leave one core free."""
+def default_threads() -> int:
+    """Torch threads: leave one core free. For the GUI that keeps the event loop responsive; on small machines it
+    is also faster (measured on 2 cores: 20 steps at 128 px took 0.98 s with 1 thread, 1.84 s with 2)."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import QApplication
 
-from engine.device import LoadOptions, gui_thread_budget
+from engine.device import LoadOptions, default_threads
 from engine.engine import Engine
 from gui.engine_bridge import EngineBridge
 from gui.main_window import MainWindow
@@ -54,7 +54,7 @@ def create_main_window(
     settings = settings if settings is not None else QSettings(APP_NAME, APP_NAME)
     if engine is None:
         # leave a core for the GUI thread; previews at most at screen rate
-        engine = Engine(preview_interval_s=preview_interval_s, threads=gui_thread_budget(), options=load_options(settings))
+        engine = Engine(preview_interval_s=preview_interval_s, threads=default_threads(), options=load_options(settings))
         engine.preload(model)
     bridge = EngineBridge(engine)
     window = MainWindow(bridge, settings, data_dir or app_data_dir(), model, live_debounce_ms, restore)

@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--init", help="start from this image (img2img)")
     g.add_argument("--strength", type=float, default=0.75, help="how much of --init to repaint (0–1]")
     g.add_argument("--previews", help="also write each step's preview PNG into this folder")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: all cores but one)")
     g.add_argument("--download", action="store_true", help="allow downloading a Hugging Face --model id not in the cache")
     mem = g.add_argument_group("memory options (small GPUs)")
     mem.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None, help="half precision (default: on CUDA)")
@@ -127,7 +127,11 @@ def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int 
     from engine.metadata import save_png
 
     events: queue.Queue = queue.Queue()
-    engine = Engine(preview_interval_s=0.0, previews=previews_dir is not None, threads=threads, options=memory)
+    from engine.device import default_threads
+
+    engine = Engine(
+        preview_interval_s=0.0, previews=previews_dir is not None, threads=threads or default_threads(), options=memory
+    )
     engine.add_listener(events.put)
     try:
         job = engine.submit(req)
