@@ -526,25 +526,19 @@ class MainWindow(QMainWindow):
         for path in paths:
             if path.lower().endswith(".json"):
                 self.load_layer_file("pose", path)
-            elif path.lower().endswith(".png") and self._has_settings(path):
-                self.restore_from_png(path)
+            elif path.lower().endswith(".png") and self.restore_from_png(path, quiet=True):
+                pass
             else:
-                self.load_layer_file(self.canvas.active_layer if self.canvas.active_layer else "scribble", path)
+                self.load_layer_file(self.canvas.active_layer, path)
 
-    @staticmethod
-    def _has_settings(path: str) -> bool:
-        try:
-            read_request(path)
-            return True
-        except UserError:
-            return False
-
-    def restore_from_png(self, path: str) -> bool:
+    def restore_from_png(self, path: str, quiet: bool = False) -> bool:
+        """Restore a PNG's settings and show its image. quiet: a PNG without settings is no error (it is a map)."""
         try:
             req = read_request(path)
             image = read_image(path).image
         except UserError as exc:
-            self.show_error(str(exc))
+            if not quiet:
+                self.show_error(str(exc))
             return False
         self.apply_request(req)
         self.canvas.show_result(to_qimage(image))
