@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.errors import UserError
 from engine.pose import NUM_KEYPOINTS, Person
+from engine.sources import byte_progress
 
 
 @dataclass(frozen=True)
@@ -92,23 +93,14 @@ def download_weights(
 ) -> None:
     """Fetch the missing files into the HF cache, reporting (done_bytes, total_bytes). Interrupted downloads resume."""
     from huggingface_hub import hf_hub_download
-    from tqdm.auto import tqdm
 
     fetch = fetch or hf_hub_download
     todo = missing_weights(pre, cache_dir)
     total = int(sum(w.size_mb for w in todo) * 1e6)
     done_before = [0]
 
-    class Progress(tqdm):  # hf_hub_download reports bytes through its tqdm class
-        done = 0  # counted here: a disabled tqdm does not count
-
-        def update(self, n=1):
-            if cancelled is not None and cancelled.is_set():
-                raise UserError("download cancelled")
-            self.done += n or 0
-            if progress is not None:
-                progress(done_before[0] + int(self.done), total)
-            return super().update(n)
+    # one progress over all files: bytes of the files before this one plus this file's bytes
+    Progress = byte_progress(progress, cancelled, "download cancelled", lambda done, _t: (done_before[0] + done, total))
 
     for w in todo:
         fetch(w.repo, w.filename, cache_dir=cache_dir, tqdm_class=Progress)

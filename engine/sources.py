@@ -118,6 +118,32 @@ def hub_snapshot(
     return download_snapshot(repo, progress, cancelled, cache_dir, fetch)
 
 
+def byte_progress(
+    progress: Progress | None,
+    cancelled: threading.Event | None,
+    cancel_message: str,
+    report: Callable[[int, int], tuple[int, int]] = lambda done, total: (done, total),
+):
+    """A tqdm class for huggingface_hub's `tqdm_class`: forwards byte counts to `progress` and honours cancel.
+
+    `report` maps (bytes of this bar, its total) to what `progress` receives (for several files in a row).
+    """
+    from tqdm.auto import tqdm
+
+    class Bytes(tqdm):
+        done = 0  # counted here: a disabled tqdm does not count
+
+        def update(self, n=1):
+            if cancelled is not None and cancelled.is_set():
+                raise UserError(cancel_message)
+            self.done += n or 0
+            if progress is not None and getattr(self, "unit", "B") == "B":
+                progress(*report(int(self.done), int(self.total or 0)))
+            return super().update(n)
+
+    return Bytes
+
+
 def download_snapshot(
     repo: str,
     progress: Progress | None = None,
@@ -127,21 +153,9 @@ def download_snapshot(
 ) -> Path:
     """Download a Hub repo's pipeline files into the standard cache. hf_hub resumes interrupted files."""
     from huggingface_hub import snapshot_download
-    from tqdm.auto import tqdm
 
     fetch = fetch or snapshot_download
-
-    class Bytes(tqdm):  # huggingface_hub reports bytes through its tqdm class
-        done = 0  # counted here: a disabled tqdm does not count
-
-        def update(self, n=1):
-            if cancelled is not None and cancelled.is_set():
-                raise UserError(f"download of {repo} cancelled; what arrived is kept and resumes next time")
-            self.done += n or 0
-            if progress is not None and getattr(self, "unit", "B") == "B":
-                progress(int(self.done), int(self.total or 0))
-            return super().update(n)
-
+    Bytes = byte_progress(progress, cancelled, f"download of {repo} cancelled; what arrived is kept and resumes next time")
     try:
         return Path(fetch(repo, cache_dir=cache_dir, allow_patterns=HUB_PATTERNS, tqdm_class=Bytes))
     except UserError:

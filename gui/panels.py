@@ -52,6 +52,14 @@ class PanelValues:
     live: bool = False
 
 
+def _row(*widgets: QWidget) -> QHBoxLayout:
+    """Widgets side by side, the first one stretching (a slider and its value label)."""
+    row = QHBoxLayout()
+    for i, w in enumerate(widgets):
+        row.addWidget(w, 1 if i == 0 else 0)
+    return row
+
+
 def _slider(lo: int, hi: int, value: int) -> QSlider:
     s = QSlider(Qt.Orientation.Horizontal)
     s.setRange(lo, hi)
@@ -107,20 +115,11 @@ class GenerationPanel(QWidget):
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model, 1)
-        model_row.addWidget(self.browse_model)
-        form.addRow("Model", model_row)
+        form.addRow("Model", _row(self.model, self.browse_model))
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative)
-        steps_row = QHBoxLayout()
-        steps_row.addWidget(self.steps, 1)
-        steps_row.addWidget(self.steps_label)
-        form.addRow("Steps", steps_row)
-        g_row = QHBoxLayout()
-        g_row.addWidget(self.guidance, 1)
-        g_row.addWidget(self.guidance_label)
-        form.addRow("Guidance", g_row)
+        form.addRow("Steps", _row(self.steps, self.steps_label))
+        form.addRow("Guidance", _row(self.guidance, self.guidance_label))
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.seed, 1)
         seed_row.addWidget(self.new_seed)
@@ -252,10 +251,7 @@ class LayerBox(QGroupBox):
         top.addWidget(clear)
         form = QFormLayout()
         form.addRow("Opacity", self.opacity)
-        w_row = QHBoxLayout()
-        w_row.addWidget(self.weight, 1)
-        w_row.addWidget(self.weight_label)
-        form.addRow("Weight", w_row)
+        form.addRow("Weight", _row(self.weight, self.weight_label))
         r_row = QHBoxLayout()
         r_row.addWidget(self.start)
         r_row.addWidget(self.end)
