@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,7 +24,7 @@ from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DCondi
 
 from engine.text_encoder import load_minilm
 from training.common import LossLog, load_state, save_state, start_run, to_tensor
-from training.world import generate
+from training.world import Sample, generate
 
 KINDS = ("scribble", "depth", "pose")
 # SD1.5's noise schedule, so every diffusers scheduler configured like SD's works unchanged.
@@ -31,18 +33,60 @@ NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
 
 def build_unet(cfg: dict, latent_size: int) -> UNet2DConditionModel:
     u = cfg["unet"]
+    levels = len(u["block_out_channels"])
+    # Cross-attention at every level but the first, unless the config asks for it there too.
+    attn = u.get("cross_attention", [False] + [True] * (levels - 1))
     return UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=4,
         out_channels=4,
         layers_per_block=u["layers_per_block"],
         block_out_channels=tuple(u["block_out_channels"]),
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(u["block_out_channels"]) - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (len(u["block_out_channels"]) - 1) + ("UpBlock2D",),
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
         cross_attention_dim=384,
         attention_head_dim=u["attention_head_dim"],
         norm_num_groups=u["norm_num_groups"],
     )
+
+
+def grow_into(new: torch.nn.Module, old: torch.nn.Module) -> list[str]:
+    """Copy `old`'s weights into `new`, a copy of it with extra attention blocks.
+
+    The extra blocks' output projections start at zero, so each is an identity on its
+    residual path and `new` computes exactly what `old` did until training moves them.
+    Returns the names of the new modules.
+    """
+    missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"weights with no place in the grown model: {unexpected[:5]}")
+    if any(".attentions." not in k for k in missing):
+        raise ValueError(f"grown model lacks more than attention blocks: {[k for k in missing if '.attentions.' not in k][:5]}")
+    added = sorted({k.split(".attentions.")[0] + ".attentions." + k.split(".attentions.")[1].split(".")[0] for k in missing})
+    with torch.no_grad():
+        for name in added:
+            proj = new.get_submodule(name).proj_out
+            proj.weight.zero_()
+            proj.bias.zero_()
+    return added
+
+
+def warm_start(cfg: dict, latent_size: int) -> tuple[UNet2DConditionModel, dict[str, ControlNetModel]]:
+    """Weights of an earlier model (an export, or a run's folder), grown to this config's architecture."""
+    src = Path(cfg["init_from"])
+    unet_old = UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32)
+    unet = build_unet(cfg, latent_size)
+    added = grow_into(unet, unet_old)
+    nets = {}
+    for k in KINDS:
+        folder = src / "controlnets" / k if (src / "controlnets").is_dir() else src / f"controlnet-{k}"
+        old = ControlNetModel.from_pretrained(folder, torch_dtype=torch.float32)
+        nets[k] = ControlNetModel.from_unet(
+            unet, conditioning_embedding_out_channels=tuple(cfg["conditioning_embedding_out_channels"])
+        )
+        added += grow_into(nets[k], old)
+    print(f"warm start from {src}" + (f"; new zero-initialised blocks: {', '.join(added)}" if added else ""))
+    return unet, nets
 
 
 @torch.no_grad()
@@ -55,25 +99,39 @@ def encode_text(captions: list[str]) -> torch.Tensor:
     return encoder(ids)[0]
 
 
+def multi_shape_scene(rng: np.random.Generator, size: int) -> Sample:
+    """A shapes scene with two or more shapes: the cases where colours must bind to the right shape."""
+    while True:
+        s = generate(rng, size, "shapes")
+        if len(s.objects) >= 2:
+            return s
+
+
 @torch.no_grad()
-def build_pool(cfg: dict, vae: AutoencoderKL, path: Path) -> dict[str, np.ndarray]:
+def build_pool(
+    vae: AutoencoderKL, path: Path, n: int, size: int, seed: int, tokens: int, draw: Callable[..., Sample] = generate
+) -> dict[str, np.ndarray]:
+    """Latents, caption embeddings and control maps of n world samples, cached in `path`.
+
+    "fg" holds, per latent cell, the share of it covered by objects (for the object-weighted loss).
+    """
     if path.exists():
         return dict(np.load(path))
-    rng = np.random.default_rng(cfg["seed"])
-    n, size = cfg["pool_size"], cfg["image_size"]
+    rng = np.random.default_rng(seed)
     sf = vae.config.scaling_factor
     lat_size = size // 8
     pool = {
         "latents": np.empty((n, 4, lat_size, lat_size), np.float16),
-        "emb": np.empty((n, cfg["max_text_tokens"], 384), np.float16),
+        "emb": np.empty((n, tokens, 384), np.float16),
         "scribble": np.empty((n, size, size), np.uint8),
         "depth": np.empty((n, size, size), np.uint8),
         "pose": np.empty((n, size, size, 3), np.uint8),
         "has_person": np.empty(n, bool),
+        "fg": np.empty((n, lat_size, lat_size), np.float16),
     }
     chunk = 64
     for start in range(0, n, chunk):
-        samples = [generate(rng, size) for _ in range(min(chunk, n - start))]
+        samples = [draw(rng, size) for _ in range(min(chunk, n - start))]
         sl = slice(start, start + len(samples))
         imgs = to_tensor(np.stack([s.image for s in samples]))
         pool["latents"][sl] = (vae.encode(imgs).latent_dist.mean * sf).numpy()
@@ -82,10 +140,47 @@ def build_pool(cfg: dict, vae: AutoencoderKL, path: Path) -> dict[str, np.ndarra
         pool["depth"][sl] = np.stack([s.depth[..., 0] for s in samples])
         pool["pose"][sl] = np.stack([s.pose for s in samples])
         pool["has_person"][sl] = [bool(s.people) for s in samples]
+        pool["fg"][sl] = np.stack([_object_cover(s, lat_size) for s in samples])
         if start % 2048 == 0:
-            print(f"pool {start}/{n}", flush=True)
+            print(f"pool {path.name} {start}/{n}", flush=True)
     np.savez(path, **pool)
     return pool
+
+
+def _object_cover(sample: Sample, lat_size: int) -> np.ndarray:
+    mask = np.zeros(sample.image.shape[:2], np.float32)
+    for o in sample.objects:
+        mask[o.mask] = 1.0
+    return cv2.resize(mask, (lat_size, lat_size), interpolation=cv2.INTER_AREA)
+
+
+def load_pools(cfg: dict, vae: AutoencoderKL, out: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The main pool, plus (when configured) a focus pool of multi-shape scenes appended to it.
+
+    Returns the merged pool and the indices of the focus samples.
+    """
+    size, tokens = cfg["image_size"], cfg["max_text_tokens"]
+    out = Path(cfg.get("pool_dir", out))  # a later run can share an earlier run's cached pools
+    pool = build_pool(vae, out / "pool.npz", cfg["pool_size"], size, cfg["seed"], tokens)
+    n = len(pool["latents"])
+    if "fg" not in pool:  # pools cached before the object-weighted loss existed
+        pool["fg"] = np.zeros((n,) + pool["latents"].shape[2:], np.float16)
+    focus = cfg.get("focus")
+    if not focus:
+        return pool, np.empty(0, int)
+    extra = build_pool(vae, out / "pool-focus.npz", focus["pool_size"], size, focus["seed"], tokens, multi_shape_scene)
+    merged = {k: np.concatenate([pool[k], extra[k]]) for k in pool}
+    return merged, np.arange(n, n + len(extra["latents"]))
+
+
+def learning_rate(cfg: dict, step: int) -> float:
+    """Linear warm-up, then constant; cosine down to lr_min from decay_start on, when configured."""
+    lr = cfg["lr"] * min(1.0, step / cfg["warmup"])
+    start = cfg.get("decay_start")
+    if start is not None and step > start:
+        frac = min(1.0, (step - start) / max(1, cfg["steps"] - start))
+        lr = cfg["lr_min"] + (cfg["lr"] - cfg["lr_min"]) * 0.5 * (1 + math.cos(math.pi * frac))
+    return lr
 
 
 def control_tensor(pool: dict, kind: str, idx: np.ndarray) -> torch.Tensor:
@@ -101,9 +196,11 @@ def main() -> None:
     cfg, out = start_run("training/configs/diffusion.json")
 
     vae = AutoencoderKL.from_pretrained(cfg["vae_dir"]).eval()
-    pool = build_pool(cfg, vae, out / "pool.npz")
+    pool, focus_idx = load_pools(cfg, vae, out)
     n = len(pool["latents"])
     person_idx = np.flatnonzero(pool["has_person"])
+    focus_share = (cfg.get("focus") or {}).get("share", {})
+    focus_from = (cfg.get("focus") or {}).get("from_step", 0)
     empty_emb = encode_text([""])[0]
 
     state = load_state(out)
@@ -111,11 +208,8 @@ def main() -> None:
     if state:
         unet = UNet2DConditionModel.from_pretrained(out / "unet")
         nets = {k: ControlNetModel.from_pretrained(out / f"controlnet-{k}") for k in KINDS}
-    elif cfg.get("init_from"):  # warm start from an exported model (e.g. assets/models/default) on a new machine
-        src = Path(cfg["init_from"])
-        unet = UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32)
-        nets = {k: ControlNetModel.from_pretrained(src / "controlnets" / k, torch_dtype=torch.float32) for k in KINDS}
-        print(f"warm start from {src}")
+    elif cfg.get("init_from"):  # warm start from an exported model or an earlier run, on a new machine
+        unet, nets = warm_start(cfg, lat)
     else:
         unet = build_unet(cfg, lat)
         nets = {
@@ -142,13 +236,14 @@ def main() -> None:
     counts = {k: int(round(cfg["mix"][k] * cfg["batch_size"])) for k in (*KINDS, "none")}
     modules.train()
     for step in range(start + 1, cfg["steps"] + 1):
-        lr = cfg["lr"] * min(1.0, step / cfg["warmup"])
+        lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         groups: list[tuple[str, np.ndarray]] = []
         for kind, c in counts.items():
             src = person_idx if kind == "pose" else n
-            groups.append((kind, rng.choice(src, size=c)))
+            n_focus = int(round(focus_share.get(kind, 0.0) * c)) if len(focus_idx) and step > focus_from else 0
+            groups.append((kind, np.concatenate([rng.choice(focus_idx, size=n_focus), rng.choice(src, size=c - n_focus)])))
         idx = np.concatenate([g[1] for g in groups])
         x0 = torch.from_numpy(pool["latents"][idx].astype(np.float32))
         emb = torch.from_numpy(pool["emb"][idx].astype(np.float32))
@@ -174,7 +269,11 @@ def main() -> None:
             mid_res = mid_res.index_put((torch.arange(sl.start, sl.stop),), m)
         pred = unet(xt, t, emb, down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res).sample
         weight = torch.clamp(snr[t], max=cfg["min_snr_gamma"]) / snr[t]  # min-SNR weighting, epsilon target
-        loss = (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+        # Colour errors on small shapes cost few pixels; weighting object cells makes binding colour to shape pay off.
+        fg = torch.from_numpy(pool["fg"][idx].astype(np.float32))[:, None]
+        pixel_w = 1.0 + cfg.get("fg_weight", 0.0) * fg
+        per_sample = (F.mse_loss(pred, noise, reduction="none") * pixel_w).mean(dim=(1, 2, 3)) / pixel_w.mean(dim=(1, 2, 3))
+        loss = (per_sample * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)

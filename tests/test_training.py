@@ -1,0 +1,42 @@
+"""The training scripts' pieces that decide what gets shipped: warm starts that grow the model, the LR schedule."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import ControlNetModel, UNet2DConditionModel
+from tiny_model import tiny_controlnet, tiny_unet
+
+from training.train_diffusion import grow_into, learning_rate
+
+
+def test_growing_attention_keeps_what_the_model_computes():
+    old = tiny_unet()
+    # The same UNet with cross-attention at its first level too (as diffusion-grow.json asks).
+    grown = UNet2DConditionModel.from_config(
+        {**old.config, "down_block_types": ("CrossAttnDownBlock2D",) * 2, "up_block_types": ("CrossAttnUpBlock2D",) * 2}
+    )
+    added = grow_into(grown, old)
+    assert added == ["down_blocks.0.attentions.0", "up_blocks.1.attentions.0", "up_blocks.1.attentions.1"]
+    old_net = tiny_controlnet(old, seed=1)
+    net = ControlNetModel.from_unet(grown, conditioning_embedding_out_channels=(8, 8, 8, 16))
+    assert grow_into(net, old_net) == ["down_blocks.0.attentions.0"]
+
+    x, t, emb, cond = torch.randn(2, 4, 8, 8), torch.tensor([900, 50]), torch.randn(2, 6, 384), torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        d0, m0 = old_net(x, t, emb, cond, return_dict=False)
+        d1, m1 = net(x, t, emb, cond, return_dict=False)
+        before = old(x, t, emb, down_block_additional_residuals=d0, mid_block_additional_residual=m0).sample
+        after = grown(x, t, emb, down_block_additional_residuals=d1, mid_block_additional_residual=m1).sample
+    assert torch.allclose(before, after, atol=1e-6)
+    # and the new blocks are trainable: their projections get gradients
+    grown(x, t, emb).sample.square().mean().backward()
+    assert grown.down_blocks[0].attentions[0].proj_out.weight.grad.abs().sum() > 0
+
+
+def test_learning_rate_warms_up_then_decays_to_its_floor():
+    cfg = {"lr": 3e-4, "lr_min": 3e-5, "warmup": 100, "decay_start": 1000, "steps": 5000}
+    assert learning_rate(cfg, 50) == 1.5e-4
+    assert learning_rate(cfg, 800) == 3e-4
+    assert 3e-5 < learning_rate(cfg, 3000) < 3e-4
+    assert abs(learning_rate(cfg, 5000) - 3e-5) < 1e-12
+    assert learning_rate({"lr": 3e-4, "warmup": 100, "steps": 5000}, 4000) == 3e-4  # no decay configured
