@@ -7,7 +7,7 @@ import numpy as np
 from skimage.morphology import skeletonize
 
 from engine.pose import LIMBS, Person
-from training.world import PALETTE, Sample, nearest_color
+from training.world import PALETTE, SHAPES, Sample, WorldObject, nearest_color
 
 BODY_LIMBS = LIMBS[:12]  # shoulders, arms, torso-to-hips and legs; the face limbs are too small to score
 
@@ -50,14 +50,30 @@ def dominant_color(output: np.ndarray, mask: np.ndarray, erode: int = 2) -> str 
     return nearest_color(np.median(output[inner], axis=0))
 
 
-def color_checks(output: np.ndarray, sample: Sample) -> list[bool]:
-    """One check per shape and one for a plain background: is the dominant colour the caption's?"""
+RELATIONS = (" above ", " below ", " to the left of ", " to the right of ")
+
+
+def caption_colors(sample: Sample) -> list[tuple[WorldObject, set[str]]]:
+    """Each shape with the colours its caption allows it.
+
+    A caption like "a pink triangle and a yellow triangle" does not say which triangle is
+    which, so either colour is faithful to it; a relation ("... above ...") pins them.
+    """
+    shapes = [o for o in sample.objects if o.kind in SHAPES]
+    pinned = any(r in sample.caption for r in RELATIONS)
+    return [(o, {o.color} if pinned else {p.color for p in shapes if p.kind == o.kind}) for o in shapes]
+
+
+def color_checks(output: np.ndarray, sample: Sample, strict: bool = False) -> list[bool]:
+    """One check per shape and one for a plain background: is the dominant colour one the caption gives it?
+
+    strict: the colour the world painted, even where the caption leaves it open.
+    """
     checks = []
-    shapes = [o for o in sample.objects if o.kind in ("circle", "square", "triangle", "star", "diamond")]
-    for o in shapes:
+    for o, allowed in caption_colors(sample):
         got = dominant_color(output, o.mask)
         if got is not None:
-            checks.append(got == o.color)
+            checks.append(got == o.color if strict else got in allowed)
     if sample.background is not None and "gradient" not in sample.caption:
         occupied = np.zeros(output.shape[:2], bool)
         for o in sample.objects:
