@@ -173,6 +173,19 @@ def load_pools(cfg: dict, vae: AutoencoderKL, out: Path) -> tuple[dict[str, np.n
     return merged, np.arange(n, n + len(extra["latents"]))
 
 
+def batch_mix(cfg: dict, step: int) -> tuple[dict[str, int], dict[str, float]]:
+    """Samples per control kind in a batch, and the share of each drawn from the focus pool, at this step.
+
+    "phases" in the config change both from a given step on (later phases win).
+    """
+    mix, share = cfg["mix"], (cfg.get("focus") or {}).get("share", {})
+    for phase in cfg.get("phases", []):
+        if step > phase["from_step"]:
+            mix, share = phase.get("mix", mix), phase.get("focus_share", share)
+    counts = {k: int(round(mix[k] * cfg["batch_size"])) for k in (*KINDS, "none")}
+    return counts, share
+
+
 def learning_rate(cfg: dict, step: int) -> float:
     """Linear warm-up, then constant; cosine down to lr_min from decay_start on, when configured."""
     lr = cfg["lr"] * min(1.0, step / cfg["warmup"])
@@ -199,7 +212,6 @@ def main() -> None:
     pool, focus_idx = load_pools(cfg, vae, out)
     n = len(pool["latents"])
     person_idx = np.flatnonzero(pool["has_person"])
-    focus_share = (cfg.get("focus") or {}).get("share", {})
     focus_from = (cfg.get("focus") or {}).get("from_step", 0)
     empty_emb = encode_text([""])[0]
 
@@ -233,14 +245,14 @@ def main() -> None:
     snr = alphas / (1 - alphas)
     rng = np.random.default_rng(cfg["seed"] * 7919 + start)
     log = LossLog(out)
-    counts = {k: int(round(cfg["mix"][k] * cfg["batch_size"])) for k in (*KINDS, "none")}
     modules.train()
     for step in range(start + 1, cfg["steps"] + 1):
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
         groups: list[tuple[str, np.ndarray]] = []
-        for kind, c in counts.items():
+        mix, focus_share = batch_mix(cfg, step)
+        for kind, c in mix.items():
             src = person_idx if kind == "pose" else n
             n_focus = int(round(focus_share.get(kind, 0.0) * c)) if len(focus_idx) and step > focus_from else 0
             groups.append((kind, np.concatenate([rng.choice(focus_idx, size=n_focus), rng.choice(src, size=c - n_focus)])))
