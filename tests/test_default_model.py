@@ -64,6 +64,20 @@ def test_a_scribbled_circle_becomes_a_red_circle_on_blue(engine):
     assert hits >= 5, f"{hits}/6 regions had the caption's colour"
 
 
+@pytest.mark.xfail(reason="issue 3 is open: the model binds colours to shapes at about chance here (4 of 8 regions)")
+def test_each_colour_goes_to_the_shape_the_caption_names(engine):
+    """The caption binds colours to shapes, not to places: swap the sketch and the colours follow."""
+    prompt = "a red circle and a blue square on a white background"
+    hits = []
+    for seed in range(2):
+        for circle_x, square_x in ((36, 92), (92, 36)):
+            sketch = np.maximum(drawn("circle", cx=circle_x, r=22, seed=seed), drawn("square", cx=square_x, r=22, seed=seed + 5))
+            img = run(engine, prompt, "scribble", sketch, seed=seed)[0].image
+            hits.append(nearest_color(np.median(img[54:74, circle_x - 10 : circle_x + 10].reshape(-1, 3), 0)) == "red")
+            hits.append(nearest_color(np.median(img[54:74, square_x - 10 : square_x + 10].reshape(-1, 3), 0)) == "blue")
+    assert sum(hits) >= 6, hits
+
+
 def test_a_square_sketch_gives_edges_near_the_square_not_a_circle(engine):
     square = drawn("square", r=36)
     circle = drawn("circle", r=30)
@@ -80,7 +94,7 @@ def test_held_out_cases_get_their_colours(engine):
         s = generate(rng, 128, "shapes")
         done, _ = run(engine, s.caption, "scribble", s.scribble, seed=i)
         checks += color_checks(done.image, s)
-    assert np.mean(checks) >= 0.6, checks  # bench: 0.71 over 268 checks (target 0.9 not reached yet)
+    assert np.mean(checks) >= 0.6, checks  # bench: 0.795 over 268 checks (target 0.9 not reached yet)
 
 
 def test_a_pose_map_gives_figure_pixels_along_the_limbs(engine):
