@@ -163,8 +163,9 @@ def load_pools(cfg: dict, vae: AutoencoderKL, out: Path) -> tuple[dict[str, np.n
     out = Path(cfg.get("pool_dir", out))  # a later run can share an earlier run's cached pools
     pool = build_pool(vae, out / "pool.npz", cfg["pool_size"], size, cfg["seed"], tokens)
     n = len(pool["latents"])
-    if "fg" not in pool:  # pools cached before the object-weighted loss existed
-        pool["fg"] = np.zeros((n,) + pool["latents"].shape[2:], np.float16)
+    # Object weighting is for the focus scenes, where colours must bind to shapes (and is how the shipped model
+    # was trained: its main pool predates the weighting).
+    pool["fg"] = np.zeros((n,) + pool["latents"].shape[2:], np.float16)
     focus = cfg.get("focus")
     if not focus:
         return pool, np.empty(0, int)
