@@ -526,9 +526,7 @@ class MainWindow(QMainWindow):
         for path in paths:
             if path.lower().endswith(".json"):
                 self.load_layer_file("pose", path)
-            elif path.lower().endswith(".png") and self.restore_from_png(path, quiet=True):
-                pass
-            else:
+            elif not (path.lower().endswith(".png") and self.restore_from_png(path, quiet=True)):
                 self.load_layer_file(self.canvas.active_layer, path)
 
     def restore_from_png(self, path: str, quiet: bool = False) -> bool:

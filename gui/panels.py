@@ -53,7 +53,7 @@ class PanelValues:
 
 
 def _row(*widgets: QWidget) -> QHBoxLayout:
-    """Widgets side by side, the first one stretching (a slider and its value label)."""
+    """Widgets side by side, the first one stretching (a slider and its value label, a field and its buttons)."""
     row = QHBoxLayout()
     for i, w in enumerate(widgets):
         row.addWidget(w, 1 if i == 0 else 0)
@@ -120,11 +120,7 @@ class GenerationPanel(QWidget):
         form.addRow("Negative", self.negative)
         form.addRow("Steps", _row(self.steps, self.steps_label))
         form.addRow("Guidance", _row(self.guidance, self.guidance_label))
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed, 1)
-        seed_row.addWidget(self.new_seed)
-        seed_row.addWidget(self.seed_lock)
-        form.addRow("Seed", seed_row)
+        form.addRow("Seed", _row(self.seed, self.new_seed, self.seed_lock))
         size_row = QHBoxLayout()
         size_row.addWidget(self.width_box)
         size_row.addWidget(QLabel("×"))

@@ -7,7 +7,7 @@ import numpy as np
 from skimage.morphology import skeletonize
 
 from engine.pose import LIMBS, Person
-from training.world import PALETTE, SHAPES, Sample, WorldObject, nearest_color
+from training.world import PALETTE, RELATIONS, SHAPES, Sample, WorldObject, nearest_color
 
 BODY_LIMBS = LIMBS[:12]  # shoulders, arms, torso-to-hips and legs; the face limbs are too small to score
 
@@ -50,9 +50,6 @@ def dominant_color(output: np.ndarray, mask: np.ndarray, erode: int = 2) -> str 
     return nearest_color(np.median(output[inner], axis=0))
 
 
-RELATIONS = (" above ", " below ", " to the left of ", " to the right of ")
-
-
 def caption_colors(sample: Sample) -> list[tuple[WorldObject, set[str]]]:
     """Each shape with the colours its caption allows it.
 
@@ -60,7 +57,7 @@ def caption_colors(sample: Sample) -> list[tuple[WorldObject, set[str]]]:
     which, so either colour is faithful to it; a relation ("... above ...") pins them.
     """
     shapes = [o for o in sample.objects if o.kind in SHAPES]
-    pinned = any(r in sample.caption for r in RELATIONS)
+    pinned = any(f" {r} " in sample.caption for r in RELATIONS)
     return [(o, {o.color} if pinned else {p.color for p in shapes if p.kind == o.kind}) for o in shapes]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +51,11 @@ def build_unet(cfg: dict, latent_size: int) -> UNet2DConditionModel:
     )
 
 
+def new_controlnet(cfg: dict, unet: UNet2DConditionModel) -> ControlNetModel:
+    """A ControlNet shaped like (and initialised from) `unet`, its output convs at zero."""
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(cfg["conditioning_embedding_out_channels"]))
+
+
 def grow_into(new: torch.nn.Module, old: torch.nn.Module) -> list[str]:
     """Copy `old`'s weights into `new`, a copy of it with extra attention blocks.
 
@@ -62,7 +68,7 @@ def grow_into(new: torch.nn.Module, old: torch.nn.Module) -> list[str]:
         raise ValueError(f"weights with no place in the grown model: {unexpected[:5]}")
     if any(".attentions." not in k for k in missing):
         raise ValueError(f"grown model lacks more than attention blocks: {[k for k in missing if '.attentions.' not in k][:5]}")
-    added = sorted({k.split(".attentions.")[0] + ".attentions." + k.split(".attentions.")[1].split(".")[0] for k in missing})
+    added = sorted({re.match(r"(.*\.attentions\.\d+)\.", k).group(1) for k in missing})
     with torch.no_grad():
         for name in added:
             proj = new.get_submodule(name).proj_out
@@ -81,9 +87,7 @@ def warm_start(cfg: dict, latent_size: int) -> tuple[UNet2DConditionModel, dict[
     for k in KINDS:
         folder = src / "controlnets" / k if (src / "controlnets").is_dir() else src / f"controlnet-{k}"
         old = ControlNetModel.from_pretrained(folder, torch_dtype=torch.float32)
-        nets[k] = ControlNetModel.from_unet(
-            unet, conditioning_embedding_out_channels=tuple(cfg["conditioning_embedding_out_channels"])
-        )
+        nets[k] = new_controlnet(cfg, unet)
         added += grow_into(nets[k], old)
     print(f"warm start from {src}" + (f"; new zero-initialised blocks: {', '.join(added)}" if added else ""))
     return unet, nets
@@ -179,10 +183,13 @@ def batch_mix(cfg: dict, step: int) -> tuple[dict[str, int], dict[str, float]]:
 
     "phases" in the config change both from a given step on (later phases win).
     """
-    mix, share = cfg["mix"], (cfg.get("focus") or {}).get("share", {})
+    focus = cfg.get("focus") or {}
+    mix, share = cfg["mix"], focus.get("share", {})
     for phase in cfg.get("phases", []):
         if step > phase["from_step"]:
             mix, share = phase.get("mix", mix), phase.get("focus_share", share)
+    if step <= focus.get("from_step", 0):
+        share = {}
     counts = {k: int(round(mix[k] * cfg["batch_size"])) for k in (*KINDS, "none")}
     return counts, share
 
@@ -213,7 +220,6 @@ def main() -> None:
     pool, focus_idx = load_pools(cfg, vae, out)
     n = len(pool["latents"])
     person_idx = np.flatnonzero(pool["has_person"])
-    focus_from = (cfg.get("focus") or {}).get("from_step", 0)
     empty_emb = encode_text([""])[0]
 
     state = load_state(out)
@@ -225,12 +231,7 @@ def main() -> None:
         unet, nets = warm_start(cfg, lat)
     else:
         unet = build_unet(cfg, lat)
-        nets = {
-            k: ControlNetModel.from_unet(
-                unet, conditioning_embedding_out_channels=tuple(cfg["conditioning_embedding_out_channels"])
-            )
-            for k in KINDS
-        }
+        nets = {k: new_controlnet(cfg, unet) for k in KINDS}
     modules = torch.nn.ModuleDict({"unet": unet, **{f"cn_{k}": v for k, v in nets.items()}})
     ema = copy.deepcopy(modules).requires_grad_(False)
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg["lr"], weight_decay=1e-2)
@@ -255,7 +256,7 @@ def main() -> None:
         mix, focus_share = batch_mix(cfg, step)
         for kind, c in mix.items():
             src = person_idx if kind == "pose" else n
-            n_focus = int(round(focus_share.get(kind, 0.0) * c)) if len(focus_idx) and step > focus_from else 0
+            n_focus = int(round(focus_share.get(kind, 0.0) * c)) if len(focus_idx) else 0
             groups.append((kind, np.concatenate([rng.choice(focus_idx, size=n_focus), rng.choice(src, size=c - n_focus)])))
         idx = np.concatenate([g[1] for g in groups])
         x0 = torch.from_numpy(pool["latents"][idx].astype(np.float32))

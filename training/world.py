@@ -249,11 +249,15 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+# Spatial relations captions use between two shapes ("a red star above a blue box").
+RELATIONS = ("to the left of", "to the right of", "above", "below")
+
+
 def _relation(a: tuple[float, float], b: tuple[float, float]) -> str:
     dx, dy = b[0] - a[0], b[1] - a[1]
     if abs(dx) >= abs(dy):
-        return "to the left of" if dx > 0 else "to the right of"
-    return "above" if dy > 0 else "below"
+        return RELATIONS[0] if dx > 0 else RELATIONS[1]
+    return RELATIONS[2] if dy > 0 else RELATIONS[3]
 
 
 def _join(parts: list[str]) -> str:
