@@ -1,4 +1,5 @@
-"""The training scripts' pieces that decide what gets shipped: warm starts that grow the model, the LR schedule."""
+"""The training scripts' pieces that decide what gets shipped: warm starts that grow the model, the LR schedule,
+the grounding loss that ties caption phrases to shapes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from tiny_model import tiny_controlnet, tiny_unet
 
+from engine.text_encoder import load_minilm
+from training.grounding import grounding_loss, phrase_targets, record_cross_attention
 from training.metrics import color_checks
 from training.train_diffusion import grow_into, learning_rate
 from training.world import PALETTE, Sample, WorldObject
@@ -63,3 +66,46 @@ def test_colour_check_accepts_what_the_caption_leaves_open():
     assert color_checks(out, open_caption, strict=True) == [False, False, True]
     out, pinned = _two_triangles("a pink triangle to the left of a yellow triangle on a blue background")
     assert color_checks(out, pinned) == [False, False, True]
+
+
+def test_grounded_attention_computes_what_diffusers_does_and_keeps_the_maps():
+    unet = tiny_unet()
+    x, t, emb = torch.randn(2, 4, 8, 8), torch.tensor([900, 50]), torch.randn(2, 6, 384)
+    with torch.no_grad():
+        stock = unet(x, t, emb).sample
+        maps: list[torch.Tensor] = []
+        assert record_cross_attention(unet, maps) == 4  # one down, one mid, two up transformer blocks
+        grounded = unet(x, t, emb).sample
+    assert torch.allclose(stock, grounded, atol=1e-5)
+    assert [m.shape for m in maps] == [(2, 16, 6)] * 4  # (batch, 4×4 pixels, tokens) at the cross-attention level
+    assert torch.allclose(maps[0].sum(-1), torch.ones(2, 16))  # each pixel's attention over the tokens
+
+
+def test_grounding_loss_is_low_when_a_phrase_attends_inside_its_shape():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, 2:5, 2:5] = 1.0
+    tokens = torch.zeros(1, 1, 4, dtype=torch.bool)
+    tokens[0, 0, 1:3] = True  # "red", "star"
+    attn = torch.full((1, 64, 4), 0.25)
+    inside = attn.clone()
+    inside[0, :, 1:3] = 0.0
+    inside[0, mask.flatten() > 0, 1:3] = 0.5
+    assert grounding_loss([inside], mask, tokens).item() < 1e-6
+    # spread evenly, the phrase puts 9/64 of its attention on the shape
+    assert abs(grounding_loss([attn], mask, tokens).item() - (1 - 9 / 64) ** 2) < 1e-6
+    assert grounding_loss([attn[:, :16]], mask, tokens).item() == 0.0  # coarser than min_res: skipped
+
+
+def test_each_caption_phrase_is_tied_to_its_own_shape():
+    tokenizer = load_minilm()[0]
+    star, square = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    star[8:24, 8:24], square[40:56, 40:56] = True, True
+    blank = np.zeros((64, 64, 3), np.uint8)
+    objects = [WorldObject("star", "red", star, 200), WorldObject("square", "blue", square, 150)]
+    sample = Sample(blank, "a blue background with a red star and a blue box", blank, blank, blank, "blue", objects)
+    masks, tokens = phrase_targets(sample, tokenizer, 8)
+    ids = tokenizer(sample.caption, padding="max_length", truncation=True).input_ids
+    words = [tokenizer.convert_ids_to_tokens([ids[i] for i in np.flatnonzero(row)]) for row in tokens]
+    assert words == [["red", "star"], ["blue", "box"], []]  # not the background's "blue"
+    assert masks[0][1:3, 1:3].min() == 1.0 and masks[0][5:, 5:].max() == 0.0
+    assert masks[1][5:7, 5:7].min() == 1.0 and masks[2].max() == 0.0

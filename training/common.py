@@ -59,15 +59,21 @@ class LossLog:
         self.path = out_dir / "loss.tsv"
         self.every = every
         self.window: list[float] = []
+        self.parts: dict[str, list[float]] = {}
         self.t0 = time.time()
 
-    def add(self, step: int, loss: float) -> None:
+    def add(self, step: int, loss: float, **parts: float) -> None:
+        """`parts` are extra loss terms (already inside `loss`), printed beside it."""
         self.window.append(loss)
+        for k, v in parts.items():
+            self.parts.setdefault(k, []).append(v)
         with self.path.open("a") as f:
             f.write(f"{step}\t{loss:.6f}\n")
         if step % self.every == 0:
             mean = sum(self.window) / len(self.window)
             rate = (time.time() - self.t0) / len(self.window)
-            print(f"step {step:6d}  loss {mean:.5f}  {rate:.2f} s/step", flush=True)
+            extra = "".join(f"  {k} {sum(v) / len(v):.4f}" for k, v in self.parts.items())
+            print(f"step {step:6d}  loss {mean:.5f}{extra}  {rate:.2f} s/step", flush=True)
             self.window.clear()
+            self.parts.clear()
             self.t0 = time.time()

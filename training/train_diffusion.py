@@ -25,6 +25,7 @@ from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DCondi
 
 from engine.text_encoder import load_minilm
 from training.common import LossLog, load_state, save_state, start_run, to_tensor
+from training.grounding import build_targets, grounding_loss, record_cross_attention
 from training.world import Sample, generate
 
 KINDS = ("scribble", "depth", "pose")
@@ -178,6 +179,27 @@ def load_pools(cfg: dict, vae: AutoencoderKL, out: Path) -> tuple[dict[str, np.n
     return merged, np.arange(n, n + len(extra["latents"]))
 
 
+def load_grounding(cfg: dict, out: Path, pool: dict, focus_idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Shape masks and phrase tokens of the focus pool's samples (for the grounding loss), row i = focus sample i."""
+    focus, size = cfg["focus"], cfg["image_size"]
+
+    def samples() -> list[Sample]:  # the focus pool's own draws, in order (see build_pool)
+        rng = np.random.default_rng(focus["seed"])
+        return [multi_shape_scene(rng, size) for _ in range(focus["pool_size"])]
+
+    path = Path(cfg.get("pool_dir", out)) / "pool-focus-ground.npz"
+    fresh = not path.exists()
+    targets = build_targets(path, samples, load_minilm()[0], size // 8)
+    if fresh:  # the regenerated captions must be the pooled ones, or the masks would belong to other pictures
+        check = samples()[:4]
+        emb = encode_text([s.caption for s in check])[:, : cfg["max_text_tokens"]]
+        got = torch.from_numpy(pool["emb"][focus_idx[:4]].astype(np.float32))
+        if not torch.allclose(emb, got, atol=2e-2):
+            path.unlink()
+            raise SystemExit("the focus pool was drawn by another world generator; delete it to rebuild it")
+    return targets
+
+
 def batch_mix(cfg: dict, step: int) -> tuple[dict[str, int], dict[str, float]]:
     """Samples per control kind in a batch, and the share of each drawn from the focus pool, at this step.
 
@@ -202,6 +224,31 @@ def learning_rate(cfg: dict, step: int) -> float:
         frac = min(1.0, (step - start) / max(1, cfg["steps"] - start))
         lr = cfg["lr_min"] + (cfg["lr"] - cfg["lr_min"]) * 0.5 * (1 + math.cos(math.pi * frac))
     return lr
+
+
+def batch_grounding(maps: dict[str, list[torch.Tensor]], groups: list[tuple[str, np.ndarray]], idx: np.ndarray,
+                    dropped: np.ndarray, focus_idx: np.ndarray, targets: dict, ground: dict) -> torch.Tensor:  # fmt: skip
+    """The grounding loss of the focus samples that kept their caption, over the UNet's and each ControlNet's maps."""
+    first = focus_idx[0] if len(focus_idx) else len(idx)
+
+    def term(name: str, rows: np.ndarray, sel: np.ndarray) -> torch.Tensor | None:
+        if not sel.any():
+            return None
+        t = rows[sel] - first
+        masks = torch.from_numpy(targets["masks"][t].astype(np.float32))
+        tokens = torch.from_numpy(targets["tokens"][t])
+        sel_t = torch.from_numpy(sel)
+        return grounding_loss([a[sel_t] for a in maps[name]], masks, tokens, ground.get("min_res", 8))
+
+    grounded = (idx >= first) & ~dropped
+    terms = [term("unet", idx, grounded)]
+    offset = 0
+    for kind, gi in groups:
+        if kind != "none":
+            terms.append(term(f"cn_{kind}", gi, grounded[offset : offset + len(gi)]))
+        offset += len(gi)
+    terms = [t for t in terms if t is not None]
+    return torch.stack(terms).mean() if terms else torch.zeros(())
 
 
 def control_tensor(pool: dict, kind: str, idx: np.ndarray) -> torch.Tensor:
@@ -234,6 +281,12 @@ def main() -> None:
         nets = {k: new_controlnet(cfg, unet) for k in KINDS}
     modules = torch.nn.ModuleDict({"unet": unet, **{f"cn_{k}": v for k, v in nets.items()}})
     ema = copy.deepcopy(modules).requires_grad_(False)
+    ground = cfg.get("grounding")
+    maps: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    if ground:
+        targets = load_grounding(cfg, out, pool, focus_idx)
+        for name, module in modules.items():
+            record_cross_attention(module, maps[name])
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg["lr"], weight_decay=1e-2)
     start = 0
     if state:
@@ -263,6 +316,8 @@ def main() -> None:
         emb = torch.from_numpy(pool["emb"][idx].astype(np.float32))
         drop = torch.from_numpy(rng.random(len(idx)) < cfg["caption_dropout"])
         emb[drop] = empty_emb
+        for m in maps.values():
+            m.clear()
         noise = torch.randn_like(x0)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),))
         xt = sched.add_noise(x0, noise, t)
@@ -288,6 +343,10 @@ def main() -> None:
         pixel_w = 1.0 + cfg.get("fg_weight", 0.0) * fg
         per_sample = (F.mse_loss(pred, noise, reduction="none") * pixel_w).mean(dim=(1, 2, 3)) / pixel_w.mean(dim=(1, 2, 3))
         loss = (per_sample * weight).mean()
+        parts = {}
+        if ground:
+            parts["ground"] = batch_grounding(maps, groups, idx, drop.numpy(), focus_idx, targets, ground)
+            loss = loss + ground["weight"] * parts["ground"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
@@ -298,7 +357,7 @@ def main() -> None:
                 pe.lerp_(pm, 1 - decay)
         if not math.isfinite(loss.item()):
             raise SystemExit(f"loss became {loss.item()} at step {step}")
-        log.add(step, loss.item())
+        log.add(step, loss.item(), **{k: v.item() for k, v in parts.items()})
         if step % cfg["save_every"] == 0 or step == cfg["steps"]:
             unet.save_pretrained(out / "unet")
             for k, net in nets.items():
