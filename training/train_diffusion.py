@@ -338,6 +338,11 @@ def main() -> None:
             mid_res = mid_res.index_put((torch.arange(sl.start, sl.stop),), m)
         pred = unet(xt, t, emb, down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res).sample
         weight = torch.clamp(snr[t], max=cfg["min_snr_gamma"]) / snr[t]  # min-SNR weighting, epsilon target
+        if "x0_floor" in cfg.get("focus", {}):
+            # An epsilon loss weighs x0 errors by the SNR, which is tiny at the high noise levels where colours get
+            # bound to shapes; a floor under that weight makes a swapped colour cost something there.
+            floored = torch.clamp(snr[t], min=cfg["focus"]["x0_floor"], max=cfg["min_snr_gamma"]) / snr[t]
+            weight = torch.where(torch.from_numpy(np.isin(idx, focus_idx)), floored, weight)
         # Colour errors on small shapes cost few pixels; weighting object cells makes binding colour to shape pay off.
         fg = torch.from_numpy(pool["fg"][idx].astype(np.float32))[:, None]
         pixel_w = 1.0 + cfg.get("fg_weight", 0.0) * fg
