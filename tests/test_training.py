@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import ControlNetModel, UNet2DConditionModel
+from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
 from tiny_model import tiny_controlnet, tiny_unet
 
 from engine.text_encoder import load_minilm
 from training.grounding import grounding_loss, phrase_targets, record_cross_attention
 from training.metrics import color_checks
-from training.train_diffusion import grow_into, learning_rate
+from training.train_diffusion import NOISE_SCHEDULE, grow_into, learning_rate, loss_weights
 from training.world import PALETTE, Sample, WorldObject
 
 
@@ -46,6 +46,16 @@ def test_learning_rate_warms_up_then_decays_to_its_floor():
     assert 3e-5 < learning_rate(cfg, 3000) < 3e-4
     assert abs(learning_rate(cfg, 5000) - 3e-5) < 1e-12
     assert learning_rate({"lr": 3e-4, "warmup": 100, "steps": 5000}, 4000) == 3e-4  # no decay configured
+
+
+def test_focus_scenes_weigh_high_noise_where_colours_bind():
+    alphas = DDPMScheduler(**NOISE_SCHEDULE).alphas_cumprod
+    snr = (alphas / (1 - alphas))[torch.tensor([999, 900, 500, 50])]
+    plain = loss_weights(snr, 5.0)
+    assert plain[:3].tolist() == [1.0, 1.0, 1.0] and plain[3] == 5.0 / snr[3]  # min-SNR-5
+    focus = loss_weights(snr, 5.0, torch.tensor([0.1, 0.1, 0.1, 0.1]))
+    assert focus[0] > 20 and focus[1] > 6  # x0 errors there now cost 0.1 of their size, not 0.005
+    assert torch.equal(focus[2:], plain[2:])  # mid and low noise: unchanged
 
 
 def _two_triangles(caption: str) -> tuple[np.ndarray, Sample]:

@@ -251,6 +251,15 @@ def batch_grounding(maps: dict[str, list[torch.Tensor]], groups: list[tuple[str,
     return torch.stack(terms).mean() if terms else torch.zeros(())
 
 
+def loss_weights(snr: torch.Tensor, gamma: float, x0_floor: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Per-sample weights of the epsilon loss: min-SNR-γ, with a floor under the weight it implies on x0 errors.
+
+    An epsilon loss weighs x0 errors by the SNR, which is tiny at the high noise levels where colours get bound
+    to shapes; the floor (for the focus scenes) makes a swapped colour cost something there.
+    """
+    return torch.clamp(torch.maximum(snr, torch.as_tensor(x0_floor)), max=gamma) / snr
+
+
 def control_tensor(pool: dict, kind: str, idx: np.ndarray) -> torch.Tensor:
     if kind == "pose":
         arr = pool["pose"][idx]
@@ -337,12 +346,8 @@ def main() -> None:
             down_res = [full.index_put((torch.arange(sl.start, sl.stop),), r) for full, r in zip(down_res, d)]
             mid_res = mid_res.index_put((torch.arange(sl.start, sl.stop),), m)
         pred = unet(xt, t, emb, down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res).sample
-        weight = torch.clamp(snr[t], max=cfg["min_snr_gamma"]) / snr[t]  # min-SNR weighting, epsilon target
-        if "x0_floor" in cfg.get("focus", {}):
-            # An epsilon loss weighs x0 errors by the SNR, which is tiny at the high noise levels where colours get
-            # bound to shapes; a floor under that weight makes a swapped colour cost something there.
-            floored = torch.clamp(snr[t], min=cfg["focus"]["x0_floor"], max=cfg["min_snr_gamma"]) / snr[t]
-            weight = torch.where(torch.from_numpy(np.isin(idx, focus_idx)), floored, weight)
+        floor = torch.from_numpy(np.isin(idx, focus_idx) * (cfg.get("focus") or {}).get("x0_floor", 0.0)).float()
+        weight = loss_weights(snr[t], cfg["min_snr_gamma"], floor)
         # Colour errors on small shapes cost few pixels; weighting object cells makes binding colour to shape pay off.
         fg = torch.from_numpy(pool["fg"][idx].astype(np.float32))[:, None]
         pixel_w = 1.0 + cfg.get("fg_weight", 0.0) * fg
