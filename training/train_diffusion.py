@@ -200,16 +200,20 @@ def load_grounding(cfg: dict, out: Path, pool: dict, focus_idx: np.ndarray) -> d
     return targets
 
 
-def batch_mix(cfg: dict, step: int) -> tuple[dict[str, int], dict[str, float]]:
-    """Samples per control kind in a batch, and the share of each drawn from the focus pool, at this step.
-
-    "phases" in the config change both from a given step on (later phases win).
-    """
-    focus = cfg.get("focus") or {}
-    mix, share = cfg["mix"], focus.get("share", {})
+def phase_setting(cfg: dict, step: int, key: str, default):
+    """A setting as the config's "phases" have it at this step: each phase sets some keys from its from_step on,
+    and later phases win."""
     for phase in cfg.get("phases", []):
-        if step > phase["from_step"]:
-            mix, share = phase.get("mix", mix), phase.get("focus_share", share)
+        if step > phase["from_step"] and key in phase:
+            default = phase[key]
+    return default
+
+
+def batch_mix(cfg: dict, step: int) -> tuple[dict[str, int], dict[str, float]]:
+    """Samples per control kind in a batch, and the share of each drawn from the focus pool, at this step."""
+    focus = cfg.get("focus") or {}
+    mix = phase_setting(cfg, step, "mix", cfg["mix"])
+    share = phase_setting(cfg, step, "focus_share", focus.get("share", {}))
     if step <= focus.get("from_step", 0):
         share = {}
     counts = {k: int(round(mix[k] * cfg["batch_size"])) for k in (*KINDS, "none")}
@@ -227,7 +231,7 @@ def learning_rate(cfg: dict, step: int) -> float:
 
 
 def batch_grounding(maps: dict[str, list[torch.Tensor]], groups: list[tuple[str, np.ndarray]], idx: np.ndarray,
-                    dropped: np.ndarray, focus_idx: np.ndarray, targets: dict, ground: dict) -> torch.Tensor:  # fmt: skip
+                    dropped: np.ndarray, focus_idx: np.ndarray, targets: dict, min_res: int) -> torch.Tensor:  # fmt: skip
     """The grounding loss of the focus samples that kept their caption, over the UNet's and each ControlNet's maps."""
     first = focus_idx[0] if len(focus_idx) else len(idx)
 
@@ -238,7 +242,7 @@ def batch_grounding(maps: dict[str, list[torch.Tensor]], groups: list[tuple[str,
         masks = torch.from_numpy(targets["masks"][t].astype(np.float32))
         tokens = torch.from_numpy(targets["tokens"][t])
         sel_t = torch.from_numpy(sel)
-        return grounding_loss([a[sel_t] for a in maps[name]], masks, tokens, ground.get("min_res", 8))
+        return grounding_loss([a[sel_t] for a in maps[name]], masks, tokens, min_res)
 
     grounded = (idx >= first) & ~dropped
     terms = [term("unet", idx, grounded)]
@@ -346,7 +350,8 @@ def main() -> None:
             down_res = [full.index_put((torch.arange(sl.start, sl.stop),), r) for full, r in zip(down_res, d)]
             mid_res = mid_res.index_put((torch.arange(sl.start, sl.stop),), m)
         pred = unet(xt, t, emb, down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res).sample
-        floor = torch.from_numpy(np.isin(idx, focus_idx) * (cfg.get("focus") or {}).get("x0_floor", 0.0)).float()
+        x0_floor = phase_setting(cfg, step, "x0_floor", (cfg.get("focus") or {}).get("x0_floor", 0.0))
+        floor = torch.from_numpy(np.isin(idx, focus_idx) * x0_floor).float()
         weight = loss_weights(snr[t], cfg["min_snr_gamma"], floor)
         # Colour errors on small shapes cost few pixels; weighting object cells makes binding colour to shape pay off.
         fg = torch.from_numpy(pool["fg"][idx].astype(np.float32))[:, None]
@@ -355,7 +360,8 @@ def main() -> None:
         loss = (per_sample * weight).mean()
         parts = {}
         if ground:
-            parts["ground"] = batch_grounding(maps, groups, idx, drop.numpy(), focus_idx, targets, ground)
+            min_res = phase_setting(cfg, step, "grounding_min_res", ground.get("min_res", 8))
+            parts["ground"] = batch_grounding(maps, groups, idx, drop.numpy(), focus_idx, targets, min_res)
             loss = loss + ground["weight"] * parts["ground"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
