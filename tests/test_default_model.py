@@ -94,7 +94,7 @@ def test_held_out_cases_get_their_colours(engine):
         s = generate(rng, 128, "shapes")
         done, _ = run(engine, s.caption, "scribble", s.scribble, seed=i)
         checks += color_checks(done.image, s)
-    assert np.mean(checks) >= 0.6, checks  # bench: 0.795 over 268 checks (target 0.9 not reached yet)
+    assert np.mean(checks) >= 0.75, checks  # bench: 0.884 over 268 checks (target 0.9 not reached yet)
 
 
 def test_a_pose_map_gives_figure_pixels_along_the_limbs(engine):
