@@ -186,21 +186,16 @@ def load_grounding(cfg: dict, out: Path, pool: dict, focus_idx: np.ndarray) -> d
     """Shape masks and phrase tokens of the focus pool's samples (for the grounding loss), row i = focus sample i."""
     focus, size = cfg["focus"], cfg["image_size"]
 
-    def samples() -> list[Sample]:  # the focus pool's own draws, in order (see build_pool)
+    def samples(count: int = focus["pool_size"]) -> list[Sample]:  # the focus pool's own draws, in order (build_pool)
         rng = np.random.default_rng(focus["seed"])
-        return [multi_shape_scene(rng, size) for _ in range(focus["pool_size"])]
+        return [multi_shape_scene(rng, size) for _ in range(count)]
 
     path = Path(cfg.get("pool_dir", out)) / "pool-focus-ground.npz"
-    fresh = not path.exists()
-    targets = build_targets(path, samples, load_minilm()[0], size // 8)
-    if fresh:  # the regenerated captions must be the pooled ones, or the masks would belong to other pictures
-        check = samples()[:4]
-        emb = encode_text([s.caption for s in check])[:, : cfg["max_text_tokens"]]
-        got = torch.from_numpy(pool["emb"][focus_idx[:4]].astype(np.float32))
-        if not torch.allclose(emb, got, atol=2e-2):
-            path.unlink()
+    if not path.exists():  # the regenerated captions must be the pooled ones, or the masks would belong to other pictures
+        emb = encode_text([s.caption for s in samples(4)])[:, : cfg["max_text_tokens"]]
+        if not torch.allclose(emb, torch.from_numpy(pool["emb"][focus_idx[:4]].astype(np.float32)), atol=2e-2):
             raise SystemExit("the focus pool was drawn by another world generator; delete it to rebuild it")
-    return targets
+    return build_targets(path, samples, load_minilm()[0], size // 8)
 
 
 def phase_setting(cfg: dict, step: int, key: str, default):
@@ -234,9 +229,9 @@ def learning_rate(cfg: dict, step: int) -> float:
 
 
 def batch_grounding(maps: dict[str, list[torch.Tensor]], groups: list[tuple[str, np.ndarray]], idx: np.ndarray,
-                    dropped: np.ndarray, focus_idx: np.ndarray, targets: dict, min_res: int) -> torch.Tensor:  # fmt: skip
-    """The grounding loss of the focus samples that kept their caption, over the UNet's and each ControlNet's maps."""
-    first = focus_idx[0] if len(focus_idx) else len(idx)
+                    grounded: np.ndarray, first: int, targets: dict, min_res: int) -> torch.Tensor:  # fmt: skip
+    """The grounding loss of the `grounded` batch rows (focus samples that kept their caption), over the UNet's and
+    each ControlNet's maps. Focus sample i sits at pool index first + i."""
 
     def term(name: str, rows: np.ndarray, sel: np.ndarray) -> torch.Tensor | None:
         if not sel.any():
@@ -247,7 +242,6 @@ def batch_grounding(maps: dict[str, list[torch.Tensor]], groups: list[tuple[str,
         sel_t = torch.from_numpy(sel)
         return grounding_loss([a[sel_t] for a in maps[name]], masks, tokens, min_res)
 
-    grounded = (idx >= first) & ~dropped
     terms = [term("unet", idx, grounded)]
     offset = 0
     for kind, gi in groups:
@@ -283,6 +277,7 @@ def main() -> None:
     pool, focus_idx = load_pools(cfg, vae, out)
     n = len(pool["latents"])
     person_idx = np.flatnonzero(pool["has_person"])
+    first_focus = focus_idx[0] if len(focus_idx) else n  # the focus pool is appended after the main one
     empty_emb = encode_text([""])[0]
 
     state = load_state(out)
@@ -353,8 +348,9 @@ def main() -> None:
             down_res = [full.index_put((torch.arange(sl.start, sl.stop),), r) for full, r in zip(down_res, d)]
             mid_res = mid_res.index_put((torch.arange(sl.start, sl.stop),), m)
         pred = unet(xt, t, emb, down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res).sample
+        is_focus = idx >= first_focus
         x0_floor = phase_setting(cfg, step, "x0_floor", (cfg.get("focus") or {}).get("x0_floor", 0.0))
-        floor = torch.from_numpy(np.isin(idx, focus_idx) * x0_floor).float()
+        floor = torch.from_numpy(is_focus * x0_floor).float()
         weight = loss_weights(snr[t], cfg["min_snr_gamma"], floor)
         # Colour errors on small shapes cost few pixels; weighting object cells makes binding colour to shape pay off.
         fg = torch.from_numpy(pool["fg"][idx].astype(np.float32))[:, None]
@@ -364,7 +360,7 @@ def main() -> None:
         parts = {}
         if ground:
             min_res = phase_setting(cfg, step, "grounding_min_res", ground.get("min_res", 8))
-            parts["ground"] = batch_grounding(maps, groups, idx, drop.numpy(), focus_idx, targets, min_res)
+            parts["ground"] = batch_grounding(maps, groups, idx, is_focus & ~drop.numpy(), first_focus, targets, min_res)
             loss = loss + ground["weight"] * parts["ground"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
