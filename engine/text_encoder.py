@@ -17,12 +17,18 @@ def minilm_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
+def load_tokenizer():
+    """MiniLM's tokenizer alone (cheap, for processes that only tokenize), cached per process."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_dir(), model_max_length=MAX_TOKENS, local_files_only=True)
+
+
+@lru_cache(maxsize=1)
 def load_minilm():
     """(tokenizer, text_encoder) loaded offline from the package folder, cached per process."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
-    path = minilm_dir()
-    tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=MAX_TOKENS, local_files_only=True)
-    encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    encoder = AutoModel.from_pretrained(minilm_dir(), local_files_only=True)
     encoder.eval().requires_grad_(False)
-    return tokenizer, encoder
+    return load_tokenizer(), encoder

@@ -11,7 +11,14 @@ from tiny_model import tiny_controlnet, tiny_unet
 from engine.text_encoder import load_minilm
 from training.grounding import grounding_loss, phrase_targets, record_cross_attention
 from training.metrics import color_checks
-from training.train_diffusion import NOISE_SCHEDULE, grow_into, learning_rate, loss_weights
+from training.train_diffusion import (
+    NOISE_SCHEDULE,
+    control_tensor,
+    draw_chunk,
+    grow_into,
+    learning_rate,
+    loss_weights,
+)
 from training.world import PALETTE, Sample, WorldObject
 
 
@@ -119,3 +126,30 @@ def test_each_caption_phrase_is_tied_to_its_own_shape():
     assert words == [["red", "star"], ["blue", "box"], []]  # not the background's "blue"
     assert masks[0][1:3, 1:3].min() == 1.0 and masks[0][5:, 5:].max() == 0.0
     assert masks[1][5:7, 5:7].min() == 1.0 and masks[2].max() == 0.0
+
+
+def test_a_parallel_pool_chunk_is_seeded_by_its_place_and_carries_grounding_targets():
+    # Each chunk draws from its own (seed, chunk) stream, so a pool is the same for any number of workers.
+    a, caps_a = draw_chunk((5, 3, 4, 128, True, True))
+    b, caps_b = draw_chunk((5, 3, 4, 128, True, True))
+    _, caps_c = draw_chunk((5, 4, 4, 128, True, True))
+    assert caps_a == caps_b and caps_a != caps_c
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # focus chunks are multi-shape scenes whose phrases' tokens and masks come along for the grounding loss
+    assert a["image"].shape == (4, 128, 128, 3) and a["scribble"].shape == (4, 128, 128)
+    assert a["masks"].shape == (4, 3, 16, 16) and a["tokens"].shape == (4, 3, 32)
+    assert (a["tokens"].sum(axis=(1, 2)) >= 2).all()  # at least two shapes named, each by a colour and a shape word
+    for masks, tokens in zip(a["masks"], a["tokens"]):
+        assert all(m.sum() > 0 for m, t in zip(masks, tokens) if t.any())
+
+
+def test_control_maps_reach_the_controlnets_as_three_channel_images_in_0_1():
+    pool = {
+        "scribble": torch.from_numpy(np.stack([np.full((8, 8), v, np.uint8) for v in (0, 255, 51)])),
+        "pose": torch.from_numpy(np.arange(3 * 8 * 8 * 3, dtype=np.uint8).reshape(3, 8, 8, 3)),
+    }
+    scribble = control_tensor(pool, "scribble", np.array([2, 1]))
+    assert scribble.shape == (2, 3, 8, 8) and scribble.dtype == torch.float32
+    assert torch.allclose(scribble[0], torch.full((3, 8, 8), 0.2)) and (scribble[1] == 1.0).all()
+    pose = control_tensor(pool, "pose", np.array([1]))
+    assert torch.equal(pose[0], pool["pose"][1].permute(2, 0, 1).float() / 255.0)

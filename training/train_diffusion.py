@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import copy
 import math
+import multiprocessing
 import re
-from collections.abc import Callable
+import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -26,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 
-from engine.text_encoder import load_minilm
+from engine.text_encoder import load_minilm, load_tokenizer
 from training.common import LossLog, load_state, save_state, start_run, to_tensor
-from training.grounding import build_targets, grounding_loss, record_cross_attention
+from training.grounding import build_targets, grounding_loss, phrase_targets, record_cross_attention
 from training.world import Sample, generate
 
 KINDS = ("scribble", "depth", "pose")
@@ -98,13 +101,13 @@ def warm_start(cfg: dict, latent_size: int) -> tuple[UNet2DConditionModel, dict[
 
 
 @torch.no_grad()
-def encode_text(captions: list[str]) -> torch.Tensor:
+def encode_text(captions: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
     """Exactly what the diffusers pipeline does: pad to model_max_length, no attention mask, last hidden state."""
     tokenizer, encoder = load_minilm()
     ids = tokenizer(
         captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
-    return encoder(ids)[0]
+    return encoder.to(device)(ids.to(device))[0]
 
 
 def multi_shape_scene(rng: np.random.Generator, size: int) -> Sample:
@@ -115,43 +118,83 @@ def multi_shape_scene(rng: np.random.Generator, size: int) -> Sample:
             return s
 
 
+def sample_arrays(samples: list[Sample], lat_size: int, targets: bool = False) -> dict[str, np.ndarray]:
+    """The pool's raw arrays of some samples: image, control maps, object cover and, with `targets`, the
+    grounding targets (training/grounding.py's phrase_targets)."""
+    out = {
+        "image": np.stack([s.image for s in samples]),
+        "scribble": np.stack([s.scribble[..., 0] for s in samples]),
+        "depth": np.stack([s.depth[..., 0] for s in samples]),
+        "pose": np.stack([s.pose for s in samples]),
+        "has_person": np.array([bool(s.people) for s in samples]),
+        "fg": np.stack([_object_cover(s, lat_size) for s in samples]).astype(np.float16),
+    }
+    if targets:
+        pairs = [phrase_targets(s, load_tokenizer(), lat_size) for s in samples]
+        out["masks"] = np.stack([p[0] for p in pairs])
+        out["tokens"] = np.stack([p[1] for p in pairs])
+    return out
+
+
+def draw_chunk(job: tuple[int, int, int, int, bool, bool]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """One worker's share of a parallel pool: `count` samples seeded by (seed, chunk), so the pool does not
+    depend on the number of workers."""
+    seed, chunk, count, size, focus, targets = job
+    rng = np.random.default_rng([seed, chunk])
+    samples = [(multi_shape_scene if focus else generate)(rng, size) for _ in range(count)]
+    return sample_arrays(samples, size // 8, targets), [s.caption for s in samples]
+
+
+def _serial_chunks(n: int, size: int, seed: int, focus: bool) -> Iterator[tuple[dict[str, np.ndarray], list[str]]]:
+    rng = np.random.default_rng(seed)  # one stream for the whole pool: how the CPU runs' pools were drawn
+    draw = multi_shape_scene if focus else generate
+    for start in range(0, n, 64):
+        samples = [draw(rng, size) for _ in range(min(64, n - start))]
+        yield sample_arrays(samples, size // 8), [s.caption for s in samples]
+
+
 @torch.no_grad()
-def build_pool(
-    vae: AutoencoderKL, path: Path, n: int, size: int, seed: int, tokens: int, draw: Callable[..., Sample] = generate
-) -> dict[str, np.ndarray]:
-    """Latents, caption embeddings and control maps of n world samples, cached in `path`.
+def build_pool(vae: AutoencoderKL, path: Path, n: int, size: int, seed: int, focus: bool = False,
+               workers: int = 0, cache: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
+    """Latents, caption embeddings and control maps of n world samples (multi-shape scenes if `focus`), cached
+    in `path`. The VAE and text encoder run on the VAE's device.
 
     "fg" holds, per latent cell, the share of it covered by objects (for the object-weighted loss).
+    With `workers`, the samples are drawn in parallel (seeded per chunk, a different pool from the serial one)
+    and a focus pool also gets its grounding targets ("masks", "tokens").
     """
     if path.exists():
         return dict(np.load(path))
-    rng = np.random.default_rng(seed)
+    device = vae.device
     sf = vae.config.scaling_factor
-    lat_size = size // 8
-    pool = {
-        "latents": np.empty((n, 4, lat_size, lat_size), np.float16),
-        "emb": np.empty((n, tokens, 384), np.float16),
-        "scribble": np.empty((n, size, size), np.uint8),
-        "depth": np.empty((n, size, size), np.uint8),
-        "pose": np.empty((n, size, size, 3), np.uint8),
-        "has_person": np.empty(n, bool),
-        "fg": np.empty((n, lat_size, lat_size), np.float16),
-    }
-    chunk = 64
-    for start in range(0, n, chunk):
-        samples = [draw(rng, size) for _ in range(min(chunk, n - start))]
-        sl = slice(start, start + len(samples))
-        imgs = to_tensor(np.stack([s.image for s in samples]))
-        pool["latents"][sl] = (vae.encode(imgs).latent_dist.mean * sf).numpy()
-        pool["emb"][sl] = encode_text([s.caption for s in samples]).numpy()
-        pool["scribble"][sl] = np.stack([s.scribble[..., 0] for s in samples])
-        pool["depth"][sl] = np.stack([s.depth[..., 0] for s in samples])
-        pool["pose"][sl] = np.stack([s.pose for s in samples])
-        pool["has_person"][sl] = [bool(s.people) for s in samples]
-        pool["fg"][sl] = np.stack([_object_cover(s, lat_size) for s in samples])
-        if start % 2048 == 0:
-            print(f"pool {path.name} {start}/{n}", flush=True)
-    np.savez(path, **pool)
+    pool: dict[str, np.ndarray] = {}
+    if workers:
+        chunk = 256
+        jobs = [(seed, c, min(chunk, n - c * chunk), size, focus, focus) for c in range(-(-n // chunk))]
+        procs = multiprocessing.get_context("spawn").Pool(workers)
+        chunks = procs.imap(draw_chunk, jobs)
+    else:
+        procs = None
+        chunks = _serial_chunks(n, size, seed, focus)
+    start = 0
+    for arrays, captions in chunks:
+        sl = slice(start, start + len(captions))
+        image = arrays.pop("image")
+        arrays["latents"] = (vae.encode(to_tensor(image).to(device)).latent_dist.mean * sf).half().cpu().numpy()
+        arrays["emb"] = encode_text(captions, device).half().cpu().numpy()
+        if not np.isfinite(arrays["emb"]).all():
+            raise SystemExit("the text encoder gave non-finite caption embeddings")
+        for k, v in arrays.items():
+            if k not in pool:
+                pool[k] = np.empty((n,) + v.shape[1:], v.dtype)
+            pool[k][sl] = v
+        if start // 2048 != sl.stop // 2048:
+            print(f"pool {path.name} {sl.stop}/{n}", flush=True)
+        start = sl.stop
+    if procs:
+        procs.close()
+    if cache:
+        np.savez(path, **pool)
     return pool
 
 
@@ -162,24 +205,27 @@ def _object_cover(sample: Sample, lat_size: int) -> np.ndarray:
     return cv2.resize(mask, (lat_size, lat_size), interpolation=cv2.INTER_AREA)
 
 
-def load_pools(cfg: dict, vae: AutoencoderKL, out: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def load_pools(cfg: dict, vae: AutoencoderKL, out: Path) -> tuple[dict[str, np.ndarray], np.ndarray, dict | None]:
     """The main pool, plus (when configured) a focus pool of multi-shape scenes appended to it.
 
-    Returns the merged pool and the indices of the focus samples.
+    Returns the merged pool, the indices of the focus samples and, for a parallel-drawn focus pool, its
+    grounding targets.
     """
-    size, tokens = cfg["image_size"], cfg["max_text_tokens"]
+    size = cfg["image_size"]
     out = Path(cfg.get("pool_dir", out))  # a later run can share an earlier run's cached pools
-    pool = build_pool(vae, out / "pool.npz", cfg["pool_size"], size, cfg["seed"], tokens)
+    opts = {"workers": cfg.get("pool_workers", 0), "cache": cfg.get("cache_pools", True)}
+    pool = build_pool(vae, out / "pool.npz", cfg["pool_size"], size, cfg["seed"], **opts)
     n = len(pool["latents"])
     # Object weighting is for the focus scenes, where colours must bind to shapes (and is how the shipped model
     # was trained: its main pool predates the weighting).
     pool["fg"] = np.zeros((n,) + pool["latents"].shape[2:], np.float16)
     focus = cfg.get("focus")
     if not focus:
-        return pool, np.empty(0, int)
-    extra = build_pool(vae, out / "pool-focus.npz", focus["pool_size"], size, focus["seed"], tokens, multi_shape_scene)
+        return pool, np.empty(0, int), None
+    extra = build_pool(vae, out / "pool-focus.npz", focus["pool_size"], size, focus["seed"], True, **opts)
+    targets = {k: extra.pop(k) for k in ("masks", "tokens") if k in extra} or None
     merged = {k: np.concatenate([pool[k], extra[k]]) for k in pool}
-    return merged, np.arange(n, n + len(extra["latents"]))
+    return merged, np.arange(n, n + len(extra["latents"])), targets
 
 
 def load_grounding(cfg: dict, out: Path, pool: dict, focus_idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -233,13 +279,12 @@ def batch_grounding(maps: dict[str, list[torch.Tensor]], groups: list[tuple[str,
     """The grounding loss of the `grounded` batch rows (focus samples that kept their caption), over the UNet's and
     each ControlNet's maps. Focus sample i sits at pool index first + i."""
 
-    def term(name: str, rows: np.ndarray, sel: np.ndarray) -> torch.Tensor | None:
+    def term(name: str, batch_rows: np.ndarray, sel: np.ndarray) -> torch.Tensor | None:
         if not sel.any():
             return None
-        t = rows[sel] - first
-        masks = torch.from_numpy(targets["masks"][t].astype(np.float32))
-        tokens = torch.from_numpy(targets["tokens"][t])
-        sel_t = torch.from_numpy(sel)
+        t = batch_rows[sel] - first
+        sel_t = torch.from_numpy(sel).to(targets["masks"].device)
+        masks, tokens = rows(targets["masks"], t).float(), rows(targets["tokens"], t)
         return grounding_loss([a[sel_t] for a in maps[name]], masks, tokens, min_res)
 
     terms = [term("unet", idx, grounded)]
@@ -249,7 +294,7 @@ def batch_grounding(maps: dict[str, list[torch.Tensor]], groups: list[tuple[str,
             terms.append(term(f"cn_{kind}", gi, grounded[offset : offset + len(gi)]))
         offset += len(gi)
     terms = [t for t in terms if t is not None]
-    return torch.stack(terms).mean() if terms else torch.zeros(())
+    return torch.stack(terms).mean() if terms else targets["masks"].new_zeros(())
 
 
 def loss_weights(snr: torch.Tensor, gamma: float, x0_floor: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -261,24 +306,39 @@ def loss_weights(snr: torch.Tensor, gamma: float, x0_floor: torch.Tensor | float
     return torch.clamp(torch.maximum(snr, torch.as_tensor(x0_floor)), max=gamma) / snr
 
 
-def control_tensor(pool: dict, kind: str, idx: np.ndarray) -> torch.Tensor:
-    if kind == "pose":
-        arr = pool["pose"][idx]
-    else:
-        arr = np.repeat(pool[kind][idx][..., None], 3, axis=3)
+def rows(table: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """table[idx], indexed on the table's device."""
+    return table[torch.from_numpy(idx).to(table.device)]
+
+
+def control_tensor(pool: dict[str, torch.Tensor], kind: str, idx: np.ndarray) -> torch.Tensor:
+    arr = rows(pool[kind], idx)
+    if kind != "pose":
+        arr = arr[..., None].expand(-1, -1, -1, 3)
     # ControlNets take control images in [0, 1], as the pipeline's image processor gives them.
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255.0)
+    return arr.permute(0, 3, 1, 2).float().div(255.0)
 
 
 def main() -> None:
     cfg, out = start_run("training/configs/diffusion.json")
+    t_run = time.time()  # a time budget counts pool building too
 
-    vae = AutoencoderKL.from_pretrained(cfg["vae_dir"]).eval()
-    pool, focus_idx = load_pools(cfg, vae, out)
-    n = len(pool["latents"])
-    person_idx = np.flatnonzero(pool["has_person"])
+    device = torch.device(cfg.get("device", "cpu"))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    vae = AutoencoderKL.from_pretrained(cfg["vae_dir"], torch_dtype=torch.float32).eval().to(device)
+    pool_np, focus_idx, targets_np = load_pools(cfg, vae, out)
+    n = len(pool_np["latents"])
+    person_idx = np.flatnonzero(pool_np["has_person"])
     first_focus = focus_idx[0] if len(focus_idx) else n  # the focus pool is appended after the main one
-    empty_emb = encode_text([""])[0]
+    empty_emb = encode_text([""], device)[0]
+    ground = cfg.get("grounding")
+    if ground and targets_np is None:
+        targets_np = load_grounding(cfg, out, pool_np, focus_idx)
+    # The whole pool lives on the training device (on the CPU these tensors share the arrays' memory).
+    pool = {k: torch.from_numpy(v).to(device) for k, v in pool_np.items()}
+    targets = {k: torch.from_numpy(v).to(device) for k, v in (targets_np or {}).items()}
+    del pool_np, targets_np
 
     state = load_state(out)
     lat = cfg["image_size"] // 8
@@ -290,12 +350,10 @@ def main() -> None:
     else:
         unet = build_unet(cfg, lat)
         nets = {k: new_controlnet(cfg, unet) for k in KINDS}
-    modules = torch.nn.ModuleDict({"unet": unet, **{f"cn_{k}": v for k, v in nets.items()}})
+    modules = torch.nn.ModuleDict({"unet": unet, **{f"cn_{k}": v for k, v in nets.items()}}).to(device)
     ema = copy.deepcopy(modules).requires_grad_(False)
-    ground = cfg.get("grounding")
     maps: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     if ground:
-        targets = load_grounding(cfg, out, pool, focus_idx)
         for name, module in modules.items():
             record_cross_attention(module, maps[name])
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg["lr"], weight_decay=1e-2)
@@ -308,11 +366,21 @@ def main() -> None:
         print(f"resumed at step {start}")
     sched = DDPMScheduler(**NOISE_SCHEDULE)
     alphas = sched.alphas_cumprod
-    snr = alphas / (1 - alphas)
+    snr = (alphas / (1 - alphas)).to(device)
     rng = np.random.default_rng(cfg["seed"] * 7919 + start)
-    log = LossLog(out)
+    log = LossLog(out, cfg.get("log_every", 10))
     modules.train()
-    for step in range(start + 1, cfg["steps"] + 1):
+    # With a time budget (a lent GPU's minutes), the pace of steps 10-40 sets how many steps the run takes.
+    budget, t_pace = cfg.get("time_budget_s"), 0.0
+    step = start
+    while step < cfg["steps"]:
+        step += 1
+        if budget and step == start + 10:
+            t_pace = time.time()
+        if budget and step == start + 40:
+            pace = (time.time() - t_pace) / 30
+            cfg["steps"] = step + max(1, int((budget - (time.time() - t_run)) / pace))
+            print(f"time budget {budget} s at {pace * 1000:.0f} ms a step: the run takes {cfg['steps']} steps", flush=True)
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -323,14 +391,14 @@ def main() -> None:
             n_focus = int(round(focus_share.get(kind, 0.0) * c)) if len(focus_idx) else 0
             groups.append((kind, np.concatenate([rng.choice(focus_idx, size=n_focus), rng.choice(src, size=c - n_focus)])))
         idx = np.concatenate([g[1] for g in groups])
-        x0 = torch.from_numpy(pool["latents"][idx].astype(np.float32))
-        emb = torch.from_numpy(pool["emb"][idx].astype(np.float32))
-        drop = torch.from_numpy(rng.random(len(idx)) < cfg["caption_dropout"])
+        x0 = rows(pool["latents"], idx).float()
+        emb = rows(pool["emb"], idx).float()
+        drop = torch.from_numpy(rng.random(len(idx)) < cfg["caption_dropout"]).to(device)
         emb[drop] = empty_emb
         for m in maps.values():
             m.clear()
         noise = torch.randn_like(x0)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),))
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), device=device)
         xt = sched.add_noise(x0, noise, t)
         down_res: list[torch.Tensor] | None = None
         mid_res = None
@@ -343,24 +411,26 @@ def main() -> None:
             cond = control_tensor(pool, kind, gi)
             d, m = nets[kind](xt[sl], t[sl], emb[sl], cond, return_dict=False)
             if down_res is None:
-                down_res = [torch.zeros((len(idx),) + r.shape[1:]) for r in d]
-                mid_res = torch.zeros((len(idx),) + m.shape[1:])
-            down_res = [full.index_put((torch.arange(sl.start, sl.stop),), r) for full, r in zip(down_res, d)]
-            mid_res = mid_res.index_put((torch.arange(sl.start, sl.stop),), m)
+                down_res = [r.new_zeros((len(idx),) + r.shape[1:]) for r in d]
+                mid_res = m.new_zeros((len(idx),) + m.shape[1:])
+            at = (torch.arange(sl.start, sl.stop, device=device),)
+            down_res = [full.index_put(at, r) for full, r in zip(down_res, d)]
+            mid_res = mid_res.index_put(at, m)
         pred = unet(xt, t, emb, down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res).sample
         is_focus = idx >= first_focus
         x0_floor = phase_setting(cfg, step, "x0_floor", (cfg.get("focus") or {}).get("x0_floor", 0.0))
-        floor = torch.from_numpy(is_focus * x0_floor).float()
+        floor = torch.from_numpy(is_focus * x0_floor).float().to(device)
         weight = loss_weights(snr[t], cfg["min_snr_gamma"], floor)
         # Colour errors on small shapes cost few pixels; weighting object cells makes binding colour to shape pay off.
-        fg = torch.from_numpy(pool["fg"][idx].astype(np.float32))[:, None]
+        fg = rows(pool["fg"], idx).float()[:, None]
         pixel_w = 1.0 + cfg.get("fg_weight", 0.0) * fg
         per_sample = (F.mse_loss(pred, noise, reduction="none") * pixel_w).mean(dim=(1, 2, 3)) / pixel_w.mean(dim=(1, 2, 3))
         loss = (per_sample * weight).mean()
         parts = {}
         if ground:
             min_res = phase_setting(cfg, step, "grounding_min_res", ground.get("min_res", 8))
-            parts["ground"] = batch_grounding(maps, groups, idx, is_focus & ~drop.numpy(), first_focus, targets, min_res)
+            grounded = is_focus & ~drop.cpu().numpy()
+            parts["ground"] = batch_grounding(maps, groups, idx, grounded, first_focus, targets, min_res)
             loss = loss + ground["weight"] * parts["ground"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -368,8 +438,7 @@ def main() -> None:
         opt.step()
         decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
         with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), modules.parameters()):
-                pe.lerp_(pm, 1 - decay)
+            torch._foreach_lerp_(list(ema.parameters()), list(modules.parameters()), 1 - decay)
         if not math.isfinite(loss.item()):
             raise SystemExit(f"loss became {loss.item()} at step {step}")
         log.add(step, loss.item(), **{k: v.item() for k, v in parts.items()})
@@ -381,6 +450,8 @@ def main() -> None:
             for k in KINDS:
                 ema[f"cn_{k}"].save_pretrained(out / "ema" / f"controlnet-{k}")
             save_state(out, step, opt, {"ema": ema.state_dict()})
+            if cfg.get("keep_ema"):  # a snapshot per save, to pick the best EMA from afterwards
+                shutil.copytree(out / "ema", out / f"ema-{step}", dirs_exist_ok=True)
 
 
 if __name__ == "__main__":
