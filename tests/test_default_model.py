@@ -64,7 +64,9 @@ def test_a_scribbled_circle_becomes_a_red_circle_on_blue(engine):
     assert hits >= 5, f"{hits}/6 regions had the caption's colour"
 
 
-@pytest.mark.xfail(reason="issue 3 is open: the model binds colours to shapes at about chance here (4 of 8 regions)")
+# The world's scenes bind (bench 0.929), but this pair, a circle and a square of one size side by side, still gets
+# blue on the left whatever the sketch: 4 of 8 regions, chance.
+@pytest.mark.xfail(reason="a same-sized circle and square are painted by place, not by shape (4 of 8 regions)")
 def test_each_colour_goes_to_the_shape_the_caption_names(engine):
     """The caption binds colours to shapes, not to places: swap the sketch and the colours follow."""
     prompt = "a red circle and a blue square on a white background"
@@ -94,7 +96,7 @@ def test_held_out_cases_get_their_colours(engine):
         s = generate(rng, 128, "shapes")
         done, _ = run(engine, s.caption, "scribble", s.scribble, seed=i)
         checks += color_checks(done.image, s)
-    assert np.mean(checks) >= 0.75, checks  # bench: 0.884 over 268 checks (target 0.9 not reached yet)
+    assert np.mean(checks) >= 0.85, checks  # these 17 checks: 1.00; bench: 0.929 over 268 checks (target 0.9)
 
 
 def test_a_pose_map_gives_figure_pixels_along_the_limbs(engine):
