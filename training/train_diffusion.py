@@ -6,6 +6,8 @@ Each batch is split between the control kinds (and a share with no control, so
 plain text-to-image works too): every step updates the UNet and all three
 ControlNets. Latents and caption embeddings of a fixed pool of world samples are
 computed once and cached, so a step is only the UNet and ControlNet passes.
+On a GPU ("device": "cuda") the pools are drawn by parallel workers ("pool_workers") and held on
+the GPU; "time_budget_s" fits the run to a lent machine's minutes (training/lent_gpu/).
 Two optional aids bind caption colours to the right shapes: a grounding loss on the
 cross-attention maps (training/grounding.py) and, for the multi-shape focus scenes, a
 floor under the x0 weight at high noise (loss_weights).

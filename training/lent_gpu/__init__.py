@@ -1,0 +1,1 @@
+"""A training burst on a lent GPU machine that has no network (see README.md)."""
