@@ -130,9 +130,9 @@ def test_each_caption_phrase_is_tied_to_its_own_shape():
 
 def test_a_parallel_pool_chunk_is_seeded_by_its_place_and_carries_grounding_targets():
     # Each chunk draws from its own (seed, chunk) stream, so a pool is the same for any number of workers.
-    a, caps_a = draw_chunk((5, 3, 4, 128, True, True))
-    b, caps_b = draw_chunk((5, 3, 4, 128, True, True))
-    _, caps_c = draw_chunk((5, 4, 4, 128, True, True))
+    a, caps_a = draw_chunk((5, 3, 4, 128, True))
+    b, caps_b = draw_chunk((5, 3, 4, 128, True))
+    _, caps_c = draw_chunk((5, 4, 4, 128, True))
     assert caps_a == caps_b and caps_a != caps_c
     assert all(np.array_equal(a[k], b[k]) for k in a)
     # focus chunks are multi-shape scenes whose phrases' tokens and masks come along for the grounding loss

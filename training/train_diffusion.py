@@ -138,21 +138,23 @@ def sample_arrays(samples: list[Sample], lat_size: int, targets: bool = False) -
     return out
 
 
-def draw_chunk(job: tuple[int, int, int, int, bool, bool]) -> tuple[dict[str, np.ndarray], list[str]]:
+def _draw(rng: np.random.Generator, count: int, size: int, focus: bool) -> tuple[dict[str, np.ndarray], list[str]]:
+    """`count` samples' pool arrays and captions; a focus pool's samples carry their grounding targets."""
+    samples = [(multi_shape_scene if focus else generate)(rng, size) for _ in range(count)]
+    return sample_arrays(samples, size // 8, targets=focus), [s.caption for s in samples]
+
+
+def draw_chunk(job: tuple[int, int, int, int, bool]) -> tuple[dict[str, np.ndarray], list[str]]:
     """One worker's share of a parallel pool: `count` samples seeded by (seed, chunk), so the pool does not
     depend on the number of workers."""
-    seed, chunk, count, size, focus, targets = job
-    rng = np.random.default_rng([seed, chunk])
-    samples = [(multi_shape_scene if focus else generate)(rng, size) for _ in range(count)]
-    return sample_arrays(samples, size // 8, targets), [s.caption for s in samples]
+    seed, chunk, count, size, focus = job
+    return _draw(np.random.default_rng([seed, chunk]), count, size, focus)
 
 
 def _serial_chunks(n: int, size: int, seed: int, focus: bool) -> Iterator[tuple[dict[str, np.ndarray], list[str]]]:
     rng = np.random.default_rng(seed)  # one stream for the whole pool: how the CPU runs' pools were drawn
-    draw = multi_shape_scene if focus else generate
     for start in range(0, n, 64):
-        samples = [draw(rng, size) for _ in range(min(64, n - start))]
-        yield sample_arrays(samples, size // 8), [s.caption for s in samples]
+        yield _draw(rng, min(64, n - start), size, focus)
 
 
 @torch.no_grad()
@@ -162,8 +164,8 @@ def build_pool(vae: AutoencoderKL, path: Path, n: int, size: int, seed: int, foc
     in `path`. The VAE and text encoder run on the VAE's device.
 
     "fg" holds, per latent cell, the share of it covered by objects (for the object-weighted loss).
-    With `workers`, the samples are drawn in parallel (seeded per chunk, a different pool from the serial one)
-    and a focus pool also gets its grounding targets ("masks", "tokens").
+    A focus pool also holds its grounding targets ("masks", "tokens"). With `workers`, the samples are drawn in
+    parallel (seeded per chunk, a different pool from the serial one).
     """
     if path.exists():
         return dict(np.load(path))
@@ -172,7 +174,7 @@ def build_pool(vae: AutoencoderKL, path: Path, n: int, size: int, seed: int, foc
     pool: dict[str, np.ndarray] = {}
     if workers:
         chunk = 256
-        jobs = [(seed, c, min(chunk, n - c * chunk), size, focus, focus) for c in range(-(-n // chunk))]
+        jobs = [(seed, c, min(chunk, n - c * chunk), size, focus) for c in range(-(-n // chunk))]
         procs = multiprocessing.get_context("spawn").Pool(workers)
         chunks = procs.imap(draw_chunk, jobs)
     else:
@@ -210,8 +212,8 @@ def _object_cover(sample: Sample, lat_size: int) -> np.ndarray:
 def load_pools(cfg: dict, vae: AutoencoderKL, out: Path) -> tuple[dict[str, np.ndarray], np.ndarray, dict | None]:
     """The main pool, plus (when configured) a focus pool of multi-shape scenes appended to it.
 
-    Returns the merged pool, the indices of the focus samples and, for a parallel-drawn focus pool, its
-    grounding targets.
+    Returns the merged pool, the indices of the focus samples and the focus pool's grounding targets (None for a
+    focus pool cached before pools held them).
     """
     size = cfg["image_size"]
     out = Path(cfg.get("pool_dir", out))  # a later run can share an earlier run's cached pools
@@ -231,7 +233,8 @@ def load_pools(cfg: dict, vae: AutoencoderKL, out: Path) -> tuple[dict[str, np.n
 
 
 def load_grounding(cfg: dict, out: Path, pool: dict, focus_idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Shape masks and phrase tokens of the focus pool's samples (for the grounding loss), row i = focus sample i."""
+    """Shape masks and phrase tokens of the focus pool's samples (for the grounding loss), row i = focus sample i,
+    for a focus pool cached before pools held them: its seeded samples are drawn again."""
     focus, size = cfg["focus"], cfg["image_size"]
 
     def samples(count: int = focus["pool_size"]) -> list[Sample]:  # the focus pool's own draws, in order (build_pool)
@@ -372,6 +375,7 @@ def main() -> None:
     rng = np.random.default_rng(cfg["seed"] * 7919 + start)
     log = LossLog(out, cfg.get("log_every", 10))
     modules.train()
+    params, ema_params = list(modules.parameters()), list(ema.parameters())
     # With a time budget (a lent GPU's minutes), the pace of steps 10-40 sets how many steps the run takes.
     budget, t_pace = cfg.get("time_budget_s"), 0.0
     step = start
@@ -436,11 +440,11 @@ def main() -> None:
             loss = loss + ground["weight"] * parts["ground"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
         with torch.no_grad():
-            torch._foreach_lerp_(list(ema.parameters()), list(modules.parameters()), 1 - decay)
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
         if not math.isfinite(loss.item()):
             raise SystemExit(f"loss became {loss.item()} at step {step}")
         log.add(step, loss.item(), **{k: v.item() for k, v in parts.items()})
