@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--debounce", type=int, default=150)
     args = ap.parse_args()
     app = QApplication(sys.argv)
-    from gui.app import create_main_window
+    from noisebrush.gui.app import create_main_window
 
     tmp = Path(tempfile.mkdtemp())
     w = create_main_window(model=args.model, settings=QSettings(str(tmp / "s.ini"), QSettings.Format.IniFormat), data_dir=tmp,

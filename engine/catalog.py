@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import UserError
-from engine.sources import PICKLE_SUFFIXES, check_safetensors
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.sources import PICKLE_SUFFIXES, check_safetensors
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 KIND_WORDS = {"scribble": ("scribble", "sketch", "lineart", "canny", "hed", "softedge"), "depth": ("depth",),

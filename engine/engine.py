@@ -14,10 +14,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.device import DeviceChoice, LoadOptions
-from engine.errors import UserError
-from engine.events import Cancelled, Event, Failed, Started
-from engine.request import GenerationRequest
+from noisebrush.engine.device import DeviceChoice, LoadOptions
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.events import Cancelled, Event, Failed, Started
+from noisebrush.engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 Listener = Callable[[Event], None]
@@ -147,9 +147,9 @@ class Engine:
                 log.exception("engine listener failed")
 
     def _loop(self) -> None:
-        from engine.device import choose, set_torch_threads
-        from engine.models import ModelManager
-        from engine.runner import Runner, Stopped
+        from noisebrush.engine.device import choose, set_torch_threads
+        from noisebrush.engine.models import ModelManager
+        from noisebrush.engine.runner import Runner, Stopped
 
         set_torch_threads(self._threads)
         device = self._device or choose(self._options)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from engine.request import GenerationRequest
+from noisebrush.engine.request import GenerationRequest
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.pose import load_pose_json, render_pose
 from PIL import Image, UnidentifiedImageError
-
-from engine.errors import UserError
-from engine.pose import load_pose_json, render_pose
 
 # Above this a decode costs seconds and hundreds of MB: almost surely a mistake for a control map.
 MAX_PIXELS = 64_000_000

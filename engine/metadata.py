@@ -11,10 +11,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.request import ControlSpec, GenerationRequest
 from PIL import Image, PngImagePlugin
-
-from engine.errors import UserError
-from engine.request import ControlSpec, GenerationRequest
 
 JSON_KEY = "noisebrush"
 A1111_KEY = "parameters"

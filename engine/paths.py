@@ -14,10 +14,8 @@ def assets_dir() -> Path:
     bundle = getattr(sys, "_MEIPASS", None)  # PyInstaller one-folder bundle
     if bundle:
         return Path(bundle) / "assets"
-    checkout = Path(__file__).resolve().parent.parent / "assets"
-    if checkout.is_dir():  # a source checkout or an editable install
-        return checkout
-    return installed_share() / "assets"  # pip install . (pyproject's data-files)
+    # a checkout keeps assets/ beside engine/; an install keeps them beside noisebrush/engine/ (package data)
+    return Path(__file__).resolve().parent.parent / "assets"
 
 
 def installed_share() -> Path:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from engine.errors import UserError
-from engine.pose import NUM_KEYPOINTS, Person
-from engine.sources import byte_progress
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.pose import NUM_KEYPOINTS, Person
+from noisebrush.engine.sources import byte_progress
 
 
 @dataclass(frozen=True)
@@ -159,8 +158,7 @@ def depth_anything(image: np.ndarray, cache_dir: str | Path | None = None) -> Pr
 def openpose(image: np.ndarray, cache_dir: str | Path | None = None) -> PreprocessResult:
     from controlnet_aux.open_pose import OpenposeDetector
     from controlnet_aux.open_pose.body import Body
-
-    from engine.pose import render_pose
+    from noisebrush.engine.pose import render_pose
 
     paths = _require(PREPROCESSORS["openpose"], cache_dir)
     try:

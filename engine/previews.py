@@ -83,7 +83,7 @@ def load_preview(folder: Path | None, family: str, mode: str, device: str, dtype
     found = find_tiny_autoencoder(folder, family)
     if found is None:
         if mode == "taesd":
-            from engine.errors import UserError
+            from noisebrush.engine.errors import UserError
 
             raise UserError(f"no tiny autoencoder found: put one in {folder}/taesd or cache {TAESD_HUB[family]}")
         return linear

@@ -6,8 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from engine.errors import UserError
+from noisebrush.engine.errors import UserError
 
 CONTROL_KINDS: tuple[str, ...] = ("scribble", "depth", "pose")
 

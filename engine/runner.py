@@ -9,13 +9,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
+from noisebrush.engine.events import Event, Finished, Preview, Progress
+from noisebrush.engine.models import ModelManager
+from noisebrush.engine.previews import X0Tap
+from noisebrush.engine.request import GenerationRequest
+from noisebrush.engine.schedulers import make_scheduler
 from PIL import Image
-
-from engine.events import Event, Finished, Preview, Progress
-from engine.models import ModelManager
-from engine.previews import X0Tap
-from engine.request import GenerationRequest
-from engine.schedulers import make_scheduler
 
 
 class Stopped(Exception):

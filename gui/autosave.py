@@ -7,11 +7,10 @@ import json
 import os
 from pathlib import Path
 
+from noisebrush.engine.pose import Person
+from noisebrush.gui.document import LAYER_KINDS, Document, LayerSettings
+from noisebrush.gui.panels import PanelValues
 from PySide6.QtGui import QImage
-
-from engine.pose import Person
-from gui.document import LAYER_KINDS, Document, LayerSettings
-from gui.panels import PanelValues
 
 
 class Autosave:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from noisebrush.engine.pose import COLORS, Person, default_person
+from noisebrush.gui.document import INK, Document, ImageEdit
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
@@ -18,9 +20,6 @@ from PySide6.QtGui import (
     QWheelEvent,
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
-
-from engine.pose import COLORS, Person, default_person
-from gui.document import INK, Document, ImageEdit
 
 HANDLE_RADIUS = 5.0  # screen pixels
 

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from noisebrush.engine.pose import Person, render_pose
+from noisebrush.engine.request import ControlSpec
 from PySide6.QtCore import QObject, QRect, QSize, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QUndoCommand, QUndoStack
-
-from engine.pose import Person, render_pose
-from engine.request import ControlSpec
 
 LAYER_KINDS = ("scribble", "depth", "pose")
 LAYER_TITLES = {"scribble": "Scribble", "depth": "Depth", "pose": "Pose"}

@@ -11,6 +11,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.events import Finished
+from noisebrush.engine.images import load_control_image, read_image
+from noisebrush.engine.metadata import read_request, save_png
+from noisebrush.engine.models import model_defaults
+from noisebrush.engine.pose import load_pose_json
+from noisebrush.engine.request import GenerationRequest
+from noisebrush.gui.autosave import Autosave
+from noisebrush.gui.canvas import Canvas
+from noisebrush.gui.document import LAYER_TITLES, Document, rgb_to_qimage_argb
+from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
+from noisebrush.gui.panels import MAX_SEED, GenerationPanel, HistoryStrip, LayersPanel, PanelValues
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
@@ -28,19 +40,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from engine.errors import UserError
-from engine.events import Finished
-from engine.images import load_control_image, read_image
-from engine.metadata import read_request, save_png
-from engine.models import model_defaults
-from engine.pose import load_pose_json
-from engine.request import GenerationRequest
-from gui.autosave import Autosave
-from gui.canvas import Canvas
-from gui.document import LAYER_TITLES, Document, rgb_to_qimage_argb
-from gui.engine_bridge import EngineBridge, to_qimage
-from gui.panels import MAX_SEED, GenerationPanel, HistoryStrip, LayersPanel, PanelValues
 
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
 AUTOSAVE_MS = 4000
@@ -347,7 +346,7 @@ class MainWindow(QMainWindow):
             self.export_pose(path)
 
     def export_pose(self, path: str) -> None:
-        from engine.pose import people_to_json
+        from noisebrush.engine.pose import people_to_json
 
         data = people_to_json(self.doc.layers["pose"].people, self.doc.size.width(), self.doc.size.height())
         try:
@@ -504,7 +503,7 @@ class MainWindow(QMainWindow):
         self.doc.set_layer_image(kind, img, text, people)
 
     def make_control_dialog(self) -> None:
-        from gui.preprocess_dialog import PreprocessDialog
+        from noisebrush.gui.preprocess_dialog import PreprocessDialog
 
         dlg = PreprocessDialog(self, self.doc.size.width(), self.doc.size.height())
         dlg.accepted_map.connect(self._use_preprocessed)
@@ -590,7 +589,7 @@ class MainWindow(QMainWindow):
             self._use_model(folder)
 
     def download_model_dialog(self, fetch=None) -> None:
-        from gui.download_dialog import DownloadDialog
+        from noisebrush.gui.download_dialog import DownloadDialog
 
         dlg = DownloadDialog(self, fetch=fetch)
         dlg.downloaded.connect(self._use_model)
@@ -614,7 +613,7 @@ class MainWindow(QMainWindow):
 
     def refresh_models(self) -> None:
         """Offer every usable base model of the models folder in the model picker."""
-        from engine.catalog import models_dir, scan
+        from noisebrush.engine.catalog import models_dir, scan
 
         folder = self.settings.value("models_dir") or str(models_dir())
         family_names = {"sd15": "SD1.5", "sdxl": "SDXL"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from noisebrush.engine.schedulers import SCHEDULER_NAMES
+from noisebrush.gui.document import LAYER_KINDS, LAYER_TITLES, Document
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
@@ -28,9 +30,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
-from engine.schedulers import SCHEDULER_NAMES
-from gui.document import LAYER_KINDS, LAYER_TITLES, Document
 
 MAX_SEED = 2**31 - 1
 

@@ -6,9 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from noisebrush.engine.errors import UserError
 from PySide6.QtCore import QObject, Signal
-
-from engine.errors import UserError
 
 
 class Task(QObject):

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _parse_control(spec: str) -> tuple[str, str, float]:
-    from engine.errors import UserError
+    from noisebrush.engine.errors import UserError
 
     kind, sep, rest = spec.partition("=")
     if not sep or not rest:
@@ -72,10 +72,10 @@ def _parse_control(spec: str) -> tuple[str, str, float]:
 
 
 def _build_request(args: argparse.Namespace, notes: list[str]):
-    from engine.errors import UserError
-    from engine.images import load_control_image, read_image, round_size
-    from engine.models import model_defaults, resolve_model_dir
-    from engine.request import ControlSpec, GenerationRequest
+    from noisebrush.engine.errors import UserError
+    from noisebrush.engine.images import load_control_image, read_image, round_size
+    from noisebrush.engine.models import model_defaults, resolve_model_dir
+    from noisebrush.engine.request import ControlSpec, GenerationRequest
 
     resolve_model_dir(args.model)  # a bad --model fails before any image work
     d = model_defaults(args.model)
@@ -105,7 +105,7 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
     if args.init:
         loaded = read_image(args.init)
         notes.extend(loaded.notes)
-        from engine.images import fit_to
+        from noisebrush.engine.images import fit_to
 
         init = fit_to(loaded.image, width, height, Path(args.init).name, notes)
     req = GenerationRequest(
@@ -121,13 +121,13 @@ def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int 
     """Generate one image on the engine thread; returns the Finished event. Raises UserError on failure."""
     from PIL import Image
 
-    from engine.engine import Engine
-    from engine.errors import UserError
-    from engine.events import Cancelled, Failed, Finished, Preview, Progress
-    from engine.metadata import save_png
+    from noisebrush.engine.engine import Engine
+    from noisebrush.engine.errors import UserError
+    from noisebrush.engine.events import Cancelled, Failed, Finished, Preview, Progress
+    from noisebrush.engine.metadata import save_png
 
     events: queue.Queue = queue.Queue()
-    from engine.device import default_threads
+    from noisebrush.engine.device import default_threads
 
     engine = Engine(
         preview_interval_s=0.0, previews=previews_dir is not None, threads=threads or default_threads(), options=memory
@@ -162,7 +162,7 @@ def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int 
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from engine.errors import UserError
+    from noisebrush.engine.errors import UserError
 
     notes: list[str] = []
     out = Path(args.out)
@@ -170,11 +170,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out}: the output must be a .png file (it carries the settings)")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist")
-    from engine.device import LoadOptions
-    from engine.sources import is_hub_id
+    from noisebrush.engine.device import LoadOptions
+    from noisebrush.engine.sources import is_hub_id
 
     if args.download and is_hub_id(args.model):
-        from engine.sources import hub_snapshot
+        from noisebrush.engine.sources import hub_snapshot
 
         hub_snapshot(args.model, allow_download=True)  # huggingface_hub shows a tqdm bar; resumes if interrupted
     req = _build_request(args, notes)
@@ -193,7 +193,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_self_test() -> int:
     import numpy as np
 
-    from engine.request import ControlSpec, GenerationRequest
+    from noisebrush.engine.request import ControlSpec, GenerationRequest
 
     t0 = time.perf_counter()
     try:
@@ -225,14 +225,14 @@ def _run_gui() -> int:
             file=sys.stderr,
         )
         return 2
-    from gui.app import main as gui_main
+    from noisebrush.gui.app import main as gui_main
 
     return gui_main(sys.argv[:1])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from engine.errors import UserError
+    from noisebrush.engine.errors import UserError
 
     try:
         if args.install_desktop_entry or args.uninstall_desktop_entry:
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             return cmd_generate(args)
         if args.command == "models":
-            from engine.catalog import format_table, models_dir, scan
+            from noisebrush.engine.catalog import format_table, models_dir, scan
 
             folder = Path(args.dir) if args.dir else models_dir()
             if not folder.is_dir():

@@ -15,14 +15,14 @@ def _data_home() -> Path:
 
 
 def _asset(*parts: str) -> Path:
-    from engine.paths import assets_dir
+    from noisebrush.engine.paths import assets_dir
 
     return assets_dir().joinpath(*parts)
 
 
 def desktop_template() -> str:
     bundle = getattr(sys, "_MEIPASS", None)
-    from engine.paths import installed_share
+    from noisebrush.engine.paths import installed_share
 
     candidates = [
         Path(bundle) / "packaging" if bundle else None,

@@ -6,8 +6,7 @@ import queue
 
 import cv2
 import numpy as np
-
-from engine.events import Cancelled, Failed, Finished
+from noisebrush.engine.events import Cancelled, Failed, Finished
 
 
 class EventLog:
@@ -33,7 +32,7 @@ class EventLog:
 
 def logged_engine(**kw):
     """An Engine whose events collect in `engine.log` (an EventLog)."""
-    from engine.engine import Engine
+    from noisebrush.engine.engine import Engine
 
     eng = Engine(preview_interval_s=0.0, **kw)
     eng.log = EventLog()

@@ -7,10 +7,9 @@ import threading
 import numpy as np
 import pytest
 from helpers import EventLog, circle_sketch, logged_engine
-
-from engine.engine import Engine
-from engine.events import Cancelled, Failed, Finished, Preview, Started
-from engine.request import ControlSpec, GenerationRequest
+from noisebrush.engine.engine import Engine
+from noisebrush.engine.events import Cancelled, Failed, Finished, Preview, Started
+from noisebrush.engine.request import ControlSpec, GenerationRequest
 
 
 @pytest.fixture

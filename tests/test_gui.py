@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import circle_sketch
+from noisebrush.engine.metadata import save_png
+from noisebrush.engine.request import ControlSpec, GenerationRequest
+from noisebrush.gui.app import create_main_window
+from noisebrush.gui.document import qimage_to_rgba
 from PIL import Image
 from PySide6.QtCore import QPoint, QSettings, Qt
 from PySide6.QtTest import QTest
-
-from engine.metadata import save_png
-from engine.request import ControlSpec, GenerationRequest
-from gui.app import create_main_window
-from gui.document import qimage_to_rgba
 
 
 @pytest.fixture
@@ -202,7 +201,7 @@ def test_history_click_restores_that_result(make_window, qtbot):
     assert w.last_result.params.seed == 5
     out = tmp = w.data_dir / "saved.png"
     assert w.save_result(str(out))
-    from engine.metadata import read_request
+    from noisebrush.engine.metadata import read_request
 
     assert read_request(tmp).seed == 5
 

@@ -25,7 +25,7 @@ def test_engine_sources_import_no_qt_and_no_gui():
 
 
 def test_importing_every_engine_module_loads_no_qt():
-    modules = sorted(f"engine.{p.stem}" for p in (ROOT / "engine").glob("*.py") if p.stem != "__init__")
+    modules = sorted(f"noisebrush.engine.{p.stem}" for p in (ROOT / "engine").glob("*.py") if p.stem != "__init__")
     code = (
         f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
         f"print([m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}])"

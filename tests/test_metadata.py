@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import circle_sketch
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.metadata import a1111_parameters, read_request, save_png
+from noisebrush.engine.request import ControlSpec, GenerationRequest
 from PIL import Image
-
-from engine.errors import UserError
-from engine.metadata import a1111_parameters, read_request, save_png
-from engine.request import ControlSpec, GenerationRequest
 
 
 def full_request() -> GenerationRequest:

@@ -11,12 +11,12 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
+from noisebrush.engine.catalog import format_table, scan
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.sources import check_safetensors, download_snapshot, resolve_source
 from safetensors.torch import save_file
 from tiny_model import tiny_controlnet, tiny_unet
 
-from engine.catalog import format_table, scan
-from engine.errors import UserError
-from engine.sources import check_safetensors, download_snapshot, resolve_source
 from noisebrush.cli import main
 
 REV = "f" * 40
@@ -94,7 +94,7 @@ def test_download_progress_and_cancel_with_a_fake_downloader(tmp_path):
 
 
 def test_download_progress_reaches_the_gui(qtbot, tmp_path, tiny_model):
-    from gui.download_dialog import DownloadDialog
+    from noisebrush.gui.download_dialog import DownloadDialog
 
     def slow_fake(repo, cache_dir=None, allow_patterns=None, tqdm_class=None):
         bar = tqdm_class(total=4_000_000, unit="B", disable=True)
@@ -196,7 +196,7 @@ def test_a_controlnet_folder_is_not_a_base_model(tmp_path, capsys):
 
 
 def test_few_step_models_get_few_step_defaults(tiny_model, tmp_path, hub_cache):
-    from engine.models import model_defaults
+    from noisebrush.engine.models import model_defaults
 
     lcm = tmp_path / "dreamshaper-lcm"
     shutil.copytree(tiny_model, lcm)
@@ -214,10 +214,9 @@ def test_few_step_models_get_few_step_defaults(tiny_model, tmp_path, hub_cache):
 def test_tiny_autoencoder_previews_at_full_resolution(tiny_model, tmp_path):
     from diffusers import AutoencoderTiny
     from helpers import EventLog
-
-    from engine.engine import Engine
-    from engine.events import Finished, Preview
-    from engine.request import GenerationRequest
+    from noisebrush.engine.engine import Engine
+    from noisebrush.engine.events import Finished, Preview
+    from noisebrush.engine.request import GenerationRequest
 
     folder = tmp_path / "with-taesd"
     shutil.copytree(tiny_model, folder)
@@ -227,7 +226,7 @@ def test_tiny_autoencoder_previews_at_full_resolution(tiny_model, tmp_path):
     )
     req = GenerationRequest("x", steps=3, seed=1, width=64, height=64, model=str(folder))
     for mode, shape in (("auto", (64, 64, 3)), ("linear", (8, 8, 3))):
-        from engine.device import LoadOptions
+        from noisebrush.engine.device import LoadOptions
 
         with Engine(preview_interval_s=0.0, options=LoadOptions(preview_decoder=mode)) as eng:
             log = EventLog()
@@ -242,10 +241,9 @@ def _tiny_sd15_single_file(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     """A tiny SD1.5-shaped checkpoint in the original layout, a tiny ControlNet likewise, and matching configs."""
     from diffusers import DDIMScheduler
     from ldm_export import clip_to_ldm, controlnet_to_ldm, unet_to_ldm, vae_to_ldm
+    from noisebrush.engine.paths import assets_dir
     from tiny_model import tiny_vae
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from engine.paths import assets_dir
 
     torch.manual_seed(0)
     text_cfg = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408,
@@ -273,9 +271,8 @@ def _tiny_sd15_single_file(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
 
 def test_single_file_checkpoint_and_controlnet_load_offline_and_generate(tmp_path, monkeypatch, capsys):
     from helpers import circle_sketch
+    from noisebrush.engine.metadata import read_request
     from PIL import Image
-
-    from engine.metadata import read_request
 
     base, cn = _tiny_sd15_single_file(tmp_path, monkeypatch)
     Image.fromarray(circle_sketch()).save(tmp_path / "s.png")
@@ -298,12 +295,11 @@ def test_single_file_controlnet_of_the_wrong_role_is_refused(tmp_path, monkeypat
 
 def test_sdxl_folder_with_a_controlnet_generates_with_sdxl_previews(tmp_path):
     from helpers import EventLog, circle_sketch
+    from noisebrush.engine.engine import Engine
+    from noisebrush.engine.events import Cancelled, Finished, Preview
+    from noisebrush.engine.previews import SDXL_LATENT_RGB
+    from noisebrush.engine.request import ControlSpec, GenerationRequest
     from tiny_model import write_sdxl_folder
-
-    from engine.engine import Engine
-    from engine.events import Cancelled, Finished, Preview
-    from engine.previews import SDXL_LATENT_RGB
-    from engine.request import ControlSpec, GenerationRequest
 
     folder = write_sdxl_folder(tmp_path / "tiny-sdxl")
     entries = {e.name: e for e in scan(tmp_path)}
@@ -328,8 +324,8 @@ def test_sdxl_folder_with_a_controlnet_generates_with_sdxl_previews(tmp_path):
         state["j"] = eng.submit(req.replace(steps=20))
         end = log.wait_end(state["j"])
         assert isinstance(end, Cancelled) and end.at_step <= 2
-    from engine.device import pick_device
-    from engine.models import load_base
+    from noisebrush.engine.device import pick_device
+    from noisebrush.engine.models import load_base
 
     assert load_base(str(folder), pick_device()).preview.matrix == SDXL_LATENT_RGB
 
@@ -352,10 +348,9 @@ def test_sdxl_single_file_checkpoint_and_controlnet_load_offline_and_generate(tm
     from diffusers import StableDiffusionXLPipeline
     from helpers import circle_sketch
     from ldm_export import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+    from noisebrush.engine.paths import assets_dir
     from PIL import Image
     from tiny_model import write_sdxl_folder
-
-    from engine.paths import assets_dir
 
     folder = write_sdxl_folder(tmp_path / "xl-folder")
     pipe = StableDiffusionXLPipeline.from_pretrained(folder)

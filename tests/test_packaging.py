@@ -89,3 +89,22 @@ def test_lock_files_exist_per_platform():
         text = (ROOT / "packaging" / "requirements" / f"linux-{flavour}.txt").read_text()
         assert "diffusers==" in text and "torch==" in text and "PySide6_Essentials==" in text
     assert "nvidia-" not in (ROOT / "packaging" / "requirements" / "linux-cpu.txt").read_text()
+
+
+def test_an_installed_copy_has_no_bare_engine_or_gui_and_finds_its_model(tmp_path):
+    """pip install --target: engine and gui land under noisebrush/, and the embedded model is found beside them."""
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(ROOT)]
+    out = subprocess.run(pip, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not (target / "engine").exists() and not (target / "gui").exists()
+    code = (
+        "import importlib.metadata as m, noisebrush.engine.paths as p\n"
+        "tops = {t for t, dists in m.packages_distributions().items() if 'noisebrush' in dists}\n"
+        "print(sorted(tops)); print((p.default_model_dir() / 'model_index.json').is_file()); print(p.__file__)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    tops, found, where = out.stdout.split("\n")[:3]
+    assert tops == "['noisebrush']" and found == "True" and where.startswith(str(target))

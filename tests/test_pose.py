@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 from controlnet_aux.open_pose.util import draw_bodypose
+from noisebrush.engine.pose import COLORS, LIMBS, Person, default_person, people_from_json, people_to_json, render_pose
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
-
-from engine.pose import COLORS, LIMBS, Person, default_person, people_from_json, people_to_json, render_pose
 
 
 class _KP:  # controlnet-aux's Keypoint shape: normalised x, y
@@ -94,9 +93,8 @@ def drag(canvas, start: QPoint, end: QPoint, steps: int = 6) -> None:
 
 @pytest.fixture
 def window(qtbot, tiny_model, tmp_path):
+    from noisebrush.gui.app import create_main_window
     from PySide6.QtCore import QSettings
-
-    from gui.app import create_main_window
 
     w = create_main_window(model=tiny_model, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
                            data_dir=tmp_path / "data", preview_interval_s=0.0, restore="never")  # fmt: skip

@@ -8,10 +8,16 @@ import time
 import cv2
 import numpy as np
 import pytest
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.preprocess import (
+    PREPROCESSORS,
+    MissingWeights,
+    download_weights,
+    fit_aspect,
+    missing_weights,
+    run_preprocessor,
+)
 from tiny_depth import write_tiny_depth_anything
-
-from engine.errors import UserError
-from engine.preprocess import PREPROCESSORS, MissingWeights, download_weights, fit_aspect, missing_weights, run_preprocessor
 
 
 def photo(w: int = 160, h: int = 120) -> np.ndarray:
@@ -89,12 +95,11 @@ def test_fit_aspect_letterbox_and_crop():
 
 
 def test_make_control_dialog_previews_then_replaces_the_layer(qtbot, tmp_path, tiny_model):
+    from noisebrush.gui.app import create_main_window
+    from noisebrush.gui.document import qimage_to_rgba
+    from noisebrush.gui.preprocess_dialog import PreprocessDialog
     from PIL import Image
     from PySide6.QtCore import QSettings
-
-    from gui.app import create_main_window
-    from gui.document import qimage_to_rgba
-    from gui.preprocess_dialog import PreprocessDialog
 
     w = create_main_window(model=tiny_model, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
                            data_dir=tmp_path / "data", restore="never")  # fmt: skip

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
-from engine.pose import Person, default_person, render_pose
+from noisebrush.engine.pose import Person, default_person, render_pose
 
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 35, 35),

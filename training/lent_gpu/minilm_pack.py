@@ -43,7 +43,7 @@ def caption_token_ids(tokenizer, n_captions: int = 3000) -> np.ndarray:
 
 
 def pack(dst: Path) -> None:
-    from engine.text_encoder import MAX_TOKENS, load_tokenizer, minilm_dir
+    from noisebrush.engine.text_encoder import MAX_TOKENS, load_tokenizer, minilm_dir
 
     src = minilm_dir()
     ids = caption_token_ids(load_tokenizer())
