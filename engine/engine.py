@@ -1,7 +1,8 @@
-"""The long-lived engine thread: it owns the pipeline, runs jobs one at a time and emits events.
+"""The long-lived engine thread: job ids, the queue, latest-wins, cancel and listeners (policy only).
 
-Diffusers pipelines are not thread-safe, so every model call happens on this one
-thread. Other threads only enqueue, cancel and listen.
+What runs a job is a Backend (`noisebrush.engine.backends`): the local diffusers one by default. Diffusers
+pipelines are not thread-safe, so every backend call happens on this one thread. Other threads only enqueue,
+cancel and listen.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from noisebrush.engine.backends.base import Backend, Stopped
 from noisebrush.engine.device import DeviceChoice, LoadOptions
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Cancelled, Event, Failed, Started
@@ -32,10 +34,14 @@ class _Job:
 
 
 class Engine:
-    """submit(request) → job id; events go to every listener, on the engine thread."""
+    """submit(request) → job id; events go to every listener, on the engine thread.
+
+    Without a `backend`, the local diffusers backend runs the jobs, configured by the keyword arguments.
+    """
 
     def __init__(
         self,
+        backend: Backend | None = None,
         *,
         preview_interval_s: float = 1 / 30,
         previews: bool = True,
@@ -43,11 +49,12 @@ class Engine:
         device: DeviceChoice | None = None,
         options: LoadOptions | None = None,
     ) -> None:
-        self.preview_interval_s = preview_interval_s
-        self.previews = previews
-        self._threads = threads
-        self._device = device
-        self._options = options or LoadOptions()
+        if backend is None:
+            from noisebrush.engine.backends.local import LocalBackend
+
+            backend = LocalBackend(preview_interval_s=preview_interval_s, previews=previews, threads=threads,
+                                   device=device, options=options)  # fmt: skip
+        self.backend: Backend = backend
         self._ids = itertools.count(1)
         self._queue: deque[_Job] = deque()
         self._current: _Job | None = None
@@ -147,13 +154,15 @@ class Engine:
                 log.exception("engine listener failed")
 
     def _loop(self) -> None:
-        from noisebrush.engine.device import choose, set_torch_threads
-        from noisebrush.engine.models import ModelManager
-        from noisebrush.engine.runner import Runner, Stopped
+        try:
+            self._serve()
+        finally:
+            try:
+                self.backend.close()
+            except Exception:
+                log.exception("closing the backend failed")
 
-        set_torch_threads(self._threads)
-        device = self._device or choose(self._options)
-        runner = Runner(ModelManager(device, self._options), self.preview_interval_s, self.previews)
+    def _serve(self) -> None:
         while True:
             with self._cv:
                 while not self._queue and not self._stopping:
@@ -164,12 +173,12 @@ class Engine:
             try:
                 if job.request is None:
                     try:
-                        runner.models.get(job.preload)
+                        self.backend.preload(job.preload)
                     except UserError as exc:
                         log.warning("preload failed: %s", exc)
                     continue
                 self._emit(Started(job.id, job.request))
-                runner.run(job.id, job.request, self._emit, job.cancelled)
+                self.backend.run(job.id, job.request, self._emit, job.cancelled)
             except Stopped as stop:
                 self._emit(Cancelled(job.id, stop.steps_done))
             except UserError as exc:

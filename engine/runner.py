@@ -9,20 +9,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
+from noisebrush.engine.backends.base import Stopped  # raised from the step callback: it also skips the VAE decode
 from noisebrush.engine.events import Event, Finished, Preview, Progress
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
 from noisebrush.engine.request import GenerationRequest
 from noisebrush.engine.schedulers import make_scheduler
 from PIL import Image
-
-
-class Stopped(Exception):
-    """Raised from the step callback to stop a job: it also skips the final VAE decode."""
-
-    def __init__(self, steps_done: int) -> None:
-        super().__init__(steps_done)
-        self.steps_done = steps_done
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""The local diffusers backend: the models on this computer, run in this process by the Runner."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from noisebrush.engine.backends.base import Emit, ModelInfo
+from noisebrush.engine.device import DeviceChoice, LoadOptions
+from noisebrush.engine.request import GenerationRequest
+
+FAMILY_TITLES = {"sd15": "SD1.5", "sdxl": "SDXL"}
+
+
+class LocalBackend:
+    """Cheap to build on any thread; torch and diffusers load on the engine thread at the first job or preload."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        preview_interval_s: float = 1 / 30,
+        previews: bool = True,
+        threads: int | None = None,
+        device: DeviceChoice | None = None,
+        options: LoadOptions | None = None,
+        models_folder: str | Path | None = None,
+    ) -> None:
+        self.preview_interval_s = preview_interval_s
+        self.previews = previews
+        self.models_folder = models_folder
+        self._threads = threads
+        self._device = device
+        self._options = options or LoadOptions()
+        self._runner = None
+
+    def _get_runner(self):
+        if self._runner is None:
+            from noisebrush.engine.device import choose, set_torch_threads
+            from noisebrush.engine.models import ModelManager
+            from noisebrush.engine.runner import Runner
+
+            set_torch_threads(self._threads)
+            device = self._device or choose(self._options)
+            self._runner = Runner(ModelManager(device, self._options), self.preview_interval_s, self.previews)
+        return self._runner
+
+    def run(self, job_id: int, request: GenerationRequest, emit: Emit, cancelled: threading.Event) -> None:
+        self._get_runner().run(job_id, request, emit, cancelled)
+
+    def preload(self, model: str) -> None:
+        self._get_runner().models.get(model)
+
+    def list_models(self) -> list[ModelInfo]:
+        from noisebrush.engine.catalog import scan
+
+        found = [ModelInfo("", "Embedded default (128 px)", "base", "sd15")]
+        for e in scan(Path(self.models_folder) if self.models_folder else None):
+            if e.usable:
+                title = f"{e.name} · {FAMILY_TITLES.get(e.family, '?')} · {e.size_bytes / 1e9:.1f} GB"
+                found.append(ModelInfo(str(e.path), title, e.role, e.family, e.control_kind))
+        return found
+
+    def close(self) -> None:
+        self._runner = None
