@@ -22,13 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
 from noisebrush.engine.device import pick_device  # noqa: E402
 from noisebrush.engine.engine import Engine  # noqa: E402
 from noisebrush.engine.events import Cancelled, Finished, Preview  # noqa: E402
 from noisebrush.engine.models import load_base  # noqa: E402
 from noisebrush.engine.request import ControlSpec, GenerationRequest  # noqa: E402
 from noisebrush.engine.schedulers import make_scheduler  # noqa: E402
-from PIL import Image  # noqa: E402
 
 
 def main() -> None:

@@ -19,14 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
 from noisebrush.engine.device import default_threads, pick_device  # noqa: E402
 from noisebrush.engine.engine import Engine  # noqa: E402
 from noisebrush.engine.events import Finished  # noqa: E402
 from noisebrush.engine.models import load_base  # noqa: E402
 from noisebrush.engine.request import ControlSpec, GenerationRequest  # noqa: E402
 from noisebrush.engine.schedulers import make_scheduler  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from training.metrics import color_checks, depth_fscore, limb_coverage, output_background, scribble_fscore  # noqa: E402
 from training.world import generate  # noqa: E402
 

@@ -86,7 +86,7 @@ def main() -> None:
 
     # 2. live mode: stroke end → first preview on the canvas
     w.panel.live.setChecked(True)
-    wait_for(lambda: w.job is None and not w.live_timer.isActive())
+    wait_for(lambda: w.job is None and not w.jobs.live.timer.isActive())
     latencies = []
     for i in range(5):
         shown.clear()

@@ -7,12 +7,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from noisebrush.engine.controls import kind_from_name
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.sources import PICKLE_SUFFIXES, check_safetensors
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
-KIND_WORDS = {"scribble": ("scribble", "sketch", "lineart", "canny", "hed", "softedge"), "depth": ("depth",),
-              "pose": ("pose", "openpose")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,14 +32,6 @@ class ModelEntry:
 
 def models_dir() -> Path:
     return Path(os.environ.get("NOISEBRUSH_MODELS") or Path.home() / "Noisebrush" / "models")
-
-
-def _kind_from_name(name: str) -> str | None:
-    low = name.lower()
-    for kind, words in KIND_WORDS.items():
-        if any(w in low for w in words):
-            return kind
-    return None
 
 
 def _family_from_config(cfg: dict) -> str:
@@ -70,7 +61,7 @@ def classify_folder(path: Path) -> ModelEntry | None:
             return None
         if cfg.get("_class_name", "").endswith("ControlNetModel"):
             return ModelEntry(
-                path.name, path, "diffusers", _family_from_config(cfg), "controlnet", _kind_from_name(path.name), _size(path)
+                path.name, path, "diffusers", _family_from_config(cfg), "controlnet", kind_from_name(path.name), _size(path)
             )
     return None
 
@@ -90,7 +81,7 @@ def classify_file(path: Path) -> ModelEntry | None:
         # SDXL ControlNets carry SDXL's added time/text embedding; 2048-wide cross-attention says so too
         xl = ctx == 2048 or any(k.startswith(("add_embedding.", "control_model.label_emb.")) for k in keys)
         family = "sdxl" if xl else "sd15"
-        return ModelEntry(path.name, path, "single_file", family, "controlnet", _kind_from_name(path.stem), _size(path))
+        return ModelEntry(path.name, path, "single_file", family, "controlnet", kind_from_name(path.stem), _size(path))
     if any(k.startswith("conditioner.embedders.") for k in keys):
         return ModelEntry(path.name, path, "single_file", "sdxl", "base", None, _size(path))
     if any(k.startswith("model.diffusion_model.") for k in keys):

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from noisebrush.engine.controls import get_kind
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.pose import load_pose_json, render_pose
-from PIL import Image, UnidentifiedImageError
 
 # Above this a decode costs seconds and hundreds of MB: almost surely a mistake for a control map.
 MAX_PIXELS = 64_000_000
@@ -86,7 +88,7 @@ def fit_to(image: np.ndarray, width: int, height: int, name: str, notes: list[st
 def load_control_image(kind: str, path: str | Path, width: int, height: int) -> LoadedImage:
     """A control map from a file, at output size. A pose may come as OpenPose JSON."""
     path = Path(path)
-    if kind == "pose" and path.suffix.lower() == ".json":
+    if get_kind(kind).accepts_pose_json and path.suffix.lower() == ".json":
         try:
             people = load_pose_json(path, width, height)
         except ValueError as exc:

@@ -11,9 +11,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, PngImagePlugin
+
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.request import ControlSpec, GenerationRequest
-from PIL import Image, PngImagePlugin
 
 JSON_KEY = "noisebrush"
 A1111_KEY = "parameters"

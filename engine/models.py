@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from noisebrush.engine.device import DeviceChoice, LoadOptions
 from noisebrush.engine.errors import UserError
-from noisebrush.engine.previews import LinearPreview, TinyAutoencoderPreview, load_preview
+
+if TYPE_CHECKING:  # previews import torch: the GUI reads model defaults from here without it
+    from noisebrush.engine.previews import LinearPreview, TinyAutoencoderPreview
 
 # Noisebrush's own per-model file: defaults for the sliders and the text encoder to use.
 MODEL_META_FILE = "noisebrush.json"
@@ -309,6 +311,8 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
             module.eval()
     known = ModelDefaults.__dataclass_fields__
     defaults = ModelDefaults(**{k: v for k, v in meta.get("defaults", {}).items() if k in known})
+    from noisebrush.engine.previews import load_preview
+
     preview = load_preview(folder, family, options.preview_decoder, device.device, device.dtype)
     return LoadedModel(name, path, family, components, preview, defaults, device, options)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.pose import NUM_KEYPOINTS, Person
 from noisebrush.engine.sources import byte_progress
@@ -158,6 +159,7 @@ def depth_anything(image: np.ndarray, cache_dir: str | Path | None = None) -> Pr
 def openpose(image: np.ndarray, cache_dir: str | Path | None = None) -> PreprocessResult:
     from controlnet_aux.open_pose import OpenposeDetector
     from controlnet_aux.open_pose.body import Body
+
     from noisebrush.engine.pose import render_pose
 
     paths = _require(PREPROCESSORS["openpose"], cache_dir)

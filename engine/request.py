@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
-from noisebrush.engine.errors import UserError
 
-CONTROL_KINDS: tuple[str, ...] = ("scribble", "depth", "pose")
+from noisebrush.engine.controls import get_kind
+from noisebrush.engine.errors import UserError
 
 
 def _frozen_image(image: np.ndarray | None) -> np.ndarray | None:
@@ -30,7 +30,7 @@ def _same_image(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class ControlSpec:
-    """One control map: white-on-black scribble, near-bright depth, or an OpenPose map, at output size."""
+    """One control map at output size, in its kind's convention (see noisebrush.engine.controls)."""
 
     kind: str
     image: np.ndarray
@@ -40,8 +40,7 @@ class ControlSpec:
     model: str | None = None  # a ControlNet to use instead of the base model's own for this kind
 
     def __post_init__(self) -> None:
-        if self.kind not in CONTROL_KINDS:
-            raise UserError(f"unknown control kind {self.kind!r}; use one of {', '.join(CONTROL_KINDS)}")
+        get_kind(self.kind)  # raises UserError for a kind nobody registered
         object.__setattr__(self, "image", _frozen_image(self.image))
         if not 0.0 <= self.start <= self.end <= 1.0:
             raise UserError(f"{self.kind} control: start/end must satisfy 0 ≤ start ≤ end ≤ 1")

@@ -9,13 +9,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
+from PIL import Image
+
 from noisebrush.engine.backends.base import Stopped  # raised from the step callback: it also skips the VAE decode
 from noisebrush.engine.events import Event, Finished, Preview, Progress
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
 from noisebrush.engine.request import GenerationRequest
 from noisebrush.engine.schedulers import make_scheduler
-from PIL import Image
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
 def make_scheduler(name: str, base_config: Any):
     """A fresh scheduler (they hold per-run state) configured from the model's own scheduler config."""
     import diffusers
+
     from noisebrush.engine.errors import UserError
 
     if name not in SCHEDULERS:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtWidgets import QApplication
+
 from noisebrush.engine.device import LoadOptions, default_threads
 from noisebrush.engine.engine import Engine
 from noisebrush.gui.engine_bridge import EngineBridge
-from noisebrush.gui.main_window import MainWindow
-from PySide6.QtCore import QSettings, QStandardPaths
-from PySide6.QtWidgets import QApplication
+from noisebrush.gui.window import MainWindow
 
 APP_NAME = "Noisebrush"
 

@@ -7,10 +7,11 @@ import json
 import os
 from pathlib import Path
 
-from noisebrush.engine.pose import Person
-from noisebrush.gui.document import LAYER_KINDS, Document, LayerSettings
-from noisebrush.gui.panels import PanelValues
 from PySide6.QtGui import QImage
+
+from noisebrush.engine.pose import Person
+from noisebrush.gui.document import Document, LayerSettings
+from noisebrush.gui.state import AppState, GenerationSettings
 
 
 class Autosave:
@@ -30,17 +31,17 @@ class Autosave:
         self.lock.unlink(missing_ok=True)
 
     @staticmethod
-    def snapshot(doc: Document, values: PanelValues) -> dict:
+    def snapshot(state: AppState) -> dict:
         """What to save, captured on the GUI thread (QImage copies share pixels until written to)."""
+        doc = state.doc
         layers = {}
-        for kind in LAYER_KINDS:
-            layer = doc.layers[kind]
+        for kind, layer in doc.layers.items():
             layers[kind] = {
                 "image": layer.image.copy(),
                 "settings": dataclasses.asdict(layer.settings),
                 "people": [{"keypoints": p.keypoints, "hidden": sorted(p.hidden)} for p in layer.people],
             }
-        return {"values": dataclasses.asdict(values), "layers": layers, "size": [doc.size.width(), doc.size.height()]}
+        return {"values": dataclasses.asdict(state.settings), "layers": layers, "size": [doc.size.width(), doc.size.height()]}
 
     def write(self, snap: dict) -> None:
         """Write a snapshot; safe off the GUI thread (QImage, not QPixmap)."""
@@ -55,16 +56,16 @@ class Autosave:
         tmp.write_text(json.dumps(state))
         tmp.replace(self.dir / "state.json")  # written last: a state.json always has its layer files
 
-    def save(self, doc: Document, values: PanelValues) -> None:
-        self.write(self.snapshot(doc, values))
+    def save(self, state: AppState) -> None:
+        self.write(self.snapshot(state))
 
-    def load(self, doc: Document) -> PanelValues | None:
-        """Put the saved layers into `doc` (undoably) and return the saved panel values."""
+    def load(self, doc: Document) -> GenerationSettings | None:
+        """Put the saved layers into `doc` (undoably, as a restore) and return the saved settings."""
         try:
             state = json.loads((self.dir / "state.json").read_text())
         except (OSError, json.JSONDecodeError):
             return None
-        for kind in LAYER_KINDS:
+        for kind in doc.layers:
             img = QImage(str(self.dir / f"{kind}.png"))
             info = state["layers"].get(kind, {})
             people = [Person([None if q is None else tuple(q) for q in p["keypoints"]], frozenset(p.get("hidden", [])))
@@ -72,6 +73,5 @@ class Autosave:
             if not img.isNull():
                 doc.set_layer_image(kind, img, "Restore autosave", people)
             known = LayerSettings.__dataclass_fields__
-            doc.layers[kind].settings = LayerSettings(**{k: v for k, v in info.get("settings", {}).items() if k in known})
-        known = PanelValues.__dataclass_fields__
-        return PanelValues(**{k: v for k, v in state.get("values", {}).items() if k in known})
+            doc.set_layer_settings(kind, "restore", **{k: v for k, v in info.get("settings", {}).items() if k in known})
+        return GenerationSettings.from_dict(state.get("values", {}))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from noisebrush.engine.pose import COLORS, Person, default_person
-from noisebrush.gui.document import INK, Document, ImageEdit
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
@@ -21,6 +19,10 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from noisebrush.engine.controls import paint_order
+from noisebrush.engine.pose import COLORS, Person, default_person
+from noisebrush.gui.document import INK, Document, ImageEdit
+
 HANDLE_RADIUS = 5.0  # screen pixels
 
 PAPER = QColor(250, 249, 245)
@@ -35,7 +37,7 @@ class Canvas(QWidget):
     def __init__(self, document: Document, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.doc = document
-        self.active_layer = "scribble"
+        self.active_layer = next(iter(document.layers))
         self.tool = "brush"  # or "eraser"
         self.brush_size = 10.0
         self.depth_value = 200  # grey of the depth brush: near = bright
@@ -56,6 +58,10 @@ class Canvas(QWidget):
         self.setMinimumSize(320, 320)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         document.changed.connect(lambda _k: self.update())
+
+    def _editor(self) -> str:
+        """How the active layer is edited: "ink", "grey", "pose" or "image" (see noisebrush.engine.controls)."""
+        return self.doc.layers[self.active_layer].info.editor
 
     def sizeHint(self) -> QSize:
         return QSize(640, 640)
@@ -99,7 +105,7 @@ class Canvas(QWidget):
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
         if self.result is not None:
             p.drawImage(target, self.result)
-        for kind in ("depth", "pose", "scribble"):
+        for kind in paint_order():
             layer = self.doc.layers[kind]
             if layer.settings.visible:
                 p.setOpacity(layer.settings.opacity)
@@ -107,14 +113,14 @@ class Canvas(QWidget):
         p.setOpacity(1.0)
         p.setPen(QPen(QColor(20, 20, 20, 90), 1))
         p.drawRect(target.adjusted(-0.5, -0.5, 0.5, 0.5))
-        if self.active_layer == "pose" and self.doc.layers["pose"].settings.visible:
+        if self._editor() == "pose" and self.doc.layers[self.active_layer].settings.visible:
             self._paint_handles(p)
         p.end()
 
     def _paint_handles(self, p: QPainter) -> None:
         """Joint handles of the pose editor: filled when drawn, hollow when hidden; the selected person boxed."""
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        for n, person in enumerate(self.doc.layers["pose"].people):
+        for n, person in enumerate(self.doc.pose_layer().people):
             if n == self.selected_person:
                 x0, y0, x1, y1 = self._person_bounds(person)
                 p.setBrush(Qt.BrushStyle.NoBrush)
@@ -143,7 +149,7 @@ class Canvas(QWidget):
         """(person, joint) under a screen position, hidden joints included (they can be shown again)."""
         best, best_d = None, (HANDLE_RADIUS + 4) / self.scale
         d = self.to_doc(pos)
-        for n, person in enumerate(self.doc.layers["pose"].people):
+        for n, person in enumerate(self.doc.pose_layer().people):
             for i, pt in enumerate(person.keypoints):
                 if pt is not None:
                     dist = math.hypot(pt[0] - d.x(), pt[1] - d.y())
@@ -153,7 +159,7 @@ class Canvas(QWidget):
 
     def hit_person(self, pos: QPointF) -> int | None:
         d = self.to_doc(pos)
-        for n, person in reversed(list(enumerate(self.doc.layers["pose"].people))):
+        for n, person in reversed(list(enumerate(self.doc.pose_layer().people))):
             x0, y0, x1, y1 = self._person_bounds(person)
             if x0 <= d.x() <= x1 and y0 <= d.y() <= y1:
                 return n
@@ -161,19 +167,19 @@ class Canvas(QWidget):
 
     def edit_people(self, people: list[Person], text: str) -> None:
         """Replace the skeletons undoably."""
-        layer = self.doc.layers["pose"]
+        layer = self.doc.pose_layer()
         self.doc.undo_stack.push(ImageEdit(layer, layer.image.copy(), layer.image.copy(), text, layer.people, people))
-        self.stroke_finished.emit("pose")
+        self.stroke_finished.emit(self.doc.pose_layer().kind)
 
     def add_person(self) -> None:
         w, h = self.doc.size.width(), self.doc.size.height()
-        n = len(self.doc.layers["pose"].people)
+        n = len(self.doc.pose_layer().people)
         person = default_person(w * (0.5 + 0.18 * ((n + 1) // 2) * (-1) ** n), h * 0.5, h * 0.8)
-        self.edit_people(self.doc.layers["pose"].people + [person], "Add person")
-        self.selected_person = len(self.doc.layers["pose"].people) - 1
+        self.edit_people(self.doc.pose_layer().people + [person], "Add person")
+        self.selected_person = len(self.doc.pose_layer().people) - 1
 
     def _change_selected(self, fn, text: str) -> None:
-        people = [q.copy() for q in self.doc.layers["pose"].people]
+        people = [q.copy() for q in self.doc.pose_layer().people]
         if self.selected_person is None or self.selected_person >= len(people):
             return
         result = fn(people[self.selected_person])
@@ -197,7 +203,7 @@ class Canvas(QWidget):
         self._change_selected(lambda q: Person(list(q.keypoints)), "Show hidden joints")
 
     def _pose_press(self, e: QMouseEvent) -> None:
-        layer = self.doc.layers["pose"]
+        layer = self.doc.pose_layer()
         joint = self.hit_joint(e.position())
         if e.button() == Qt.MouseButton.RightButton:
             if joint is not None:
@@ -222,7 +228,7 @@ class Canvas(QWidget):
 
     def _pose_move(self, pos: QPointF) -> None:
         mode, n, i, start, before = self._drag
-        layer = self.doc.layers["pose"]
+        layer = self.doc.pose_layer()
         d = self.to_doc(pos)
         people = [q.copy() for q in before]
         if mode == "joint":
@@ -236,16 +242,16 @@ class Canvas(QWidget):
     def _pose_release(self) -> None:
         mode, n, i, start, before = self._drag
         self._drag = None
-        layer = self.doc.layers["pose"]
+        layer = self.doc.pose_layer()
         after = [q.copy() for q in layer.people]
         if [q.keypoints for q in after] != [q.keypoints for q in before]:
             self.doc.undo_stack.push(ImageEdit(layer, layer.image.copy(), layer.image.copy(),
                                                "Move joint" if mode == "joint" else "Move person", before, after))  # fmt: skip
-            self.stroke_finished.emit("pose")
+            self.stroke_finished.emit(self.doc.pose_layer().kind)
 
     # --- drawing ---------------------------------------------------------------------------
     def _can_paint(self) -> bool:
-        return self.active_layer in ("scribble", "depth") and self.doc.layers[self.active_layer].settings.visible
+        return self._editor() in ("ink", "grey") and self.doc.layers[self.active_layer].settings.visible
 
     def _begin(self, pos: QPointF) -> None:
         layer = self.doc.layers[self.active_layer]
@@ -260,7 +266,7 @@ class Canvas(QWidget):
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
         if self.tool == "eraser":
             p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Clear)
-        if self.active_layer == "depth" and self.tool == "brush":
+        if self._editor() == "grey" and self.tool == "brush":
             # a soft grey brush: radial dabs along the segment
             grey = QColor(self.depth_value, self.depth_value, self.depth_value)
             steps = max(1, int(math.hypot(b.x() - a.x(), b.y() - a.y()) / max(1.0, width / 4)))
@@ -311,7 +317,7 @@ class Canvas(QWidget):
         ):
             self._pan_from = e.position()
             return
-        if self.active_layer == "pose" and self.doc.layers["pose"].settings.visible:
+        if self._editor() == "pose" and self.doc.layers[self.active_layer].settings.visible:
             self._pose_press(e)
             return
         if e.button() == Qt.MouseButton.LeftButton and self._can_paint():

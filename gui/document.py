@@ -1,8 +1,8 @@
-"""The sketch document: control layers as images, their settings, and undoable edits.
+"""The sketch document: one control layer per registered kind, their settings, and undoable edits.
 
-Layers are ARGB32 images at document resolution, drawn as the person sees them:
-dark ink on transparent for the scribble, greys for depth, OpenPose colours for
-pose. `control_image` converts each to the engine's convention at output size.
+Layers are ARGB32 images at document resolution, drawn as the person sees them (dark ink on transparent for
+line kinds, greys for depth, OpenPose colours for pose). Each kind's entry in `noisebrush.engine.controls`
+converts a layer to the engine's map and back; `control_image` does it at output size.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from noisebrush.engine.pose import Person, render_pose
-from noisebrush.engine.request import ControlSpec
 from PySide6.QtCore import QObject, QRect, QSize, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QUndoCommand, QUndoStack
 
-LAYER_KINDS = ("scribble", "depth", "pose")
-LAYER_TITLES = {"scribble": "Scribble", "depth": "Depth", "pose": "Pose"}
-INK = QColor(25, 25, 30)
+from noisebrush.engine.controls import CONTROL_KINDS, INK_RGB, ControlKind, get_kind
+from noisebrush.engine.pose import Person, render_pose
+from noisebrush.engine.request import ControlSpec
+
+INK = QColor(*INK_RGB)
+LAYER_REQUEST_FIELDS = frozenset({"enabled", "weight", "start", "end", "controlnet"})  # the rest only changes the view
 
 
 def blank(size: QSize) -> QImage:
@@ -62,8 +63,9 @@ class ControlLayer(QObject):
     def __init__(self, kind: str, size: QSize) -> None:
         super().__init__()
         self.kind = kind
+        self.info: ControlKind = get_kind(kind)
         self.image = blank(size)
-        self.settings = LayerSettings(enabled=True)
+        self.settings = LayerSettings(enabled=True, opacity=self.info.opacity)
         self.people: list[Person] = []  # pose layer: editable skeletons, drawn over `image`
         self._version = 0  # bumped on every change; keys the cached control map
         self._spec_cache: tuple[tuple, ControlSpec | None] | None = None
@@ -89,22 +91,15 @@ class ControlLayer(QObject):
 
     def display_image(self) -> QImage:
         """What the canvas shows; the pose layer's rendering is cached until the layer changes (paint events are hot)."""
-        if self.kind != "pose":
+        if self.info.editor != "pose":
             return self.image
         if self._display_cache is None or self._display_cache[0] != self._version:
             self._display_cache = (self._version, self.render_pose_image())
         return self._display_cache[1]
 
     def control_image(self, width: int, height: int, rgba: np.ndarray | None = None) -> np.ndarray:
-        """The engine's convention at output size: white-on-black scribble, near-bright depth, OpenPose map."""
-        rgba = (qimage_to_rgba(self.display_image()) if rgba is None else rgba).astype(np.float32)
-        alpha = rgba[..., 3:4] / 255.0
-        if self.kind == "scribble":
-            # ink coverage → white strokes on black (the person drew dark on light paper)
-            ink = (alpha[..., 0] * 255.0).astype(np.uint8)
-            rgb = np.repeat(ink[..., None], 3, axis=2)
-        else:
-            rgb = (rgba[..., :3] * alpha).astype(np.uint8)  # transparent = black = far / nobody
+        """The engine's convention at output size (the kind's map_from_layer)."""
+        rgb = self.info.map_from_layer(qimage_to_rgba(self.display_image()) if rgba is None else rgba)
         if rgb.shape[:2] != (height, width):
             interp = cv2.INTER_AREA if rgb.shape[1] > width else cv2.INTER_LINEAR
             rgb = cv2.resize(rgb, (width, height), interpolation=interp)
@@ -149,15 +144,20 @@ class ImageEdit(QUndoCommand):
 
 
 class Document(QObject):
-    changed = Signal(str)  # layer kind
+    changed = Signal(str)  # layer kind: pixels or settings
+    layer_settings_changed = Signal(str, object, str)  # kind, frozenset of changed field names, origin
 
     def __init__(self, size: QSize | None = None) -> None:
         super().__init__()
         self.size = QSize(size) if size is not None else QSize(512, 512)
         self.undo_stack = QUndoStack(self)
-        self.layers: dict[str, ControlLayer] = {k: ControlLayer(k, self.size) for k in LAYER_KINDS}
+        self.layers: dict[str, ControlLayer] = {k: ControlLayer(k, self.size) for k in CONTROL_KINDS}
         for kind, layer in self.layers.items():
             layer.changed.connect(lambda k=kind: self.changed.emit(k))
+
+    def pose_layer(self) -> ControlLayer:
+        """The layer the pose editor works on."""
+        return next(layer for layer in self.layers.values() if layer.info.editor == "pose")
 
     def rect(self) -> QRect:
         return QRect(0, 0, self.size.width(), self.size.height())
@@ -172,8 +172,28 @@ class Document(QObject):
             img = img.scaled(self.size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
         self.undo_stack.push(ImageEdit(layer, layer.image.copy(), img, text, layer.people, people if people is not None else []))
 
+    def set_layer_from_map(self, kind: str, rgb: np.ndarray, people: list[Person] | None, text: str) -> None:
+        """A map in the engine's convention → the layer as the person sees it (undoable).
+
+        Detected skeletons stay editable, so a pose layer then keeps them instead of the picture (not kept twice).
+        """
+        layer = self.layers[kind]
+        rgba = np.zeros(rgb.shape[:2] + (4,), np.uint8) if people is not None else layer.info.layer_from_map(rgb)
+        self.set_layer_image(kind, rgb_to_qimage_argb(rgba[..., :3], rgba[..., 3]), text, people)
+
+    def set_layer_settings(self, kind: str, origin: str = "user", **changes: object) -> frozenset[str]:
+        """Change a layer's settings; emits layer_settings_changed with the fields that really changed."""
+        layer = self.layers[kind]
+        before = dataclasses.asdict(layer.settings)
+        layer.settings = dataclasses.replace(layer.settings, **changes)
+        names = frozenset(k for k, v in dataclasses.asdict(layer.settings).items() if before[k] != v)
+        if names:
+            layer.changed.emit()
+            self.layer_settings_changed.emit(kind, names, origin)
+        return names
+
     def clear_layer(self, kind: str) -> None:
-        self.set_layer_image(kind, blank(self.size), f"Clear {LAYER_TITLES[kind].lower()}")
+        self.set_layer_image(kind, blank(self.size), f"Clear {self.layers[kind].info.title.lower()}")
 
     def resize(self, size: QSize) -> None:
         """Scale every layer to a new document size (when the output size changes). Not undoable."""

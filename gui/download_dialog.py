@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from noisebrush.engine.sources import download_snapshot, is_hub_id
-from noisebrush.gui.tasks import Task
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout
+
+from noisebrush.engine.sources import download_snapshot, is_hub_id
+from noisebrush.gui.tasks import Task
 
 
 class DownloadDialog(QDialog):

@@ -11,11 +11,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtGui import QImage
+
 from noisebrush.engine.engine import Engine
 from noisebrush.engine.events import Cancelled, Event, Failed, Finished, Preview, Progress, Started
 from noisebrush.engine.request import GenerationRequest
-from PySide6.QtCore import QObject, Signal, Slot
-from PySide6.QtGui import QImage
 
 
 def to_qimage(image: np.ndarray) -> QImage:

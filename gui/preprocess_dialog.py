@@ -6,19 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from noisebrush.engine.errors import UserError
-from noisebrush.engine.images import read_image
-from noisebrush.engine.pose import Person
-from noisebrush.engine.preprocess import (
-    PREPROCESSORS,
-    PreprocessResult,
-    download_weights,
-    fit_aspect,
-    missing_weights,
-    run_preprocessor,
-)
-from noisebrush.gui.engine_bridge import to_qimage
-from noisebrush.gui.tasks import Task
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
@@ -33,6 +20,20 @@ from PySide6.QtWidgets import (
     QPushButton,
     QVBoxLayout,
 )
+
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.images import read_image
+from noisebrush.engine.pose import Person
+from noisebrush.engine.preprocess import (
+    PREPROCESSORS,
+    PreprocessResult,
+    download_weights,
+    fit_aspect,
+    missing_weights,
+    run_preprocessor,
+)
+from noisebrush.gui.engine_bridge import to_qimage
+from noisebrush.gui.tasks import Task
 
 
 class PreprocessDialog(QDialog):

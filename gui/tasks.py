@@ -6,8 +6,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from noisebrush.engine.errors import UserError
 from PySide6.QtCore import QObject, Signal
+
+from noisebrush.engine.errors import UserError
 
 
 class Task(QObject):

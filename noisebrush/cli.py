@@ -15,6 +15,14 @@ from pathlib import Path
 from noisebrush import __version__
 
 
+def _control_help() -> str:
+    from noisebrush.engine.controls import CONTROL_KINDS
+
+    kinds = "; ".join(f"{k.name}: {k.map_format}" + (" (or OpenPose JSON)" if k.accepts_pose_json else "")
+                      for k in CONTROL_KINDS.values())  # fmt: skip
+    return f"a control map, repeatable. KIND is {kinds}"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="noisebrush", description="Draw with a diffusion model.")
     p.add_argument("--version", action="version", version=f"noisebrush {__version__}")
@@ -28,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", required=True)
     g.add_argument("--negative", default="")
     g.add_argument("--control", action="append", default=[], metavar="KIND=PATH[@WEIGHT]",
-                   help="scribble, depth or pose map (pose may be OpenPose JSON); repeatable")  # fmt: skip
+                   help=_control_help())  # fmt: skip
     g.add_argument("--controlnet", action="append", default=[], metavar="KIND=FOLDER",
                    help="use this ControlNet for KIND instead of the model's own")  # fmt: skip
     g.add_argument("--steps", type=int)
@@ -72,6 +80,7 @@ def _parse_control(spec: str) -> tuple[str, str, float]:
 
 
 def _build_request(args: argparse.Namespace, notes: list[str]):
+    from noisebrush.engine.controls import kind_names
     from noisebrush.engine.errors import UserError
     from noisebrush.engine.images import load_control_image, read_image, round_size
     from noisebrush.engine.models import model_defaults, resolve_model_dir
@@ -90,14 +99,14 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
     overrides: dict[str, str] = {}
     for spec in args.controlnet:
         kind, sep, folder = spec.partition("=")
-        if not sep or kind not in ("scribble", "depth", "pose"):
-            raise UserError(f"--controlnet {spec!r}: expected KIND=FOLDER with KIND scribble, depth or pose")
+        if not sep or kind not in kind_names():
+            raise UserError(f"--controlnet {spec!r}: expected KIND=FOLDER with KIND one of {', '.join(kind_names())}")
         overrides[kind] = folder
     controls = []
     for spec in args.control:
         kind, path, weight = _parse_control(spec)
-        if kind not in ("scribble", "depth", "pose"):
-            raise UserError(f"--control {spec!r}: unknown kind {kind!r}; use scribble, depth or pose")
+        if kind not in kind_names():
+            raise UserError(f"--control {spec!r}: unknown kind {kind!r}; use one of {', '.join(kind_names())}")
         loaded = load_control_image(kind, path, width, height)
         notes.extend(loaded.notes)
         controls.append(ControlSpec(kind, loaded.image, weight=weight, model=overrides.get(kind)))

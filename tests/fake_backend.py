@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+
 from noisebrush.engine.backends.base import ModelInfo, Stopped
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished, Preview
@@ -41,8 +42,8 @@ class FakeBackend:
     def preload(self, model: str) -> None:
         self.preloaded.append(model)
 
-    def list_models(self) -> list[ModelInfo]:
-        return [ModelInfo("", "Fake default", "base", "sd15", source=self.name),
+    def list_models(self, folder: str | None = None) -> list[ModelInfo]:
+        return [ModelInfo("", "Fake default", "base", "sd15", control_kinds=("scribble", "depth", "pose"), source=self.name),
                 ModelInfo("fake-canny", "Fake canny", "controlnet", "sd15", "canny", source=self.name)]  # fmt: skip
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import queue
 
 import cv2
 import numpy as np
+
 from noisebrush.engine.events import Cancelled, Failed, Finished
 
 

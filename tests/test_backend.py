@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fake_backend import FakeBackend
 from helpers import EventLog
+
 from noisebrush.engine.backends.base import Backend
 from noisebrush.engine.engine import Engine
 from noisebrush.engine.events import Cancelled, Failed, Finished, Preview, Started

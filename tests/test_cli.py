@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import circle_sketch
-from noisebrush.engine.metadata import read_request
 from PIL import Image
 from tiny_model import tiny_controlnet, tiny_unet
 
 from noisebrush.cli import main
+from noisebrush.engine.metadata import read_request
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 from helpers import logged_engine
+
 from noisebrush.engine.events import Finished, Preview
 from noisebrush.engine.request import ControlSpec, GenerationRequest
-
 from training.metrics import color_checks, limb_coverage, output_background, scribble_fscore
 from training.world import generate, hand_drawn, nearest_color
 

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 from helpers import EventLog, circle_sketch, logged_engine
+
 from noisebrush.engine.engine import Engine
 from noisebrush.engine.events import Cancelled, Failed, Finished, Preview, Started
 from noisebrush.engine.request import ControlSpec, GenerationRequest

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import circle_sketch
+from PIL import Image
+from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtTest import QTest
+
 from noisebrush.engine.metadata import save_png
 from noisebrush.engine.request import ControlSpec, GenerationRequest
 from noisebrush.gui.app import create_main_window
 from noisebrush.gui.document import qimage_to_rgba
-from PIL import Image
-from PySide6.QtCore import QPoint, QSettings, Qt
-from PySide6.QtTest import QTest
 
 
 @pytest.fixture
@@ -225,7 +226,7 @@ def test_autosave_is_restored_after_a_crash(make_window, tmp_path, qtbot):
     assert not b.autosave.lock.exists()  # a clean exit leaves no crash marker
 
 
-def test_models_folder_fills_the_pickers_and_a_layer_controlnet_reaches_the_request(make_window, tmp_path, tiny_model):
+def test_models_folder_fills_the_pickers_and_a_layer_controlnet_reaches_the_request(make_window, tmp_path, tiny_model, qtbot):
     import shutil
 
     from tiny_model import tiny_controlnet, tiny_unet
@@ -235,7 +236,8 @@ def test_models_folder_fills_the_pickers_and_a_layer_controlnet_reaches_the_requ
     tiny_controlnet(tiny_unet(), 2).save_pretrained(models / "depth-controlnet")
     w = make_window()
     w.settings.setValue("models_dir", str(models))
-    w.refresh_models()
+    with qtbot.waitSignal(w.files.models_scanned, timeout=10000):  # the scan runs on a worker
+        w.refresh_models()
     assert w.panel.model.findData(str(models / "my-model")) >= 0
     box = w.layers_panel.boxes["depth"]
     idx = box.controlnet.findData(str(models / "depth-controlnet"))

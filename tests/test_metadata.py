@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import circle_sketch
+from PIL import Image
+
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.metadata import a1111_parameters, read_request, save_png
 from noisebrush.engine.request import ControlSpec, GenerationRequest
-from PIL import Image
 
 
 def full_request() -> GenerationRequest:

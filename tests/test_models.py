@@ -11,13 +11,13 @@ import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
-from noisebrush.engine.catalog import format_table, scan
-from noisebrush.engine.errors import UserError
-from noisebrush.engine.sources import check_safetensors, download_snapshot, resolve_source
 from safetensors.torch import save_file
 from tiny_model import tiny_controlnet, tiny_unet
 
 from noisebrush.cli import main
+from noisebrush.engine.catalog import format_table, scan
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.sources import check_safetensors, download_snapshot, resolve_source
 
 REV = "f" * 40
 
@@ -214,6 +214,7 @@ def test_few_step_models_get_few_step_defaults(tiny_model, tmp_path, hub_cache):
 def test_tiny_autoencoder_previews_at_full_resolution(tiny_model, tmp_path):
     from diffusers import AutoencoderTiny
     from helpers import EventLog
+
     from noisebrush.engine.engine import Engine
     from noisebrush.engine.events import Finished, Preview
     from noisebrush.engine.request import GenerationRequest
@@ -241,9 +242,10 @@ def _tiny_sd15_single_file(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
     """A tiny SD1.5-shaped checkpoint in the original layout, a tiny ControlNet likewise, and matching configs."""
     from diffusers import DDIMScheduler
     from ldm_export import clip_to_ldm, controlnet_to_ldm, unet_to_ldm, vae_to_ldm
-    from noisebrush.engine.paths import assets_dir
     from tiny_model import tiny_vae
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    from noisebrush.engine.paths import assets_dir
 
     torch.manual_seed(0)
     text_cfg = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408,
@@ -271,8 +273,9 @@ def _tiny_sd15_single_file(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
 
 def test_single_file_checkpoint_and_controlnet_load_offline_and_generate(tmp_path, monkeypatch, capsys):
     from helpers import circle_sketch
-    from noisebrush.engine.metadata import read_request
     from PIL import Image
+
+    from noisebrush.engine.metadata import read_request
 
     base, cn = _tiny_sd15_single_file(tmp_path, monkeypatch)
     Image.fromarray(circle_sketch()).save(tmp_path / "s.png")
@@ -295,11 +298,12 @@ def test_single_file_controlnet_of_the_wrong_role_is_refused(tmp_path, monkeypat
 
 def test_sdxl_folder_with_a_controlnet_generates_with_sdxl_previews(tmp_path):
     from helpers import EventLog, circle_sketch
+    from tiny_model import write_sdxl_folder
+
     from noisebrush.engine.engine import Engine
     from noisebrush.engine.events import Cancelled, Finished, Preview
     from noisebrush.engine.previews import SDXL_LATENT_RGB
     from noisebrush.engine.request import ControlSpec, GenerationRequest
-    from tiny_model import write_sdxl_folder
 
     folder = write_sdxl_folder(tmp_path / "tiny-sdxl")
     entries = {e.name: e for e in scan(tmp_path)}
@@ -348,9 +352,10 @@ def test_sdxl_single_file_checkpoint_and_controlnet_load_offline_and_generate(tm
     from diffusers import StableDiffusionXLPipeline
     from helpers import circle_sketch
     from ldm_export import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
-    from noisebrush.engine.paths import assets_dir
     from PIL import Image
     from tiny_model import write_sdxl_folder
+
+    from noisebrush.engine.paths import assets_dir
 
     folder = write_sdxl_folder(tmp_path / "xl-folder")
     pipe = StableDiffusionXLPipeline.from_pretrained(folder)

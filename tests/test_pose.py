@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 from controlnet_aux.open_pose.util import draw_bodypose
-from noisebrush.engine.pose import COLORS, LIMBS, Person, default_person, people_from_json, people_to_json, render_pose
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
+
+from noisebrush.engine.pose import COLORS, LIMBS, Person, default_person, people_from_json, people_to_json, render_pose
 
 
 class _KP:  # controlnet-aux's Keypoint shape: normalised x, y
@@ -93,8 +94,9 @@ def drag(canvas, start: QPoint, end: QPoint, steps: int = 6) -> None:
 
 @pytest.fixture
 def window(qtbot, tiny_model, tmp_path):
-    from noisebrush.gui.app import create_main_window
     from PySide6.QtCore import QSettings
+
+    from noisebrush.gui.app import create_main_window
 
     w = create_main_window(model=tiny_model, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
                            data_dir=tmp_path / "data", preview_interval_s=0.0, restore="never")  # fmt: skip
@@ -152,7 +154,7 @@ def test_right_click_hides_a_joint_and_edits_are_undoable(window):
 def test_export_then_import_pose_json(window, tmp_path):
     window.add_person_action.trigger()
     people = [p.copy() for p in window.doc.layers["pose"].people]
-    window.export_pose(str(tmp_path / "pose.json"))
+    window.files.export_pose(str(tmp_path / "pose.json"))
     window.doc.layers["pose"].people = []
     assert window.load_layer_file("pose", str(tmp_path / "pose.json"))
     assert np.allclose(np.array(window.doc.layers["pose"].people[0].keypoints), np.array(people[0].keypoints))

@@ -8,6 +8,8 @@ import time
 import cv2
 import numpy as np
 import pytest
+from tiny_depth import write_tiny_depth_anything
+
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.preprocess import (
     PREPROCESSORS,
@@ -17,7 +19,6 @@ from noisebrush.engine.preprocess import (
     missing_weights,
     run_preprocessor,
 )
-from tiny_depth import write_tiny_depth_anything
 
 
 def photo(w: int = 160, h: int = 120) -> np.ndarray:
@@ -95,11 +96,12 @@ def test_fit_aspect_letterbox_and_crop():
 
 
 def test_make_control_dialog_previews_then_replaces_the_layer(qtbot, tmp_path, tiny_model):
+    from PIL import Image
+    from PySide6.QtCore import QSettings
+
     from noisebrush.gui.app import create_main_window
     from noisebrush.gui.document import qimage_to_rgba
     from noisebrush.gui.preprocess_dialog import PreprocessDialog
-    from PIL import Image
-    from PySide6.QtCore import QSettings
 
     w = create_main_window(model=tiny_model, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
                            data_dir=tmp_path / "data", restore="never")  # fmt: skip
@@ -107,7 +109,7 @@ def test_make_control_dialog_previews_then_replaces_the_layer(qtbot, tmp_path, t
     try:
         Image.fromarray(photo()).save(tmp_path / "photo.png")
         dlg = PreprocessDialog(w, w.doc.size.width(), w.doc.size.height(), cache_dir=str(tmp_path / "hf"))
-        dlg.accepted_map.connect(w._use_preprocessed)
+        dlg.accepted_map.connect(w.files.use_map)
         qtbot.addWidget(dlg)
         dlg.kind.setCurrentIndex(dlg.kind.findData("openpose"))
         assert "209 MB" in dlg.download_btn.text()

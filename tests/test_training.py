@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diffusers import ControlNetModel, DDPMScheduler, UNet2DConditionModel
-from noisebrush.engine.text_encoder import load_minilm
 from tiny_model import tiny_controlnet, tiny_unet
 
+from noisebrush.engine.text_encoder import load_minilm
 from training.grounding import grounding_loss, phrase_targets, record_cross_attention
 from training.metrics import color_checks
 from training.train_diffusion import (

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from noisebrush.engine.preprocess import DEPTH_ANYTHING_REPO
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+from noisebrush.engine.preprocess import DEPTH_ANYTHING_REPO
 
 
 def write_tiny_depth_anything(cache_dir: Path, revision: str = "0123456789abcdef0123456789abcdef01234567") -> Path:

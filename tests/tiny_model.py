@@ -89,8 +89,9 @@ def write_model_folder(folder: Path, kinds: tuple[str, ...] = ("scribble", "dept
 def write_sdxl_folder(folder: Path, with_controlnet: bool = True) -> Path:
     """A tiny SDXL-shaped pipeline (two CLIP text encoders, text_time conditioning), as diffusers' own tests build it."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from noisebrush.engine.paths import assets_dir
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from noisebrush.engine.paths import assets_dir
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

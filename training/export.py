@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DPMSolverMultistepScheduler, UNet2DConditionModel
-from noisebrush.engine.previews import fit_linear_preview
 
+from noisebrush.engine.previews import fit_linear_preview
 from training.common import to_tensor
 from training.train_diffusion import KINDS, NOISE_SCHEDULE
 from training.world import generate

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from noisebrush.engine.pose import LIMBS, Person
 from skimage.morphology import skeletonize
 
+from noisebrush.engine.pose import LIMBS, Person
 from training.world import PALETTE, RELATIONS, SHAPES, Sample, WorldObject, nearest_color
 
 BODY_LIMBS = LIMBS[:12]  # shoulders, arms, torso-to-hips and legs; the face limbs are too small to score

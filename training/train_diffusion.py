@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
-from noisebrush.engine.text_encoder import load_minilm, load_tokenizer
 
+from noisebrush.engine.text_encoder import load_minilm, load_tokenizer
 from training.common import LossLog, load_state, save_state, start_run, to_tensor
 from training.grounding import build_targets, grounding_loss, phrase_targets, record_cross_attention
 from training.world import Sample, generate

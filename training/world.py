@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
 from noisebrush.engine.pose import Person, default_person, render_pose
 
 PALETTE: dict[str, tuple[int, int, int]] = {

@@ -35,6 +35,7 @@ class ModelInfo:
     role: str  # "base" | "controlnet"
     family: str  # "sd15" | "sdxl" | …
     control_kind: str | None = None  # ControlNets: the kind their file name says, None when it says none
+    control_kinds: tuple[str, ...] | None = None  # base models: the kinds they ship a ControlNet for (None: unknown)
     source: str = "local"  # the backend's name (a server's name for a remote one)
 
 
@@ -51,8 +52,11 @@ class Backend(Protocol):
     def preload(self, model: str) -> None:
         """Load a model so that the first job does not wait for it (engine thread). Raise UserError if it cannot."""
 
-    def list_models(self) -> list[ModelInfo]:
-        """The models this backend can run. May be slow (a folder scan, a server call): call it off the GUI thread."""
+    def list_models(self, folder: str | None = None) -> list[ModelInfo]:
+        """The models this backend can run; `folder` is where a local backend looks (others ignore it).
+
+        May be slow (a folder scan, a server call): call it off the GUI thread.
+        """
 
     def close(self) -> None:
         """Free what the backend holds; called once on the engine thread when the Engine shuts down."""

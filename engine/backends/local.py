@@ -12,6 +12,14 @@ from noisebrush.engine.request import GenerationRequest
 FAMILY_TITLES = {"sd15": "SD1.5", "sdxl": "SDXL"}
 
 
+def own_controlnets(folder: Path) -> tuple[str, ...]:
+    """The kinds a model folder ships a ControlNet for (controlnets/<kind>/, as the embedded model does)."""
+    from noisebrush.engine.controls import kind_names
+    from noisebrush.engine.models import CONTROLNETS_DIR
+
+    return tuple(k for k in kind_names() if (folder / CONTROLNETS_DIR / k).is_dir())
+
+
 class LocalBackend:
     """Cheap to build on any thread; torch and diffusers load on the engine thread at the first job or preload."""
 
@@ -52,14 +60,17 @@ class LocalBackend:
     def preload(self, model: str) -> None:
         self._get_runner().models.get(model)
 
-    def list_models(self) -> list[ModelInfo]:
+    def list_models(self, folder: str | None = None) -> list[ModelInfo]:
         from noisebrush.engine.catalog import scan
+        from noisebrush.engine.paths import default_model_dir
 
-        found = [ModelInfo("", "Embedded default (128 px)", "base", "sd15")]
-        for e in scan(Path(self.models_folder) if self.models_folder else None):
+        folder = folder or self.models_folder
+        found = [ModelInfo("", "Embedded default (128 px)", "base", "sd15", control_kinds=own_controlnets(default_model_dir()))]
+        for e in scan(Path(folder) if folder else None):
             if e.usable:
                 title = f"{e.name} · {FAMILY_TITLES.get(e.family, '?')} · {e.size_bytes / 1e9:.1f} GB"
-                found.append(ModelInfo(str(e.path), title, e.role, e.family, e.control_kind))
+                kinds = own_controlnets(e.path) if e.role == "base" and e.path.is_dir() else None
+                found.append(ModelInfo(str(e.path), title, e.role, e.family, e.control_kind, kinds))
         return found
 
     def close(self) -> None:

@@ -1,0 +1,187 @@
+"""Files in and out: open (a PNG's settings, a map into a layer, pose JSON), save, export, and picking models.
+
+Everything restored from a file goes into the state model as a restore: nothing generates by accident.
+A bad file shows one clear line and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtWidgets import QFileDialog, QWidget
+
+from noisebrush.engine.catalog import models_dir
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.images import load_control_image, read_image
+from noisebrush.engine.metadata import read_request, save_png
+from noisebrush.engine.models import model_defaults
+from noisebrush.engine.pose import load_pose_json, people_to_json
+from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
+from noisebrush.gui.state import AppState
+from noisebrush.gui.tasks import Task
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
+POSE_FILTER = "Pose maps or OpenPose JSON (*.png *.jpg *.jpeg *.webp *.bmp *.json)"
+
+
+class Files(QObject):
+    status = Signal(str, int)
+    error = Signal(str)
+    edited = Signal(str)  # a layer got new content from a file: in live mode that is a stroke
+    models_scanned = Signal()
+
+    def __init__(self, state: AppState, bridge: EngineBridge, settings: QSettings, window: QWidget) -> None:
+        super().__init__(window)
+        self.state, self.bridge, self.settings, self.window = state, bridge, settings, window
+        self._scan: Task | None = None
+
+    # --- control maps ----------------------------------------------------------------------
+    def load_layer_dialog(self, kind: str) -> None:
+        info = self.state.doc.layers[kind].info
+        filters = POSE_FILTER if info.accepts_pose_json else IMAGE_FILTER
+        path, _ = QFileDialog.getOpenFileName(self.window, f"Load {info.title.lower()} map", "", filters)
+        if path:
+            self.load_layer_file(kind, path)
+
+    def load_layer_file(self, kind: str, path: str) -> bool:
+        """Load a control map into a layer (undoable). A bad file shows a message and changes nothing."""
+        doc = self.state.doc
+        w, h = doc.size.width(), doc.size.height()
+        try:
+            if doc.layers[kind].info.accepts_pose_json and path.lower().endswith(".json"):
+                try:
+                    people = load_pose_json(path, w, h)
+                except ValueError as exc:
+                    raise UserError(str(exc)) from None
+                doc.set_layer_from_map(kind, np.zeros((h, w, 3), np.uint8), people, "Load pose")
+            else:
+                loaded = load_control_image(kind, path, w, h)
+                doc.set_layer_from_map(kind, loaded.image, None, f"Load {kind} map")
+                if loaded.notes:
+                    self.status.emit("; ".join(loaded.notes), 8000)
+        except UserError as exc:
+            self.error.emit(str(exc))
+            return False
+        self.edited.emit(kind)
+        return True
+
+    def use_map(self, kind: str, image: np.ndarray, people) -> None:
+        """A map made from a photo (the preprocess dialog)."""
+        self.state.doc.set_layer_from_map(kind, image, people, f"Make {kind} map")
+        self.edited.emit(kind)
+
+    def export_pose_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.window, "Export pose", "pose.json", "OpenPose JSON (*.json)")
+        if path:
+            self.export_pose(path)
+
+    def export_pose(self, path: str) -> None:
+        doc = self.state.doc
+        data = people_to_json(doc.pose_layer().people, doc.size.width(), doc.size.height())
+        try:
+            Path(path).write_text(json.dumps(data, indent=1))
+        except OSError as exc:
+            self.error.emit(f"Could not write {path}: {exc}")
+
+    # --- open and save ---------------------------------------------------------------------
+    def open_dialog(self, active_layer: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open", "", "Images and pose JSON (*.png *.jpg *.jpeg *.webp *.json)")
+        if path:
+            self.open_files([path], active_layer)
+
+    def open_files(self, paths: list[str], active_layer: str) -> None:
+        """Dropped or opened files: a Noisebrush/A1111 PNG restores settings; other images load into the active layer."""
+        pose_kind = self.state.doc.pose_layer().kind
+        for path in paths:
+            if path.lower().endswith(".json"):
+                self.load_layer_file(pose_kind, path)
+            elif not (path.lower().endswith(".png") and self.restore_from_png(path, quiet=True)):
+                self.load_layer_file(active_layer, path)
+
+    def restore_from_png(self, path: str, quiet: bool = False) -> bool:
+        """Restore a PNG's settings and show its image. quiet: a PNG without settings is no error (it is a map)."""
+        try:
+            req = read_request(path)
+            image = read_image(path).image
+        except UserError as exc:
+            if not quiet:
+                self.error.emit(str(exc))
+            return False
+        self.state.restore_request(req)
+        self.state.set_result(to_qimage(image))
+        self.status.emit(f"Settings restored from {Path(path).name}", 6000)
+        return True
+
+    def save_dialog(self) -> None:
+        ev = self.state.last_result
+        if ev is None:
+            self.error.emit("Nothing to save yet: generate an image first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save image", f"noisebrush-{ev.params.seed}.png", "PNG (*.png)")
+        if path:
+            self.save_result(path)
+
+    def save_result(self, path: str) -> bool:
+        ev = self.state.last_result
+        if ev is None:
+            return False
+        if not path.lower().endswith(".png"):
+            path += ".png"
+        try:
+            save_png(ev.image, ev.params, path, ev.model_name)
+        except (OSError, UserError) as exc:
+            self.error.emit(f"Could not save {path}: {exc}")
+            return False
+        self.status.emit(f"Saved {path}", 6000)
+        return True
+
+    # --- models ----------------------------------------------------------------------------
+    def browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.window, "Choose a diffusers model folder")
+        if folder:
+            if not (Path(folder) / "model_index.json").is_file():
+                self.error.emit(f"{folder} is not a diffusers model folder: it has no model_index.json")
+                return
+            self.use_model(folder)
+
+    def download_model_dialog(self, fetch=None) -> None:
+        from noisebrush.gui.download_dialog import DownloadDialog
+
+        dlg = DownloadDialog(self.window, fetch=fetch)
+        dlg.downloaded.connect(self.use_model)
+        dlg.open()
+        self._download_dialog = dlg
+
+    def use_model(self, ref: str) -> None:
+        """A model the person picked: its own defaults (few-step models want few steps), loaded in the background."""
+        d = model_defaults(ref)
+        self.state.update(model=ref, width=d.width, height=d.height, steps=d.steps, guidance=d.guidance, scheduler=d.scheduler)
+        self.bridge.engine.preload(ref)
+
+    def choose_models_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.window, "Choose the folder that holds your models")
+        if folder:
+            self.settings.setValue("models_dir", folder)
+            self.refresh_models()
+
+    def refresh_models(self) -> Task:
+        """Ask the backend what it can run, on a worker (a folder scan or a server call can take seconds)."""
+        folder = str(self.settings.value("models_dir") or models_dir())
+        if self._scan is not None:
+            self._scan.join()
+        backend = self.bridge.engine.backend
+        scan = self._scan = Task(lambda: backend.list_models(folder), parent=self)
+        scan.done.connect(lambda models: scan is self._scan and self._scanned(models))  # an older scan's is stale
+        scan.failed.connect(lambda msg: self.status.emit(f"Could not list the models: {msg}", 8000))
+        return scan.start()
+
+    def _scanned(self, models) -> None:
+        self.state.set_models(models)
+        self.models_scanned.emit()
+
+    def close(self) -> None:
+        if self._scan is not None:
+            self._scan.join(5)

@@ -1,0 +1,139 @@
+"""Generation jobs: submit and cancel, live scheduling, and engine events into the state model.
+
+The GUI holds only the Engine's API (through the bridge) and the Backend protocol: which backend runs the job
+(local diffusers, a server) makes no difference here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.events import Finished
+from noisebrush.engine.request import GenerationRequest
+from noisebrush.gui.document import LAYER_REQUEST_FIELDS
+from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
+from noisebrush.gui.state import NOT_IN_REQUEST, AppState
+
+LIVE_MAX_WAIT_S = 0.4  # while a joint is dragged without pause, still regenerate this often
+
+
+class LiveScheduler(QObject):
+    """Debounce with a deadline: `fire` comes `delay_ms` after the last poke, or LIVE_MAX_WAIT_S after the first
+    of a continuous run of pokes (a joint being dragged), whichever is sooner."""
+
+    fire = Signal()
+
+    def __init__(self, delay_ms: int, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(delay_ms)
+        self.timer.timeout.connect(self.fire)
+        self._pending_since = 0.0
+
+    def poke(self) -> None:
+        now = time.perf_counter()
+        if not self.timer.isActive():
+            self._pending_since = now
+        if now - self._pending_since >= LIVE_MAX_WAIT_S:
+            self.timer.stop()
+            self.fire.emit()
+            return
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+
+class Jobs(QObject):
+    status = Signal(str, int)  # message, ms to show it (0: until replaced)
+    error = Signal(str)
+    progress = Signal(int, int, object)  # step, total, seconds left (None when unknown)
+    running = Signal(bool)
+
+    def __init__(self, state: AppState, bridge: EngineBridge, live_delay_ms: int, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.state, self.bridge = state, bridge
+        self.last_request: GenerationRequest | None = None
+        self.live = LiveScheduler(live_delay_ms, self)
+        self.live.fire.connect(lambda: self.generate(latest_wins=True))
+        bridge.started.connect(self._on_started)
+        bridge.progress.connect(lambda job, msg: job == state.job and self.status.emit(msg, 0))
+        bridge.preview.connect(self._on_preview)
+        bridge.finished.connect(self._on_finished)
+        bridge.failed.connect(self._on_failed)
+        bridge.cancelled.connect(self._on_cancelled)
+        state.settings_changed.connect(self._on_settings_changed)
+        state.doc.layer_settings_changed.connect(self._on_layer_settings_changed)
+
+    # --- requests --------------------------------------------------------------------------
+    def generate(self, latest_wins: bool = False) -> int | None:
+        try:
+            req = self.state.capture_request()
+            req.validate()
+        except UserError as exc:
+            self.error.emit(str(exc))
+            return None
+        self.last_request = req
+        self.state.set_job(self.bridge.submit(req, latest_wins=latest_wins or self.state.settings.live))
+        self.running.emit(True)
+        return self.state.job
+
+    def cancel(self) -> None:
+        self.live.stop()
+        if self.state.job is not None:
+            self.bridge.cancel(self.state.job)
+
+    # --- what starts a live frame ----------------------------------------------------------
+    def edited(self) -> None:
+        """A stroke, a joint drag or a loaded map: in live mode, a new frame soon."""
+        if self.state.settings.live:
+            self.live.poke()
+
+    def _on_settings_changed(self, names: frozenset, origin: str) -> None:
+        if origin != "user":
+            return  # restores and the seed policy never start a frame
+        if names - NOT_IN_REQUEST or ("live" in names and self.state.settings.live):
+            self.edited()
+
+    def _on_layer_settings_changed(self, _kind: str, names: frozenset, origin: str) -> None:
+        if origin == "user" and names & LAYER_REQUEST_FIELDS:  # opacity and Show change only the view
+            self.edited()
+
+    # --- engine events (GUI thread) --------------------------------------------------------
+    def _on_started(self, job: int) -> None:
+        if job == self.state.job:
+            self.status.emit("Generating…", 0)
+
+    def _on_preview(self, job: int, step: int, total: int, image: np.ndarray, elapsed: float) -> None:
+        if job != self.state.job:
+            return  # a superseded job's late frame
+        self.state.set_result(to_qimage(image), preview=True)
+        self.progress.emit(step, total, elapsed / step * (total - step) if step else None)
+
+    def _on_finished(self, job: int, ev: Finished) -> None:
+        self.state.add_result(ev)
+        if job != self.state.job:
+            return
+        self.state.last_result = ev
+        self.state.set_result(to_qimage(ev.image))
+        self._end()
+        self.status.emit(f"Done in {ev.elapsed_s:.2f} s · seed {ev.params.seed} · {ev.params.width}×{ev.params.height}", 0)
+
+    def _on_failed(self, job: int, message: str) -> None:
+        if job == self.state.job:
+            self._end()
+        self.error.emit(message)
+
+    def _on_cancelled(self, job: int, at_step: int) -> None:
+        if job == self.state.job:
+            self._end()
+            self.status.emit(f"Cancelled after {at_step} step(s)", 0)
+
+    def _end(self) -> None:
+        self.state.set_job(None)
+        self.running.emit(False)

@@ -1,0 +1,149 @@
+"""The Control layers panel: one box per registered control kind, bound both ways to the Document's layer settings."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from noisebrush.gui.state import AppState
+from noisebrush.gui.widgets import row, slider
+
+EDIT_VERBS = {"ink": "Draw here", "grey": "Paint here", "pose": "Edit here", "image": "Select"}
+
+
+class LayerBox(QGroupBox):
+    """One control layer's settings: active, used, shown, opacity, weight, start–end, ControlNet."""
+
+    load_requested = Signal(str)
+    clear_requested = Signal(str)
+
+    def __init__(self, state: AppState, kind: str, group: QButtonGroup) -> None:
+        self.layer = state.doc.layers[kind]
+        super().__init__(self.layer.info.title)
+        self.state, self.kind = state, kind
+        self._showing = False  # True while the widgets are set from the model: their signals are no edits
+        self.active = QRadioButton(EDIT_VERBS.get(self.layer.info.editor, "Select"))
+        group.addButton(self.active)
+        self.enabled = QCheckBox("Use")
+        self.visible = QCheckBox("Show")
+        self.opacity = slider(0, 100, 80)
+        self.weight = slider(0, 200, 100)
+        self.weight_label = QLabel()
+        self.start = slider(0, 100, 0)
+        self.end = slider(0, 100, 100)
+        self.range_label = QLabel()
+        self.controlnet = QComboBox()
+        self.controlnet.addItem("the model's own", "")
+        self.controlnet.setToolTip(f"Which ControlNet turns this layer ({self.layer.info.map_format}) into guidance")
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: #9a5b00;")
+        self.note.hide()
+        load, clear = QPushButton("Load…"), QPushButton("Clear")
+        top = QHBoxLayout()
+        for w in (self.active, self.enabled, self.visible):
+            top.addWidget(w)
+        top.addStretch(1)
+        top.addWidget(load)
+        top.addWidget(clear)
+        form = QFormLayout()
+        form.addRow("Opacity", self.opacity)
+        form.addRow("Weight", row(self.weight, self.weight_label))
+        form.addRow("Start–end", row(self.start, self.end, self.range_label))
+        form.addRow("ControlNet", self.controlnet)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(form)
+        layout.addWidget(self.note)
+        for sig in (self.enabled.toggled, self.visible.toggled, self.opacity.valueChanged, self.weight.valueChanged,
+                    self.start.valueChanged, self.end.valueChanged, self.controlnet.currentIndexChanged):  # fmt: skip
+            sig.connect(self._edited)
+        load.clicked.connect(lambda: self.load_requested.emit(kind))
+        clear.clicked.connect(lambda: self.clear_requested.emit(kind))
+        state.doc.layer_settings_changed.connect(lambda k, _names, _origin: k == kind and self.show_settings())
+        state.models_changed.connect(self._offer_models)
+        state.settings_changed.connect(lambda names, _o: "model" in names and self._update_note())
+        self.show_settings()
+
+    def add_controlnet(self, title: str, ref: str) -> None:
+        if self.controlnet.findData(ref) < 0:
+            self.controlnet.addItem(title, ref)
+
+    def _offer_models(self) -> None:
+        for m in self.state.models:
+            if m.role == "controlnet" and m.control_kind in (self.kind, None):
+                self.add_controlnet(m.title, m.ref)
+        self._update_note()
+
+    def _update_note(self) -> None:
+        missing = self.kind in self.state.kinds_without_controlnet()
+        self.note.setText(f"Not used: this model has no {self.layer.info.title} ControlNet. Choose one above "
+                          "(add it to your models folder first).")  # fmt: skip
+        self.note.setVisible(missing)
+
+    def show_settings(self) -> None:
+        """Show the layer's settings from the model (after an edit, a restore or an autosave)."""
+        s = self.layer.settings
+        self._showing = True
+        try:
+            if s.controlnet:
+                self.add_controlnet(s.controlnet.rsplit("/", 1)[-1], s.controlnet)
+            self.controlnet.setCurrentIndex(max(0, self.controlnet.findData(s.controlnet)))
+            self.enabled.setChecked(s.enabled)
+            self.visible.setChecked(s.visible)
+            for w, v in ((self.opacity, s.opacity), (self.weight, s.weight), (self.start, s.start), (self.end, s.end)):
+                w.setValue(int(round(v * 100)))
+        finally:
+            self._showing = False
+        self.weight_label.setText(f"{s.weight:.2f}")
+        self.range_label.setText(f"{round(s.start * 100)}–{round(s.end * 100)}%")
+        self._update_note()
+
+    def _edited(self) -> None:
+        if self._showing:
+            return
+        start, end = self.start.value(), self.end.value()
+        if start > end:  # the slider being dragged pushes the other one along
+            start, end = (start, start) if self.sender() is self.start else (end, end)
+        self.state.doc.set_layer_settings(
+            self.kind, enabled=self.enabled.isChecked(), visible=self.visible.isChecked(),
+            opacity=self.opacity.value() / 100, weight=self.weight.value() / 100, start=start / 100, end=end / 100,
+            controlnet=self.controlnet.currentData() or "",
+        )  # fmt: skip
+        self.show_settings()
+
+
+class LayersPanel(QWidget):
+    active_changed = Signal(str)
+    load_requested = Signal(str)
+    clear_requested = Signal(str)
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.group = QButtonGroup(self)
+        self.boxes: dict[str, LayerBox] = {}
+        layout = QVBoxLayout(self)
+        for kind in state.doc.layers:
+            box = LayerBox(state, kind, self.group)
+            box.load_requested.connect(self.load_requested)
+            box.clear_requested.connect(self.clear_requested)
+            box.active.toggled.connect(lambda on, k=kind: on and self.active_changed.emit(k))
+            self.boxes[kind] = box
+            layout.addWidget(box)
+        layout.addStretch(1)
+        next(iter(self.boxes.values())).active.setChecked(True)
+
+    def set_active(self, kind: str) -> None:
+        self.boxes[kind].active.setChecked(True)

@@ -1,0 +1,155 @@
+"""The state model under the GUI: settings, layers (the Document), the current job, history, models, the seed policy.
+
+No widgets here. Widgets bind to it both ways: an edit calls `update`, and they redraw on `settings_changed`.
+Every change says where it came from (`origin`): "user" edits may start a live frame; "restore" (a PNG, a history
+item, an autosave) and "seed" (the seed policy showing a drawn seed) never do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, QSize, Signal
+from PySide6.QtGui import QImage
+
+from noisebrush.engine.backends.base import ModelInfo
+from noisebrush.engine.events import Finished
+from noisebrush.engine.request import ControlSpec, GenerationRequest
+from noisebrush.gui.document import Document
+
+MAX_SEED = 2**31 - 1
+DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
+HISTORY_LIMIT = 200  # results kept in memory; live mode makes many
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything the Generate panel shows, as plain data (what QSettings and the autosave keep)."""
+
+    prompt: str = "a red circle on a blue background"
+    negative: str = ""
+    model: str = ""
+    steps: int = 20
+    guidance: float = 5.0
+    seed: int = 0
+    seed_locked: bool = False
+    width: int = 128
+    height: int = 128
+    scheduler: str = "DPM++ 2M"
+    live: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GenerationSettings:
+        """Known keys only: files written by other versions may hold more or fewer."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+# Fields that do not change the request: toggling them never starts a live frame by itself.
+NOT_IN_REQUEST = frozenset({"seed_locked", "live"})
+
+
+def doc_size(width: int, height: int) -> QSize:
+    scale = DOC_LONG_SIDE / max(width, height)
+    return QSize(max(8, round(width * scale)), max(8, round(height * scale)))
+
+
+class AppState(QObject):
+    settings_changed = Signal(object, str)  # frozenset of changed field names, origin
+    result_changed = Signal(object, bool)  # QImage | None, is a step preview
+    history_added = Signal(object)  # Finished
+    job_changed = Signal(object)  # the running job's id, or None
+    models_changed = Signal()
+
+    def __init__(self, settings: GenerationSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or GenerationSettings()
+        self.doc = Document(doc_size(self.settings.width, self.settings.height))
+        self.job: int | None = None
+        self.last_result: Finished | None = None
+        self.history: list[Finished] = []
+        self.models: list[ModelInfo] = []
+
+    # --- settings --------------------------------------------------------------------------
+    def update(self, origin: str = "user", **changes: object) -> frozenset[str]:
+        """Change settings; emits settings_changed with the fields that really changed (so echoes stop here)."""
+        if "width" in changes or "height" in changes:  # the engine takes multiples of 8
+            changes.update({k: max(8, int(changes[k]) // 8 * 8) for k in ("width", "height") if k in changes})
+        before = self.settings
+        self.settings = dataclasses.replace(before, **changes)
+        names = frozenset(f for f in changes if getattr(before, f) != getattr(self.settings, f))
+        if names & {"width", "height"}:
+            self.doc.resize(doc_size(self.settings.width, self.settings.height))
+            self.set_result(None)
+        if names:
+            self.settings_changed.emit(names, origin)
+        return names
+
+    def new_seed(self, origin: str = "user") -> None:
+        self.update(origin, seed=random.randint(0, MAX_SEED))
+
+    # --- requests --------------------------------------------------------------------------
+    def capture_request(self) -> GenerationRequest:
+        """Freeze the sketch and settings into one request (GUI thread).
+
+        The seed policy: an unlocked seed is drawn anew for each Generate, but kept while live mode runs, so the
+        picture does not jump with every stroke (New seed is the explicit action).
+        """
+        s = self.settings
+        if not s.seed_locked and not s.live:
+            self.new_seed(origin="seed")
+            s = self.settings
+        missing = self.kinds_without_controlnet()
+        controls = tuple(c for c in self.doc.active_specs(s.width, s.height) if c.kind not in missing)
+        return GenerationRequest(
+            prompt=s.prompt, negative_prompt=s.negative, controls=controls, steps=s.steps, guidance=s.guidance,
+            seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model,
+        )  # fmt: skip
+
+    def restore_request(self, req: GenerationRequest) -> None:
+        """A PNG's or a history item's settings into the model, as a restore: no live frame starts from it."""
+        self.update("restore", prompt=req.prompt, negative=req.negative_prompt, model=req.model, steps=req.steps,
+                    guidance=req.guidance, seed=req.seed if req.seed is not None else self.settings.seed,
+                    seed_locked=req.seed is not None, width=req.width, height=req.height, scheduler=req.scheduler)  # fmt: skip
+        for c in req.controls:
+            if c.kind in self.doc.layers:
+                self.restore_control(c)
+
+    def restore_control(self, c: ControlSpec) -> None:
+        self.doc.set_layer_settings(c.kind, "restore", weight=c.weight, start=c.start, end=c.end, controlnet=c.model or "")
+
+    # --- models ----------------------------------------------------------------------------
+    def set_models(self, models: list[ModelInfo]) -> None:
+        self.models = list(models)
+        self.models_changed.emit()
+
+    def model_info(self, ref: str) -> ModelInfo | None:
+        return next((m for m in self.models if m.role == "base" and m.ref == ref), None)
+
+    def kinds_without_controlnet(self) -> set[str]:
+        """Layers that cannot be used as they are: the base model ships no ControlNet for them and none is picked."""
+        info = self.model_info(self.settings.model)
+        if info is None or info.control_kinds is None:
+            return set()  # not known (yet): let the engine say
+        return {k for k, layer in self.doc.layers.items() if not layer.settings.controlnet and k not in info.control_kinds}
+
+    # --- job, results, history -------------------------------------------------------------
+    def set_job(self, job: int | None) -> None:
+        if job != self.job:
+            self.job = job
+            self.job_changed.emit(job)
+
+    def set_result(self, image: QImage | None, preview: bool = False) -> None:
+        self.result_changed.emit(image, preview)
+
+    def add_result(self, ev: Finished) -> None:
+        self.history.insert(0, ev)
+        del self.history[HISTORY_LIMIT:]
+        self.history_added.emit(ev)
+
+    def restore_result(self, ev: Finished, image: QImage) -> None:
+        """A history item: its picture and settings come back; nothing is generated."""
+        self.last_result = ev
+        self.set_result(image)
+        self.restore_request(ev.params)
