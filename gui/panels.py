@@ -151,8 +151,9 @@ class GenerationPanel(QWidget):
 
     def _offer_models(self) -> None:
         for m in self.state.models:
-            if m.role == "base" and self.model.findData(m.ref) < 0:
-                self.model.addItem(m.title, m.ref)
+            if m.role == "base":
+                idx = self.model.findData(m.ref)
+                self.model.addItem(m.title, m.ref) if idx < 0 else self.model.setItemText(idx, m.title)
 
     def set_model(self, ref: str) -> None:
         idx = self.model.findData(ref)

@@ -1,0 +1,113 @@
+"""The GUI against the Backend protocol alone (a scripted backend: no torch, no diffusers), and the state model's
+rules: restores never generate, display-only changes never generate, live mode keeps the seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fake_backend import FakeBackend
+from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtTest import QTest
+
+from noisebrush.engine.engine import Engine
+from noisebrush.gui.app import create_main_window
+from noisebrush.gui.document import qimage_to_rgba
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    backend = FakeBackend(step_s=0.01)
+    w = create_main_window(Engine(backend), settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                           data_dir=tmp_path / "data", restore="never", live_debounce_ms=30)  # fmt: skip
+    w.backend = backend
+    qtbot.addWidget(w)
+    w.resize(1100, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.close()
+
+
+def stroke(w) -> None:
+    rect = w.canvas.doc_rect_on_screen()
+    a, b = QPoint(int(rect.left() + 10), int(rect.top() + 10)), QPoint(int(rect.right() - 10), int(rect.bottom() - 10))
+    QTest.mousePress(w.canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
+    QTest.mouseMove(w.canvas, b)
+    QTest.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b)
+
+
+def test_the_gui_runs_on_any_backend_previews_result_and_history(window, qtbot):
+    w = window
+    with qtbot.waitSignal(w.files.models_scanned, timeout=10000):
+        w.refresh_models()
+    assert w.panel.model.itemText(w.panel.model.findData("")) == "Fake default"  # the backend's own model list
+    assert w.layers_panel.boxes["canny"].controlnet.findData("fake-canny") >= 0
+    assert w.layers_panel.boxes["depth"].controlnet.findData("fake-canny") < 0
+    stroke(w)
+    w.state.update(steps=5)
+    previews = []
+    w.bridge.preview.connect(lambda job, step, total, img, el: previews.append(step))
+    with qtbot.waitSignal(w.bridge.finished, timeout=10000):
+        w.generate_action.trigger()
+    assert previews and previews[-1] == 5
+    grey = w.backend.requests[-1].controls[0].image.mean()
+    assert grey > 0  # the stroke reached the backend's request
+    assert int(qimage_to_rgba(w.canvas.result)[0, 0, 0]) == int(grey) and not w.canvas.result_is_preview
+    assert w.history.count() == 1 and w.state.history[0].params.controls[0].kind == "scribble"
+
+
+def test_a_layer_without_a_controlnet_says_so_and_stays_out_of_the_request(window, qtbot):
+    w = window
+    with qtbot.waitSignal(w.files.models_scanned, timeout=10000):
+        w.refresh_models()
+    canny = w.layers_panel.boxes["canny"]
+    assert canny.note.isVisibleTo(w) and "no Canny edges ControlNet" in canny.note.text()
+    assert not w.layers_panel.boxes["scribble"].note.isVisibleTo(w)
+    w.layers_panel.set_active("canny")
+    stroke(w)
+    assert [c.kind for c in w.capture_request().controls] == []
+    canny.controlnet.setCurrentIndex(canny.controlnet.findData("fake-canny"))
+    assert not canny.note.isVisibleTo(w)
+    (spec,) = w.capture_request().controls
+    assert spec.kind == "canny" and spec.model == "fake-canny"
+
+
+def test_in_live_mode_a_history_click_restores_without_generating(window, qtbot):
+    w = window
+    w.state.update(steps=3, seed_locked=True, seed=11)
+    with qtbot.waitSignal(w.bridge.finished, timeout=10000):
+        w.generate()
+    w.state.update(seed=12)
+    with qtbot.waitSignal(w.bridge.finished, timeout=10000):
+        w.generate()
+    w.panel.live.setChecked(True)  # turning live on makes one frame
+    qtbot.waitUntil(lambda: len(w.backend.requests) == 3 and w.job is None, timeout=10000)
+    w.history.itemClicked.emit(w.history.item(w.history.count() - 1))  # the oldest: seed 11
+    qtbot.wait(200)  # longer than the live delay
+    assert w.panel.seed.value() == 11 and w.last_result.params.seed == 11
+    assert len(w.backend.requests) == 3 and w.job is None
+
+
+def test_display_only_changes_do_not_generate_but_request_changes_do_in_live_mode(window, qtbot):
+    w = window
+    w.state.update(steps=2, live=True)
+    qtbot.waitUntil(lambda: len(w.backend.requests) == 1 and w.job is None, timeout=10000)
+    box = w.layers_panel.boxes["scribble"]
+    box.opacity.setValue(30)
+    box.visible.setChecked(False)
+    qtbot.wait(200)
+    assert len(w.backend.requests) == 1
+    box.weight.setValue(50)
+    qtbot.waitUntil(lambda: len(w.backend.requests) == 2 and w.job is None, timeout=10000)
+
+
+def test_live_mode_keeps_the_seed_and_generate_without_lock_draws_a_new_one(window, qtbot):
+    w = window
+    seeds = {w.capture_request().seed for _ in range(3)}
+    assert len(seeds) == 3 and w.panel.seed.value() in seeds
+    w.state.update(steps=2, live=True)
+    qtbot.waitUntil(lambda: len(w.backend.requests) == 1 and w.job is None, timeout=10000)
+    stroke(w)
+    qtbot.waitUntil(lambda: len(w.backend.requests) == 2 and w.job is None, timeout=10000)
+    assert w.backend.requests[0].seed == w.backend.requests[1].seed == w.panel.seed.value()
+    assert np.asarray(w.backend.requests[1].controls[0].image).max() > 0
