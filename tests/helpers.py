@@ -45,3 +45,19 @@ def circle_sketch(size: int = 64, radius: int | None = None, thickness: int = 3)
     img = np.zeros((size, size, 3), np.uint8)
     cv2.circle(img, (size // 2, size // 2), radius or size // 3, (255, 255, 255), thickness)
     return img
+
+
+def open_window(qtbot, tmp_path, engine=None, **kw):
+    """The whole window on a settings file and data folder of the test's own, shown (offscreen)."""
+    from PySide6.QtCore import QSettings
+
+    from noisebrush.gui.app import create_main_window
+
+    kw.setdefault("restore", "never")
+    w = create_main_window(engine, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                           data_dir=tmp_path / "data", **kw)  # fmt: skip
+    qtbot.addWidget(w)
+    w.resize(1100, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    return w

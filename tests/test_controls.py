@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fake_backend import FakeBackend
-from PySide6.QtCore import QPoint, QSettings, Qt
+from helpers import open_window
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
 from noisebrush.engine.catalog import classify_folder
@@ -15,7 +16,6 @@ from noisebrush.engine.errors import UserError
 from noisebrush.engine.metadata import read_request, save_png
 from noisebrush.engine.preprocess import PREPROCESSORS
 from noisebrush.engine.request import ControlSpec
-from noisebrush.gui.app import create_main_window
 
 
 def test_every_kind_round_trips_its_map_through_a_layer():
@@ -69,12 +69,7 @@ def halo_kind():
 
 
 def test_a_kind_added_through_the_registry_alone_is_drawn_captured_and_saved(halo_kind, qtbot, tmp_path):
-    engine = Engine(FakeBackend())
-    w = create_main_window(engine, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
-                           data_dir=tmp_path / "data", restore="never")  # fmt: skip
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
+    w = open_window(qtbot, tmp_path, Engine(FakeBackend()))
     try:
         assert halo_kind in w.layers_panel.boxes and w.layers_panel.boxes[halo_kind].title() == "Halo"
         w.layers_panel.set_active(halo_kind)

@@ -6,24 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fake_backend import FakeBackend
-from PySide6.QtCore import QPoint, QSettings, Qt
+from helpers import open_window
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
 from noisebrush.engine.engine import Engine
-from noisebrush.gui.app import create_main_window
 from noisebrush.gui.document import qimage_to_rgba
 
 
 @pytest.fixture
 def window(qtbot, tmp_path):
     backend = FakeBackend(step_s=0.01)
-    w = create_main_window(Engine(backend), settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
-                           data_dir=tmp_path / "data", restore="never", live_debounce_ms=30)  # fmt: skip
+    w = open_window(qtbot, tmp_path, Engine(backend), live_debounce_ms=30)
     w.backend = backend
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
     yield w
     w.close()
 

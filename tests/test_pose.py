@@ -94,16 +94,9 @@ def drag(canvas, start: QPoint, end: QPoint, steps: int = 6) -> None:
 
 @pytest.fixture
 def window(qtbot, tiny_model, tmp_path):
-    from PySide6.QtCore import QSettings
+    from helpers import open_window
 
-    from noisebrush.gui.app import create_main_window
-
-    w = create_main_window(model=tiny_model, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
-                           data_dir=tmp_path / "data", preview_interval_s=0.0, restore="never")  # fmt: skip
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
+    w = open_window(qtbot, tmp_path, model=tiny_model, preview_interval_s=0.0)
     yield w
     w.close()
 
