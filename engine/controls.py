@@ -112,3 +112,22 @@ for _kind in (
                 ink_to_map, map_to_ink, ("lineart",), paint_order=50),
 ):  # fmt: skip
     register(_kind)
+
+
+def guess_kind(rgb: np.ndarray) -> tuple[str, str]:
+    """Which layer a plain picture most likely is, and why in a few words (for "Open" on an image with no settings).
+
+    OpenPose maps are coloured limbs on black; scribbles are lines, nearly only black and white; depth maps are
+    smooth greys.
+    """
+    px = rgb.reshape(-1, 3).astype(np.int16)
+    value = px.max(axis=1)
+    saturation = value - px.min(axis=1)
+    dark = value < 24
+    lit = ~dark
+    if dark.mean() > 0.5 and lit.any() and (saturation[lit] > 80).mean() > 0.5:
+        return "pose", "coloured limbs on black, like an OpenPose map"
+    extreme = (value < 40) | (value > 215)
+    if extreme.mean() > 0.9 and (saturation < 40).mean() > 0.95:
+        return "scribble", "black and white lines"
+    return "depth", "smooth greys, like a depth map"

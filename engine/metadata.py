@@ -147,6 +147,7 @@ def save_png(image: np.ndarray, req: GenerationRequest, path: str | Path, model_
     try:
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(image).save(f, format="PNG", pnginfo=info)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved picture is as readable as any new file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -174,3 +175,15 @@ def read_request(path: str | Path) -> GenerationRequest:
     if A1111_KEY in text:
         return parse_a1111(text[A1111_KEY])
     raise UserError(f"{path.name}: holds no generation settings (not made by Noisebrush or an A1111-style tool)")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022

@@ -27,10 +27,15 @@ class ActionsMixin:
         return act
 
     def build_actions(self) -> None:
-        self.undo_action = self.doc.undo_stack.createUndoAction(self, "Undo")
+        stack = self.doc.undo_stack
+        self.undo_action = stack.createUndoAction(self, "Undo")
         self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
-        self.redo_action = self.doc.undo_stack.createRedoAction(self, "Redo")
+        self.redo_action = stack.createRedoAction(self, "Redo")
         self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        # fixed labels, so toolbar buttons keep their width; what would be undone goes into the tooltip
+        stack.undoTextChanged.connect(self._fixed_undo_labels)
+        stack.redoTextChanged.connect(self._fixed_undo_labels)
+        self._fixed_undo_labels()
         self.generate_action = self._action("Generate", [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")], self.generate)
         self.cancel_action = self._action("Cancel", "Esc", self.cancel)
         self.brush_action = self._action("Brush", "B", lambda: self._set_tool("brush"), checkable=True)
@@ -43,7 +48,7 @@ class ActionsMixin:
         self._action("Smaller brush", "[", lambda: self._set_brush(self.canvas.brush_size / 1.25))
         self._action("Bigger brush", "]", lambda: self._set_brush(self.canvas.brush_size * 1.25))
         open_act = self._action("Open image or settings…", QKeySequence.StandardKey.Open,
-                                lambda: self.files.open_dialog(self.canvas.active_layer))  # fmt: skip
+                                self.files.open_dialog)  # fmt: skip
         save_act = self._action("Save image…", QKeySequence.StandardKey.Save, self.files.save_dialog)
         quit_act = self._action("Quit", QKeySequence.StandardKey.Quit, self.close)
         self.brush_size_box = QSpinBox()
@@ -71,6 +76,15 @@ class ActionsMixin:
             edit.addAction(a)
         view = self.menuBar().addMenu("&View")
         for a in (fit, zoom_in, zoom_out):
+            view.addAction(a)
+        view.addSeparator()
+        only = {"result": ("Result only", "H"), "sketch": ("Sketch only", "Shift+H")}
+        self.result_only_action, self.sketch_only_action = (
+            self._action(title, key, lambda on, v=v: self.set_view(v if on else "both"), True) for v, (title, key) in only.items()
+        )
+        flip = lambda: self.set_view("sketch" if self.canvas.view == "result" else "result")  # noqa: E731 - A/B
+        self.flip_view_action = self._action("Flip sketch / result", "X", flip)
+        for a in (self.result_only_action, self.sketch_only_action, self.flip_view_action):
             view.addAction(a)
         pose = self.menuBar().addMenu("&Pose")
         self.add_person_action = self._action("Add person", "Ctrl+Shift+A", lambda: self._pose_do(self.canvas.add_person))
@@ -102,6 +116,9 @@ class ActionsMixin:
             settings_menu.addAction(act)
         settings_menu.addSeparator()
         settings_menu.addAction(self._action("Live mode delay…", None, self.ask_live_delay))
+        self.dark_action = self._action("Dark theme", None, self.set_dark, checkable=True)
+        self.dark_action.setChecked(self.settings.value("dark_theme", False, type=bool))
+        settings_menu.addAction(self.dark_action)
         gen = self.menuBar().addMenu("&Generate")
         gen.addAction(self.generate_action)
         gen.addAction(self.cancel_action)
@@ -154,6 +171,25 @@ class ActionsMixin:
     def set_live_delay(self, ms: int) -> None:
         self.jobs.live.timer.setInterval(ms)
         self.settings.setValue("live_delay_ms", ms)
+
+    def _fixed_undo_labels(self, _text: str = "") -> None:
+        stack = self.doc.undo_stack
+        self.undo_action.setText("Undo")
+        self.undo_action.setToolTip(f"Undo {stack.undoText()}".strip())
+        self.redo_action.setText("Redo")
+        self.redo_action.setToolTip(f"Redo {stack.redoText()}".strip())
+
+    def set_view(self, view: str) -> None:
+        """"both", "result" or "sketch": what the canvas shows (H, Shift+H, X)."""
+        self.canvas.set_view(view)
+        self.result_only_action.setChecked(view == "result")
+        self.sketch_only_action.setChecked(view == "sketch")
+
+    def set_dark(self, on: bool) -> None:
+        from noisebrush.gui.theme import apply_theme
+
+        apply_theme(on)
+        self.settings.setValue("dark_theme", on)
 
     def _set_load_option(self, key: str, on: bool) -> None:
         self.settings.setValue(f"load/{key}", on)

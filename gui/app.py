@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication(argv if argv is not None else sys.argv)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
+    app.setDesktopFileName("noisebrush")  # ties the window to noisebrush.desktop (Wayland uses this for the icon)
     window = create_main_window()
     window.show()
     return app.exec()

@@ -43,6 +43,7 @@ class Canvas(QWidget):
         self.depth_value = 200  # grey of the depth brush: near = bright
         self.result: QImage | None = None  # final image or latest preview, any size; drawn scaled
         self.result_is_preview = False
+        self.view = "both"
         self.scale = 1.0
         self.offset = QPointF(0, 0)
         self._stroke_before: QImage | None = None
@@ -97,15 +98,20 @@ class Canvas(QWidget):
         self.result_is_preview = preview
         self.update()
 
+    def set_view(self, view: str) -> None:
+        """What the canvas shows: "both" (the sketch over the result), "result" only, or "sketch" only."""
+        self.view = view
+        self.update()
+
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(58, 60, 66))
         target = self.doc_rect_on_screen()
         p.fillRect(target, PAPER)
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
-        if self.result is not None:
+        if self.result is not None and self.view != "sketch":
             p.drawImage(target, self.result)
-        for kind in paint_order():
+        for kind in paint_order() if self.view != "result" else ():
             layer = self.doc.layers[kind]
             if layer.settings.visible:
                 p.setOpacity(layer.settings.opacity)
@@ -113,7 +119,7 @@ class Canvas(QWidget):
         p.setOpacity(1.0)
         p.setPen(QPen(QColor(20, 20, 20, 90), 1))
         p.drawRect(target.adjusted(-0.5, -0.5, 0.5, 0.5))
-        if self._editor() == "pose" and self.doc.layers[self.active_layer].settings.visible:
+        if self._editor() == "pose" and self.doc.layers[self.active_layer].settings.visible and self.view != "result":
             self._paint_handles(p)
         p.end()
 
@@ -346,16 +352,21 @@ class Canvas(QWidget):
                 self._end()
 
     def tabletEvent(self, e: QTabletEvent) -> None:  # noqa: N802
-        """Pen pressure sets the stroke width; the synthesized mouse events are then ignored."""
+        """Pen pressure sets the width of a painted stroke. Anything else the pen does (drag a joint, pan with Alt or
+        the middle button) is ignored here, so Qt turns it into the mouse events that do it."""
         self._pressure = max(0.05, e.pressure())
         t = e.type()
-        if t == QTabletEvent.Type.TabletPress and self._can_paint():
+        plain_press = e.button() == Qt.MouseButton.LeftButton and not e.modifiers() & Qt.KeyboardModifier.AltModifier
+        if t == QTabletEvent.Type.TabletPress and plain_press and self._can_paint():
             self._begin(e.position())
         elif t == QTabletEvent.Type.TabletMove and self._stroke_before is not None:
             self._move(e.position())
-        elif t == QTabletEvent.Type.TabletRelease:
+        elif t == QTabletEvent.Type.TabletRelease and self._stroke_before is not None:
             self._end()
             self._pressure = 1.0
+        else:
+            e.ignore()
+            return
         e.accept()
 
     def wheelEvent(self, e: QWheelEvent) -> None:  # noqa: N802

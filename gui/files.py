@@ -14,6 +14,7 @@ from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from noisebrush.engine.catalog import models_dir
+from noisebrush.engine.controls import guess_kind
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import load_control_image, read_image
 from noisebrush.engine.metadata import read_request, save_png
@@ -25,6 +26,15 @@ from noisebrush.gui.tasks import Task
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 POSE_FILTER = "Pose maps or OpenPose JSON (*.png *.jpg *.jpeg *.webp *.bmp *.json)"
+
+
+def free_name(folder: Path, seed: int | None) -> Path:
+    """noisebrush-<seed>.png, or -2, -3… where that exists (a locked seed gives the same seed every time)."""
+    stem = f"noisebrush-{seed}"
+    path, n = folder / f"{stem}.png", 2
+    while path.exists():
+        path, n = folder / f"{stem}-{n}.png", n + 1
+    return path
 
 
 class Files(QObject):
@@ -87,19 +97,33 @@ class Files(QObject):
             self.error.emit(f"Could not write {path}: {exc}")
 
     # --- open and save ---------------------------------------------------------------------
-    def open_dialog(self, active_layer: str) -> None:
+    def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.window, "Open", "", "Images and pose JSON (*.png *.jpg *.jpeg *.webp *.json)")
         if path:
-            self.open_files([path], active_layer)
+            self.open_files([path])
 
-    def open_files(self, paths: list[str], active_layer: str) -> None:
-        """Dropped or opened files: a Noisebrush/A1111 PNG restores settings; other images load into the active layer."""
+    def open_files(self, paths: list[str]) -> None:
+        """Dropped or opened files: a Noisebrush/A1111 PNG restores settings; pose JSON becomes the pose layer; any
+        other picture goes to the layer it looks like (lines, depth or pose), and the status line says which."""
         pose_kind = self.state.doc.pose_layer().kind
         for path in paths:
             if path.lower().endswith(".json"):
                 self.load_layer_file(pose_kind, path)
             elif not (path.lower().endswith(".png") and self.restore_from_png(path, quiet=True)):
-                self.load_layer_file(active_layer, path)
+                self.open_picture(path)
+
+    def open_picture(self, path: str) -> bool:
+        try:
+            kind, why = guess_kind(read_image(path).image)
+        except UserError as exc:
+            self.error.emit(str(exc))
+            return False
+        if kind not in self.state.doc.layers or not self.load_layer_file(kind, path):
+            return False
+        title = self.state.doc.layers[kind].info.title
+        self.status.emit(f"{Path(path).name} went to the {title} layer: it looks like {why}. "
+                         "Undo (Ctrl+Z) and use a layer's Load… to choose another.", 12000)  # fmt: skip
+        return True
 
     def restore_from_png(self, path: str, quiet: bool = False) -> bool:
         """Restore a PNG's settings and show its image. quiet: a PNG without settings is no error (it is a map)."""
@@ -120,9 +144,10 @@ class Files(QObject):
         if ev is None:
             self.error.emit("Nothing to save yet: generate an image first.")
             return
-        path, _ = QFileDialog.getSaveFileName(self.window, "Save image", f"noisebrush-{ev.params.seed}.png", "PNG (*.png)")
-        if path:
-            self.save_result(path)
+        folder = Path(str(self.settings.value("save_dir") or Path.home()))
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save image", str(free_name(folder, ev.params.seed)), "PNG (*.png)")
+        if path and self.save_result(path):
+            self.settings.setValue("save_dir", str(Path(path).parent))  # the next save opens here
 
     def save_result(self, path: str) -> bool:
         ev = self.state.last_result

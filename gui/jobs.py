@@ -54,6 +54,7 @@ class Jobs(QObject):
     error = Signal(str)
     progress = Signal(int, int, object)  # step, total, seconds left (None when unknown)
     running = Signal(bool)
+    succeeded = Signal()  # a job finished: an earlier error no longer holds
 
     def __init__(self, state: AppState, bridge: EngineBridge, live_delay_ms: int, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -122,6 +123,7 @@ class Jobs(QObject):
         self.state.last_result = ev
         self.state.set_result(to_qimage(ev.image))
         self._end()
+        self.succeeded.emit()
         self.status.emit(f"Done in {ev.elapsed_s:.2f} s · seed {ev.params.seed} · {ev.params.width}×{ev.params.height}", 0)
 
     def _on_failed(self, job: int, message: str) -> None:
@@ -131,6 +133,8 @@ class Jobs(QObject):
 
     def _on_cancelled(self, job: int, at_step: int) -> None:
         if job == self.state.job:
+            last = self.state.last_result  # not the noisy partial preview: the last good picture, if any
+            self.state.set_result(to_qimage(last.image) if last is not None else None)
             self._end()
             self.status.emit(f"Cancelled after {at_step} step(s)", 0)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QRadioButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 from noisebrush.gui.state import AppState
 from noisebrush.gui.widgets import row, slider
 
+EMBEDDED_KINDS = ("scribble", "depth", "pose")
 EDIT_VERBS = {"ink": "Draw here", "grey": "Paint here", "pose": "Edit here", "image": "Select"}
 
 
@@ -29,7 +31,7 @@ class LayerBox(QGroupBox):
     load_requested = Signal(str)
     clear_requested = Signal(str)
 
-    def __init__(self, state: AppState, kind: str, group: QButtonGroup) -> None:
+    def __init__(self, state: AppState, kind: str, group: QButtonGroup, collapsed: bool = False) -> None:
         self.layer = state.doc.layers[kind]
         super().__init__(self.layer.info.title)
         self.state, self.kind = state, kind
@@ -52,8 +54,10 @@ class LayerBox(QGroupBox):
         self.note.setStyleSheet("color: #9a5b00;")
         self.note.hide()
         load, clear = QPushButton("Load…"), QPushButton("Clear")
+        self.fold = QToolButton(checkable=True, checked=not collapsed, autoRaise=True, toolTip="Show or hide the settings")
+        self.fold.setArrowType(Qt.ArrowType.DownArrow if not collapsed else Qt.ArrowType.RightArrow)
         top = QHBoxLayout()
-        for w in (self.active, self.enabled, self.visible):
+        for w in (self.fold, self.active, self.enabled, self.visible):
             top.addWidget(w)
         top.addStretch(1)
         top.addWidget(load)
@@ -67,10 +71,16 @@ class LayerBox(QGroupBox):
         range_row.addWidget(self.range_label)
         form.addRow("Start–end", range_row)
         form.addRow("ControlNet", self.controlnet)
+        self.details = QWidget()
+        details = QVBoxLayout(self.details)
+        details.setContentsMargins(0, 0, 0, 0)
+        details.addLayout(form)
+        self.details.setVisible(not collapsed)
+        self.fold.toggled.connect(self._unfold)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addLayout(form)
-        layout.addWidget(self.note)
+        layout.addWidget(self.details)
+        layout.addWidget(self.note)  # outside the fold: a layer that cannot be used says so even when folded
         for sig in (self.enabled.toggled, self.visible.toggled, self.opacity.valueChanged, self.weight.valueChanged,
                     self.start.valueChanged, self.end.valueChanged, self.controlnet.currentIndexChanged):  # fmt: skip
             sig.connect(self._edited)
@@ -80,6 +90,10 @@ class LayerBox(QGroupBox):
         state.models_changed.connect(self._offer_models)
         state.settings_changed.connect(lambda names, _o: "model" in names and self._update_note())
         self.show_settings()
+
+    def _unfold(self, on: bool) -> None:
+        self.fold.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.details.setVisible(on)
 
     def add_controlnet(self, title: str, ref: str) -> None:
         if self.controlnet.findData(ref) < 0:
@@ -140,7 +154,8 @@ class LayersPanel(QWidget):
         self.boxes: dict[str, LayerBox] = {}
         layout = QVBoxLayout(self)
         for kind in state.doc.layers:
-            box = LayerBox(state, kind, self.group)
+            # the kinds the embedded model has no ControlNet for start folded: the panel stays short
+            box = LayerBox(state, kind, self.group, collapsed=kind not in EMBEDDED_KINDS)
             box.load_requested.connect(self.load_requested)
             box.clear_requested.connect(self.clear_requested)
             box.active.toggled.connect(lambda on, k=kind: on and self.active_changed.emit(k))

@@ -42,7 +42,7 @@ class GenerationPanel(QWidget):
         self._showing = False  # True while widgets are set from the model: their signals are no edits
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Describe the picture…")
-        self.prompt.setFixedHeight(64)
+        self.prompt.setFixedHeight(52)
         self.negative = QLineEdit()
         self.negative.setPlaceholderText("Negative prompt (optional)")
         self.model = QComboBox()
@@ -61,7 +61,6 @@ class GenerationPanel(QWidget):
             box.setSingleStep(8)
             box.setSuffix(" px")
         self.scheduler = QComboBox()
-        self.scheduler.addItems(list(SCHEDULER_NAMES))
         self.generate_btn = QPushButton("Generate")
         self.generate_btn.setToolTip("Generate (Ctrl+Enter)")
         self.generate_btn.setDefault(True)
@@ -71,7 +70,6 @@ class GenerationPanel(QWidget):
         self.live = QCheckBox("Live")
         self.live.setToolTip("Regenerate after every stroke or change")
         self.progress = QProgressBar()
-        self.progress_label = QLabel(" ")
         self.set_running(False)
 
         form = QFormLayout()
@@ -92,8 +90,7 @@ class GenerationPanel(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
-        layout.addWidget(self.progress_label)
-        layout.addStretch(1)
+
 
         edits = {
             "prompt": (self.prompt.textChanged, lambda: self.prompt.toPlainText().strip()),
@@ -142,12 +139,24 @@ class GenerationPanel(QWidget):
             self.seed_lock.setChecked(v.seed_locked)
             self.width_box.setValue(v.width)
             self.height_box.setValue(v.height)
+            self._offer_samplers(v)
             self.scheduler.setCurrentIndex(max(0, self.scheduler.findText(v.scheduler)))
             self.live.setChecked(v.live)
         finally:
             self._showing = False
         self.steps_label.setText(f"{self.steps.value():3d}")
         self.guidance_label.setText(f"{self.guidance.value() / 2:4.1f}")
+
+    def _offer_samplers(self, v: GenerationSettings) -> None:
+        """LCM only for models trained for it (elsewhere it gives a wash of colour), or when a file asks for it."""
+        from noisebrush.engine.models import model_defaults  # a small JSON read, no torch
+
+        lcm = v.scheduler == "LCM" or model_defaults(v.model).scheduler == "LCM"
+        names = [n for n in SCHEDULER_NAMES if n != "LCM" or lcm]
+        if names != [self.scheduler.itemText(i) for i in range(self.scheduler.count())]:
+            self.scheduler.clear()
+            self.scheduler.addItems(names)
+        self.scheduler.setToolTip("" if lcm else "LCM is offered for LCM-trained models")
 
     def _offer_models(self) -> None:
         for m in self.state.models:
@@ -174,8 +183,8 @@ class GenerationPanel(QWidget):
     def show_progress(self, step: int, total: int, remaining_s: float | None) -> None:
         self.progress.setRange(0, total)
         self.progress.setValue(step)
-        self.progress.setFormat(f"step {step}/{total}")
-        self.progress_label.setText("" if remaining_s is None else f"about {remaining_s:.1f} s left")
+        left = "" if remaining_s is None else f" · about {remaining_s:.1f} s left"
+        self.progress.setFormat(f"step {step}/{total}{left}")
 
 
 class HistoryStrip(QListWidget):

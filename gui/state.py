@@ -62,10 +62,11 @@ class AppState(QObject):
     job_changed = Signal(object)  # the running job's id, or None
     models_changed = Signal()
 
-    def __init__(self, settings: GenerationSettings | None = None) -> None:
-        super().__init__()
+    def __init__(self, settings: GenerationSettings | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
         self.settings = settings or GenerationSettings()
         self.doc = Document(doc_size(self.settings.width, self.settings.height))
+        self.doc.setParent(self)  # the document (and its undo stack) lives as long as the state
         self.job: int | None = None
         self.last_result: Finished | None = None
         self.history: list[Finished] = []

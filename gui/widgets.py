@@ -2,8 +2,39 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtWidgets import (
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QWidget,
+)
+
+
+class _WheelNeedsFocus(QObject):
+    """The wheel over an unfocused slider, spin box or list scrolls the panel instead of changing the value."""
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.Wheel and isinstance(obj, QWidget) and not obj.hasFocus():
+            event.ignore()  # handled here but not accepted: Qt passes it on to the parent (the scroll area)
+            return True
+        return False
+
+
+_wheel_guard = _WheelNeedsFocus()
+
+
+def wheel_needs_focus(root: QWidget) -> None:
+    """Apply to every value widget under `root`; a click (or Tab) focuses one, then the wheel changes it."""
+    for w in root.findChildren(QWidget):
+        if isinstance(w, (QAbstractSlider, QAbstractSpinBox, QComboBox)):
+            w.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            w.installEventFilter(_wheel_guard)
 
 
 def row(*widgets: QWidget) -> QHBoxLayout:
@@ -41,6 +72,7 @@ class Banner(QFrame):
         row.addWidget(self.action)
         row.addWidget(close)
         self.hide()
+        self._kind = ""
         self._callback = None
         self.action.clicked.connect(self._run_action)
 
@@ -49,10 +81,15 @@ class Banner(QFrame):
         self.setStyleSheet(f"#banner {{ background: {colors[kind].split(';')[0]}; border-radius: 4px; }} "
                            f"QLabel {{ color: {colors[kind].split('color: ')[1]}; }}")  # fmt: skip
         self.label.setText(text)
+        self._kind = kind
         self._callback = callback
         self.action.setVisible(bool(action))
         self.action.setText(action or "")
         self.show()
+
+    def hide_error(self) -> None:
+        if self._kind == "error":
+            self.hide()
 
     def _run_action(self) -> None:
         self.hide()

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QScrollArea, QVBoxLayout, QWidget
+from PySide6.QtGui import QCloseEvent, QIcon
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
+from noisebrush.engine.paths import assets_dir
 from noisebrush.engine.request import GenerationRequest
 from noisebrush.gui.actions import ActionsMixin
 from noisebrush.gui.canvas import Canvas
@@ -20,7 +21,7 @@ from noisebrush.gui.layer_panel import LayersPanel
 from noisebrush.gui.panels import GenerationPanel, HistoryStrip
 from noisebrush.gui.persistence import Persistence, initial_settings
 from noisebrush.gui.state import AppState
-from noisebrush.gui.widgets import Banner
+from noisebrush.gui.widgets import Banner, wheel_needs_focus
 
 
 class MainWindow(ActionsMixin, QMainWindow):
@@ -29,7 +30,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         super().__init__()
         self.setWindowTitle("Noisebrush")
         self.bridge, self.settings, self.data_dir = bridge, settings, Path(data_dir)
-        self.state = AppState(initial_settings(settings, default_model))
+        self.state = AppState(initial_settings(settings, default_model), parent=self)
         self.doc = self.state.doc
         self.jobs = Jobs(self.state, bridge, int(settings.value("live_delay_ms", live_debounce_ms)), self)
         self.files = Files(self.state, bridge, settings, self)
@@ -49,10 +50,14 @@ class MainWindow(ActionsMixin, QMainWindow):
         col.addWidget(self.canvas, 1)
         col.addWidget(self.history)
         self.setCentralWidget(center)
-        self._dock("Generate", self.panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._dock("Control layers", self.layers_panel, Qt.DockWidgetArea.RightDockWidgetArea, scroll=True)
+        self._side_dock()
         self.build_actions()
+        wheel_needs_focus(self.panel)
+        wheel_needs_focus(self.layers_panel)
+        self.setWindowIcon(QIcon(str(assets_dir() / "icons" / "noisebrush.png")))
         self.statusBar().showMessage("Ready")
+        if self.dark_action.isChecked():
+            self.set_dark(True)
         self._wire()
 
         geometry = settings.value("geometry")
@@ -72,7 +77,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         for source in (jobs, files):
             source.error.connect(self.show_error)
         jobs.running.connect(self.panel.set_running)
-        jobs.running.connect(lambda on: on or self.panel.progress_label.setText(" "))
+        jobs.succeeded.connect(self.banner.hide_error)  # an error banner goes once a later action works
         jobs.progress.connect(self.panel.show_progress)
         files.edited.connect(self._edited_layer)
         self.panel.generate_requested.connect(self.generate)
@@ -86,19 +91,24 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.canvas.pose_dragged.connect(jobs.edited)
         self.canvas.files_dropped.connect(self.open_files)
 
-    def _dock(self, title: str, widget: QWidget, area, scroll: bool = False) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(title)
+    def _side_dock(self) -> None:
+        """Generate on top at its natural height; the layers take the rest and scroll (the splitter moves between)."""
+        layers = QScrollArea()
+        layers.setWidgetResizable(True)
+        layers.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        layers.setWidget(self.layers_panel)
+        self.side = QSplitter(Qt.Orientation.Vertical)
+        self.side.addWidget(self.panel)
+        self.side.addWidget(layers)
+        self.side.setStretchFactor(0, 0)
+        self.side.setStretchFactor(1, 1)
+        self.side.setCollapsible(0, False)
+        self.side.setCollapsible(1, False)
+        dock = QDockWidget("Generate", self)
+        dock.setObjectName("Generate")
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
-        if scroll:
-            area_widget = QScrollArea()
-            area_widget.setWidgetResizable(True)
-            area_widget.setWidget(widget)
-            dock.setWidget(area_widget)
-        else:
-            dock.setWidget(widget)
-        self.addDockWidget(area, dock)
-        return dock
+        dock.setWidget(self.side)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
 
     # --- what the panels and tests call ----------------------------------------------------
     @property
@@ -119,7 +129,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.jobs.cancel()
 
     def open_files(self, paths: list[str]) -> None:
-        self.files.open_files(paths, self.canvas.active_layer)
+        self.files.open_files(paths)
 
     def load_layer_file(self, kind: str, path: str) -> bool:
         return self.files.load_layer_file(kind, path)
