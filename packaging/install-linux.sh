@@ -27,24 +27,44 @@ if [ "$action" = uninstall ]; then
   exit 0
 fi
 
+# The CUDA lock's torch is built for CUDA 13, which needs NVIDIA driver 580 or newer; an older driver gets the CPU build.
+MIN_DRIVER=580
 if [ -z "$flavour" ]; then
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then flavour=cuda; else flavour=cpu; fi
+  flavour=cpu
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1)
+    if [ "${driver%%.*}" -ge "$MIN_DRIVER" ] 2>/dev/null; then
+      flavour=cuda
+    else
+      echo "NVIDIA driver ${driver:-unknown} is older than $MIN_DRIVER: installing the CPU build (update the driver, then run --update --cuda)" >&2
+    fi
+  fi
 fi
 lock="$src/packaging/requirements/linux-$flavour.txt"
 [ -f "$lock" ] || { echo "no lock file for '$flavour': $lock" >&2; exit 2; }
 echo "Installing Noisebrush ($flavour) into $home"
 
 python="${PYTHON:-python3}"
-"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python 3.10 or newer is needed" >&2; exit 2; }
+# the locks pin numpy and scipy releases that have wheels for Python 3.11 and newer only
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed (set PYTHON=...)" >&2; exit 2; }
 mkdir -p "$home"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 stamp="$venv/.noisebrush-lock"
 if [ "$action" = update ] || ! cmp -s "$lock" "$stamp"; then
   "$venv/bin/python" -m pip install --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install --require-hashes --no-deps -r "$src/packaging/requirements/hashed.txt"
   "$venv/bin/python" -m pip install -r "$lock"
   cp "$lock" "$stamp"
 fi
 "$venv/bin/python" -m pip install --no-deps --upgrade "$src"
 "$venv/bin/noisebrush" --install-desktop-entry
+# Qt's xcb platform plugin needs these two, which minimal desktops may lack
+if command -v ldconfig >/dev/null 2>&1; then
+  missing=""
+  for lib in libxcb-icccm.so.4:libxcb-icccm4 libxcb-keysyms.so.1:libxcb-keysyms1 libxcb-cursor.so.0:libxcb-cursor0; do
+    ldconfig -p | grep -q "${lib%%:*}" || missing="$missing ${lib##*:}"
+  done
+  [ -z "$missing" ] || echo "Noisebrush's window needs:$missing. Install them with: sudo apt install$missing" >&2
+fi
 "$venv/bin/noisebrush" --version
 echo "Done. Start Noisebrush from your app menu, or run: \"$venv/bin/noisebrush\""
