@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,25 @@ class ModelEntry:
         return self.format != "pickle" and self.family != "?" and not self.note
 
 
+def user_data_dir() -> Path:
+    """Where Noisebrush keeps the user's own files, per platform (what Qt's GenericDataLocation/Noisebrush is)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "Noisebrush"
+
+
 def models_dir() -> Path:
-    return Path(os.environ.get("NOISEBRUSH_MODELS") or Path.home() / "Noisebrush" / "models")
+    """The models folder the GUI and the CLI share: $NOISEBRUSH_MODELS, else ~/Noisebrush/models where an earlier
+    version made one, else <user data>/Noisebrush/models."""
+    env = os.environ.get("NOISEBRUSH_MODELS")
+    if env:
+        return Path(env)
+    legacy = Path.home() / "Noisebrush" / "models"
+    return legacy if legacy.is_dir() else user_data_dir() / "models"
 
 
 def _family_from_config(cfg: dict) -> str:

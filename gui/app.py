@@ -62,11 +62,13 @@ def create_main_window(
     return window
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, files: list[str] | None = None) -> int:
     app = QApplication(argv if argv is not None else sys.argv)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
     app.setDesktopFileName("noisebrush")  # ties the window to noisebrush.desktop (Wayland uses this for the icon)
     window = create_main_window()
     window.show()
+    if files:  # after the window shows: a PNG restores its settings, pose JSON becomes the pose layer
+        window.open_files([str(Path(f).resolve()) for f in files])
     return app.exec()

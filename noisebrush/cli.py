@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--uninstall-desktop-entry", action="store_true", help="remove it from the app menu")
     sub = p.add_subparsers(dest="command")
     m = sub.add_parser("models", help="list the models found in the models folder")
-    m.add_argument("--dir", help="the models folder (default: $NOISEBRUSH_MODELS or ~/Noisebrush/models)")
+    m.add_argument("--dir", help="the models folder (default: $NOISEBRUSH_MODELS, else ~/.local/share/Noisebrush/models)")
     g = sub.add_parser("generate", help="generate one image headless")
     g.add_argument("--prompt", required=True)
     g.add_argument("--negative", default="")
@@ -224,7 +224,35 @@ def cmd_self_test() -> int:
     return 0
 
 
-def _run_gui() -> int:
+XCB_LIBS = {  # soname: Debian package
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+}
+
+
+def missing_xcb_libraries() -> list[str]:
+    """Debian package names of the libraries Qt's xcb plugin loads that this system lacks (Linux, X11 only)."""
+    import ctypes
+
+    missing = []
+    for soname, package in XCB_LIBS.items():
+        try:
+            ctypes.CDLL(soname)
+        except OSError:
+            missing.append(package)
+    return missing
+
+
+def _run_gui(files: list[str] | None = None) -> int:
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("QT_QPA_PLATFORM") or os.environ.get("WAYLAND_DISPLAY")
+    ) and os.environ.get("DISPLAY"):
+        missing = missing_xcb_libraries()
+        if missing:
+            print(f"noisebrush: error: Qt's X11 plugin needs {', '.join(missing)}, which this system lacks. "
+                  f"Install them with: sudo apt install {' '.join(missing)}", file=sys.stderr)  # fmt: skip
+            return 2
     if sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
     ):
@@ -236,10 +264,24 @@ def _run_gui() -> int:
         return 2
     from noisebrush.gui.app import main as gui_main
 
-    return gui_main(sys.argv[:1])
+    return gui_main(sys.argv[:1], files or [])
+
+
+def _file_arguments(argv: list[str]) -> list[str] | None:
+    """`noisebrush a.png pose.json` (what the desktop entry's %F passes): the files to open in the GUI, else None."""
+    if argv and all(not a.startswith("-") and a not in ("generate", "models") for a in argv):
+        return argv
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
+    files = _file_arguments(sys.argv[1:] if argv is None else argv)
+    if files is not None:
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            print(f"noisebrush: error: no such file: {missing[0]}", file=sys.stderr)
+            return 2
+        return _run_gui(files)
     args = _parser().parse_args(argv)
     from noisebrush.engine.errors import UserError
 
@@ -260,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             from noisebrush.engine.catalog import format_table, models_dir, scan
 
             folder = Path(args.dir) if args.dir else models_dir()
+            print("embedded: noisebrush-default (SD1.5-shaped, 128 px; scribble, depth and pose ControlNets)")
             if not folder.is_dir():
-                raise UserError(f"models folder {folder} does not exist")
+                print(f"no models folder yet: put diffusers folders and .safetensors files in {folder}")
+                return 0
             print(f"models in {folder}:")
             print(format_table(scan(folder)))
             return 0

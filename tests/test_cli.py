@@ -162,3 +162,34 @@ def test_no_display_gives_a_clear_message(monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
     assert main([]) == 2
     assert "no display found" in capsys.readouterr().err
+
+
+def test_models_on_a_fresh_machine_lists_the_embedded_model_and_says_where_models_go(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("NOISEBRUSH_MODELS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "noisebrush-default" in out and str(tmp_path / "data" / "Noisebrush" / "models") in out
+
+
+def test_files_on_the_command_line_open_in_the_gui(tmp_path, monkeypatch, capsys):
+    import noisebrush.cli as cli
+
+    opened = []
+    monkeypatch.setattr(cli, "_run_gui", lambda files=None: opened.append(files) or 0)
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"x")
+    assert main([str(picture)]) == 0 and opened == [[str(picture)]]
+    assert main([str(tmp_path / "nope.png")]) == 2 and "no such file" in error_of(capsys)
+
+
+def test_missing_xcb_libraries_are_named_with_the_command_that_installs_them(monkeypatch, capsys):
+    import noisebrush.cli as cli
+
+    monkeypatch.setattr(cli, "missing_xcb_libraries", lambda: ["libxcb-icccm4", "libxcb-keysyms1"])
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    assert cli._run_gui() == 2
+    assert "sudo apt install libxcb-icccm4 libxcb-keysyms1" in error_of(capsys)
