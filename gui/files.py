@@ -164,13 +164,23 @@ class Files(QObject):
         return True
 
     # --- models ----------------------------------------------------------------------------
-    def browse_model(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Choose a diffusers model folder")
-        if folder:
-            if not (Path(folder) / "model_index.json").is_file():
-                self.error.emit(f"{folder} is not a diffusers model folder: it has no model_index.json")
-                return
-            self.use_model(folder)
+    def browse_model(self, what: str = "file") -> None:
+        """A checkpoint file (.safetensors) or, with what="folder", a diffusers folder."""
+        if what == "folder":
+            ref = QFileDialog.getExistingDirectory(self.window, "Choose a diffusers model folder")
+        else:
+            ref, _ = QFileDialog.getOpenFileName(self.window, "Choose a model checkpoint", str(models_dir()),
+                                                 "Safetensors checkpoints (*.safetensors)")  # fmt: skip
+        if not ref:
+            return
+        from noisebrush.engine.models import resolve_model_dir
+
+        try:
+            resolve_model_dir(ref)
+        except UserError as exc:
+            self.error.emit(str(exc))
+            return
+        self.use_model(ref)
 
     def download_model_dialog(self, fetch=None) -> None:
         from noisebrush.gui.download_dialog import DownloadDialog

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -34,7 +35,7 @@ class GenerationPanel(QWidget):
 
     generate_requested = Signal()
     cancel_requested = Signal()
-    model_browse_requested = Signal()
+    model_browse_requested = Signal(str)  # "file" or "folder"
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -46,7 +47,12 @@ class GenerationPanel(QWidget):
         self.negative = QLineEdit()
         self.negative.setPlaceholderText("Negative prompt (optional)")
         self.model = QComboBox()
-        self.browse_model = QToolButton(text="…", toolTip="Choose a diffusers model folder")
+        self.browse_model = QToolButton(text="…", toolTip="Choose a checkpoint file or a diffusers folder")
+        self.browse_model.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        browse = QMenu(self.browse_model)
+        browse.addAction("Checkpoint file (.safetensors)…", lambda: self.model_browse_requested.emit("file"))
+        browse.addAction("Diffusers folder…", lambda: self.model_browse_requested.emit("folder"))
+        self.browse_model.setMenu(browse)
         self.steps = slider(1, 100, 20)
         self.steps_label = QLabel()
         self.guidance = slider(0, 40, 10)  # half-steps: 0–20
@@ -110,7 +116,6 @@ class GenerationPanel(QWidget):
         self.new_seed.clicked.connect(lambda: state.new_seed())
         self.generate_btn.clicked.connect(self.generate_requested)
         self.cancel_btn.clicked.connect(self.cancel_requested)
-        self.browse_model.clicked.connect(self.model_browse_requested)
         state.settings_changed.connect(lambda _names, _origin: self.show_settings())
         state.models_changed.connect(self._offer_models)
         self._offer_models()

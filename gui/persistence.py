@@ -19,6 +19,18 @@ AUTOSAVE_MS = 4000
 AUTOSAVE_AFTER_STROKE_MS = 800  # once the hand has paused
 
 
+def usable_model(ref: str) -> bool:
+    """A folder, a .safetensors file or a cached Hub id that still resolves (all kinds survive a restart)."""
+    from noisebrush.engine.errors import UserError
+    from noisebrush.engine.models import resolve_model_dir
+
+    try:
+        resolve_model_dir(ref)
+    except (UserError, OSError):
+        return False
+    return True
+
+
 def initial_settings(settings: QSettings, default_model: str) -> GenerationSettings:
     """The model's defaults, then what the last session kept. Live mode is opt-in per session."""
     d = model_defaults(default_model)
@@ -32,7 +44,7 @@ def initial_settings(settings: QSettings, default_model: str) -> GenerationSetti
             values = dataclasses.replace(values, **{k: v for k, v in saved.items() if k in known})
         except (json.JSONDecodeError, TypeError, AttributeError):
             pass
-    if values.model and not Path(values.model).is_dir():
+    if values.model and not usable_model(values.model):
         values = dataclasses.replace(values, model=default_model)
     return dataclasses.replace(values, live=False)
 

@@ -106,3 +106,20 @@ def test_live_mode_keeps_the_seed_and_generate_without_lock_draws_a_new_one(wind
     qtbot.waitUntil(lambda: len(w.backend.requests) == 2 and w.job is None, timeout=10000)
     assert w.backend.requests[0].seed == w.backend.requests[1].seed == w.panel.seed.value()
     assert np.asarray(w.backend.requests[1].controls[0].image).max() > 0
+
+
+def test_a_checkpoint_file_model_is_picked_with_the_browse_button_and_survives_a_restart(qtbot, tmp_path, monkeypatch):
+    from safetensors.numpy import save_file
+
+    from noisebrush.gui import files
+
+    ckpt = tmp_path / "my-model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": np.zeros((4, 4), np.float32)}, str(ckpt))
+    monkeypatch.setattr(files.QFileDialog, "getOpenFileName", lambda *a, **k: (str(ckpt), ""))
+    w = open_window(qtbot, tmp_path, Engine(FakeBackend()))
+    w.panel.model_browse_requested.emit("file")
+    assert w.state.settings.model == str(ckpt) and w.panel.model.currentText() == "my-model.safetensors"
+    w.close()
+    again = open_window(qtbot, tmp_path, Engine(FakeBackend()))  # same settings file
+    assert again.state.settings.model == str(ckpt)
+    again.close()
