@@ -156,9 +156,11 @@ class ActionsMixin:
 
     def show_about(self) -> None:
         from noisebrush import __version__
+        from noisebrush.gui.app import log_file
 
         QMessageBox.about(self, "About Noisebrush", f"<b>Noisebrush {__version__}</b><br>Draw with a diffusion model. "
-                          "The embedded model was trained by Noisebrush on a procedural world; it runs offline.")  # fmt: skip
+                          "The embedded model was trained by Noisebrush on a procedural world; it runs offline."
+                          f"<br><br>Log: {log_file()}")  # fmt: skip
 
     def ask_live_delay(self) -> None:
         from PySide6.QtWidgets import QInputDialog

@@ -62,10 +62,45 @@ def create_main_window(
     return window
 
 
+def log_file() -> Path:
+    path = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
+    return Path(path or Path.home() / ".noisebrush") / "logs" / "noisebrush.log"
+
+
+def start_log(path: Path) -> None:
+    """Errors of an app started from the menu have no terminal: log to a rotating file, and let a hard crash
+    (a segfault in a native library) write its Python stack there too."""
+    import faulthandler
+    import logging
+    from logging.handlers import RotatingFileHandler
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(path, maxBytes=1_000_000, backupCount=3, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    global _crash_log  # kept open for faulthandler for the life of the process
+    _crash_log = open(path.with_suffix(".crash.log"), "a", encoding="utf-8")  # noqa: SIM115
+    faulthandler.enable(_crash_log)
+
+    def excepthook(*exc) -> None:
+        logging.getLogger("noisebrush").critical("uncaught exception", exc_info=exc)
+        sys.__excepthook__(*exc)
+
+    sys.excepthook = excepthook
+
+
+_crash_log = None
+
+
 def main(argv: list[str] | None = None, files: list[str] | None = None) -> int:
     app = QApplication(argv if argv is not None else sys.argv)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
+    try:
+        start_log(log_file())
+    except OSError as exc:
+        print(f"noisebrush: cannot write the log: {exc}", file=sys.stderr)
     app.setDesktopFileName("noisebrush")  # ties the window to noisebrush.desktop (Wayland uses this for the icon)
     window = create_main_window()
     window.show()

@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="noisebrush", description="Draw with a diffusion model.")
     p.add_argument("--version", action="version", version=f"noisebrush {__version__}")
     p.add_argument("--self-test", action="store_true", help="run a 2-step generation headless and exit")
+    p.add_argument("--verbose", action="store_true", help="show the libraries' own warnings and progress bars too")
     p.add_argument("--install-desktop-entry", action="store_true", help="add Noisebrush to your desktop's app menu")
     p.add_argument("--uninstall-desktop-entry", action="store_true", help="remove it from the app menu")
     sub = p.add_subparsers(dest="command")
@@ -283,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _run_gui(files)
     args = _parser().parse_args(argv)
+    if args.verbose:
+        os.environ["NOISEBRUSH_VERBOSE"] = "1"
     from noisebrush.engine.errors import UserError
 
     try:

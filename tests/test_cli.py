@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,17 @@ def test_missing_xcb_libraries_are_named_with_the_command_that_installs_them(mon
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     assert cli._run_gui() == 2
     assert "sudo apt install libxcb-icccm4 libxcb-keysyms1" in error_of(capsys)
+
+
+def test_a_generation_prints_our_progress_and_none_of_the_libraries_noise(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.png"
+    cmd = [sys.executable, "-m", "noisebrush", "generate", "--prompt", "a red circle", "--steps", "2", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "NOISEBRUSH_VERBOSE"} | {"HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    noise = ("Loading pipeline components", "Expected types", "FutureWarning", "Loading weights")
+    assert not [n for n in noise if n in run.stderr + run.stdout], run.stderr
+    assert out.is_file()

@@ -170,3 +170,24 @@ def test_the_window_has_its_icon_and_fixed_width_undo_labels(window, qtbot):
     assert not w.windowIcon().isNull()
     w.doc.clear_layer("scribble")
     assert w.undo_action.text() == "Undo" and "Clear scribble" in w.undo_action.toolTip()
+
+
+def test_the_app_logs_to_a_rotating_file_with_crash_stacks(tmp_path):
+    import faulthandler
+    import logging
+    import sys
+
+    from noisebrush.gui.app import start_log
+
+    hook, handlers = sys.excepthook, list(logging.getLogger().handlers)
+    try:
+        start_log(tmp_path / "logs" / "noisebrush.log")
+        logging.getLogger("noisebrush.engine").error("job 3 failed: out of memory")
+        assert faulthandler.is_enabled()
+    finally:
+        faulthandler.enable()  # back to stderr, as pytest had it
+        for h in logging.getLogger().handlers[len(handlers):]:
+            h.close()
+            logging.getLogger().removeHandler(h)
+        sys.excepthook = hook
+    assert "job 3 failed: out of memory" in (tmp_path / "logs" / "noisebrush.log").read_text()

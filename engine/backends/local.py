@@ -47,8 +47,10 @@ class LocalBackend:
         if self._runner is None:
             from noisebrush.engine.device import choose, set_torch_threads
             from noisebrush.engine.models import ModelManager
+            from noisebrush.engine.quiet import quiet_libraries
             from noisebrush.engine.runner import Runner
 
+            quiet_libraries()
             set_torch_threads(self._threads)
             device = self._device or choose(self._options)
             self._runner = Runner(ModelManager(device, self._options), self.preview_interval_s, self.previews)
