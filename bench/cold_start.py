@@ -1,0 +1,88 @@
+"""Cold start: how long until a person sees something, from a fresh process.
+
+    python bench/cold_start.py [--runs 3]
+
+Prints (medians of --runs fresh processes):
+  CLI: `noisebrush generate` 4 steps at 128 px, process start → PNG written
+  GUI: process start → window shown → embedded model loaded → first step preview
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GUI_PROBE = r"""
+import json, os, sys, time
+t0 = float(os.environ["NB_T0"])
+from PySide6.QtWidgets import QApplication
+app = QApplication(sys.argv)
+from noisebrush.gui.app import create_main_window
+from PySide6.QtCore import QSettings
+w = create_main_window(settings=QSettings(os.environ["NB_INI"], QSettings.Format.IniFormat),
+                       data_dir=os.environ["NB_DATA"], restore="never")
+w.show()
+app.processEvents()
+shown = time.time() - t0
+heavy = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
+def wait(cond, limit=300):
+    end = time.time() + limit
+    while not cond() and time.time() < end:
+        app.processEvents()
+        time.sleep(0.002)
+runner = lambda: getattr(w.bridge.engine.backend, "_runner", None)
+wait(lambda: runner() is not None and runner().models.is_loaded(""))
+loaded = time.time() - t0
+previews = []
+w.bridge.preview.connect(lambda *a: previews.append(time.time() - t0))
+w.state.update(steps=4)
+w.generate()
+wait(lambda: previews)
+print(json.dumps({"shown": shown, "heavy_at_show": heavy, "model": loaded, "preview": previews[0]}))
+w.close()
+"""
+
+
+def run_cli(tmp: Path) -> float:
+    out = tmp / "cli.png"
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "noisebrush", "generate", "--prompt", "a red circle on a blue background",
+           "--steps", "4", "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    return time.time() - t0
+
+
+def run_gui(tmp: Path) -> dict:
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen"),
+                        "NB_INI": str(tmp / "s.ini"), "NB_DATA": str(tmp / "data"), "NB_T0": repr(time.time())}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", GUI_PROBE], check=True, capture_output=True, text=True, cwd=ROOT, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        cli = [run_cli(tmp) for _ in range(args.runs)]
+        gui = [run_gui(tmp) for _ in range(args.runs)]
+    med = lambda key: statistics.median(g[key] for g in gui)  # noqa: E731
+    print(f"CLI generate, 4 steps at 128 px: {statistics.median(cli):.2f} s (process start to PNG)")
+    print(f"GUI window shown: {med('shown'):.2f} s   (torch/diffusers/transformers imported by then: "
+          f"{', '.join(gui[0]['heavy_at_show']) or 'none'})")  # fmt: skip
+    print(f"GUI embedded model loaded: {med('model'):.2f} s")
+    print(f"GUI first step preview of a 4-step generation: {med('preview'):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
