@@ -144,20 +144,71 @@ def byte_progress(
     return Bytes
 
 
+@dataclass(frozen=True)
+class DownloadPlan:
+    files: tuple[str, ...]
+    total_bytes: int
+    skipped_bytes: int  # other variants and whole-model checkpoints the pipeline does not read
+
+
+WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
+
+
+def plan_download(sizes: dict[str, int]) -> DownloadPlan:
+    """The files a diffusers pipeline reads, from a repo's file list (path → bytes).
+
+    Configs, tokenizers and, in each component folder, one weights file: the plain one (what from_pretrained
+    loads), else its fp16 variant. A repo's root checkpoints (the same model as one file, often several GB in
+    several precisions) and the other variants are left out. A repo with no model_index.json (a ControlNet, say)
+    keeps its one plain weights file the same way.
+    """
+    small = [p for p in sizes if p.endswith((".json", ".txt", ".model")) and not p.startswith(".")]
+    weights: dict[str, list[str]] = {}
+    for p in sizes:
+        if p.endswith(".safetensors"):
+            folder = p.rsplit("/", 1)[0] if "/" in p else ""
+            weights.setdefault(folder, []).append(p)
+    chosen = []
+    for folder, found in weights.items():
+        if folder == "" and "model_index.json" in sizes:
+            continue  # root checkpoints beside a pipeline
+        names = {p.rsplit("/", 1)[-1]: p for p in found}
+        pick = next((names[f"{n}.safetensors"] for n in WEIGHT_NAMES if f"{n}.safetensors" in names), None)
+        pick = pick or next((names[f"{n}.fp16.safetensors"] for n in WEIGHT_NAMES if f"{n}.fp16.safetensors" in names), None)
+        chosen.append(pick or min(found, key=lambda p: sizes[p]))
+    files = tuple(sorted(small + chosen))
+    total = sum(sizes[p] for p in files)
+    return DownloadPlan(files, total, sum(v for p, v in sizes.items() if p.endswith(".safetensors")) - total)
+
+
+def hub_file_sizes(repo: str) -> dict[str, int]:
+    """A Hub repo's files and their sizes (one API call; needs the network)."""
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi().model_info(repo, files_metadata=True)
+    except Exception as exc:
+        raise UserError(f"cannot list {repo}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+
+
 def download_snapshot(
     repo: str,
     progress: Progress | None = None,
     cancelled: threading.Event | None = None,
     cache_dir: str | Path | None = None,
     fetch: Callable[..., str] | None = None,
+    plan: DownloadPlan | None = None,
 ) -> Path:
-    """Download a Hub repo's pipeline files into the standard cache. hf_hub resumes interrupted files."""
+    """Download a Hub repo's pipeline files (the plan's, else every config and weights file) into the standard
+    cache. hf_hub resumes interrupted files."""
     from huggingface_hub import snapshot_download
 
     fetch = fetch or snapshot_download
     Bytes = byte_progress(progress, cancelled, f"download of {repo} cancelled; what arrived is kept and resumes next time")
+    patterns = list(plan.files) if plan is not None else HUB_PATTERNS
     try:
-        return Path(fetch(repo, cache_dir=cache_dir, allow_patterns=HUB_PATTERNS, tqdm_class=Bytes))
+        return Path(fetch(repo, cache_dir=cache_dir, allow_patterns=patterns, tqdm_class=Bytes))
     except UserError:
         raise
     except Exception as exc:

@@ -93,6 +93,32 @@ def test_download_progress_and_cancel_with_a_fake_downloader(tmp_path):
         download_snapshot("org/m", cancelled=stop, fetch=fake_snapshot)
 
 
+SD15_REPO = {  # the shape of a typical SD1.5 repo: a pipeline plus root checkpoints in several precisions
+    "model_index.json": 600, "unet/config.json": 1_500, "vae/config.json": 600, "text_encoder/config.json": 600,
+    "tokenizer/vocab.json": 1_000_000, "tokenizer/merges.txt": 500_000, "scheduler/scheduler_config.json": 300,
+    "unet/diffusion_pytorch_model.safetensors": 1_720_000_000, "unet/diffusion_pytorch_model.fp16.safetensors": 860_000_000,
+    "vae/diffusion_pytorch_model.safetensors": 167_000_000, "vae/diffusion_pytorch_model.fp16.safetensors": 84_000_000,
+    "text_encoder/model.fp16.safetensors": 246_000_000, "text_encoder/model.safetensors": 492_000_000,
+    "v1-5-pruned.safetensors": 7_700_000_000, "v1-5-pruned-emaonly.safetensors": 4_270_000_000,
+}  # fmt: skip
+
+
+def test_a_download_takes_one_precision_of_each_part_and_no_root_checkpoints():
+    from noisebrush.engine.sources import plan_download
+
+    plan = plan_download(SD15_REPO)
+    weights = [f for f in plan.files if f.endswith(".safetensors")]
+    assert weights == ["text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+                       "vae/diffusion_pytorch_model.safetensors"]  # fmt: skip
+    assert "model_index.json" in plan.files and "tokenizer/vocab.json" in plan.files
+    assert plan.total_bytes < 2.4e9 and plan.skipped_bytes > 13e9
+    only_fp16 = {k: v for k, v in SD15_REPO.items() if "fp16" in k or not k.endswith(".safetensors")}
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in plan_download(only_fp16).files
+    controlnet = {"config.json": 900, "diffusion_pytorch_model.safetensors": 1_400_000_000,
+                  "diffusion_pytorch_model.fp16.safetensors": 700_000_000}  # fmt: skip
+    assert plan_download(controlnet).files == ("config.json", "diffusion_pytorch_model.safetensors")
+
+
 def test_download_progress_reaches_the_gui(qtbot, tmp_path, tiny_model):
     from noisebrush.gui.download_dialog import DownloadDialog
 
@@ -103,8 +129,11 @@ def test_download_progress_reaches_the_gui(qtbot, tmp_path, tiny_model):
             bar.update(1_000_000)
         return str(tmp_path)
 
-    dlg = DownloadDialog(None, "org/model", fetch=slow_fake)
+    dlg = DownloadDialog(None, "org/model", fetch=slow_fake, list_files=lambda repo: SD15_REPO)
     qtbot.addWidget(dlg)
+    dlg.start()  # first the size
+    qtbot.waitUntil(lambda: dlg.plan is not None, timeout=10000)
+    assert "2.38 GB" in dlg.start_btn.text() and "left out" in dlg.info.text()
     formats = []
     dlg.bar.valueChanged.connect(lambda v: formats.append(dlg.bar.format()))
     with qtbot.waitSignal(dlg.downloaded, timeout=10000) as got:
