@@ -7,6 +7,7 @@ preview reads as an image from the first steps on.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,14 @@ class X0Tap:
         self.scheduler = scheduler
         self.x0: torch.Tensor | None = None
         self._step = scheduler.step
-        scheduler.step = self.step  # instance attribute: this scheduler object only
+        # instance attribute: this scheduler object only. The wrapper shows step's own signature: pipelines pass
+        # `generator` (and `eta`) only to a step that declares them, and ancestral samplers need the request's
+        # generator to reproduce a seed.
+        @functools.wraps(self._step)
+        def step(*args, **kwargs):
+            return self.step(*args, **kwargs)
+
+        scheduler.step = step
 
     def step(self, model_output, timestep, sample, *args, return_dict: bool = True, **kwargs):
         out = self._step(model_output, timestep, sample, *args, return_dict=True, **kwargs)
