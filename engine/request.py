@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from noisebrush.engine.controls import get_kind
 from noisebrush.engine.errors import UserError
+
+# The one place for the ranges every front end (GUI, CLI, files) is held to.
+MAX_SEED = 2**32 - 1  # A1111's range; -1 in their files means "random"
+MIN_SIZE, MAX_SIZE = 64, 2048  # px; beyond 2048 a step takes minutes and memory runs out on most machines
+MAX_STEPS = 200
+MAX_GUIDANCE = 30.0
+MAX_WEIGHT = 2.0
+
+
+def _finite(value: float, what: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise UserError(f"{what} must be a finite number (got {value!r})")
+    return float(value)
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise UserError(f"the {what} must be text (got {type(value).__name__})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"the {what} is not valid text (it holds bytes that are not UTF-8)") from None
+    return value
 
 
 def _frozen_image(image: np.ndarray | None) -> np.ndarray | None:
@@ -42,10 +66,12 @@ class ControlSpec:
     def __post_init__(self) -> None:
         get_kind(self.kind)  # raises UserError for a kind nobody registered
         object.__setattr__(self, "image", _frozen_image(self.image))
+        for name in ("weight", "start", "end"):
+            _finite(getattr(self, name), f"{self.kind} control: {name}")
         if not 0.0 <= self.start <= self.end <= 1.0:
             raise UserError(f"{self.kind} control: start/end must satisfy 0 ≤ start ≤ end ≤ 1")
-        if self.weight < 0:
-            raise UserError(f"{self.kind} control: weight must be ≥ 0")
+        if not 0 <= self.weight <= MAX_WEIGHT:
+            raise UserError(f"{self.kind} control: weight must be between 0 and {MAX_WEIGHT:g} (got {self.weight:g})")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ControlSpec):
@@ -81,14 +107,20 @@ class GenerationRequest:
         object.__setattr__(self, "init_image", _frozen_image(self.init_image))
 
     def validate(self) -> None:
-        """Raise UserError for settings no pipeline can run."""
-        if self.steps < 1:
-            raise UserError(f"steps must be at least 1 (got {self.steps})")
-        if self.guidance < 0:
-            raise UserError(f"guidance must be ≥ 0 (got {self.guidance})")
-        if self.width % 8 or self.height % 8 or self.width < 8 or self.height < 8:
-            raise UserError(f"width and height must be positive multiples of 8 (got {self.width}×{self.height})")
-        if not 0.0 < self.strength <= 1.0:
+        """Raise UserError for settings no pipeline can run, or that would run out of time or memory."""
+        _text(self.prompt, "prompt")
+        _text(self.negative_prompt, "negative prompt")
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise UserError(f"steps must be between 1 and {MAX_STEPS} (got {self.steps})")
+        if not 0 <= _finite(self.guidance, "guidance") <= MAX_GUIDANCE:
+            raise UserError(f"guidance must be between 0 and {MAX_GUIDANCE:g} (got {self.guidance:g})")
+        if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED):
+            raise UserError(f"the seed must be a whole number from 0 to {MAX_SEED} (got {self.seed})")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v % 8 or not MIN_SIZE <= v <= MAX_SIZE:
+                raise UserError(f"{name} must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE} px (got {v})")
+        if not 0.0 < _finite(self.strength, "strength") <= 1.0:
             raise UserError(f"strength must be in (0, 1] (got {self.strength})")
         for c in self.controls:
             if c.image.shape[:2] != (self.height, self.width):

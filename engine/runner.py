@@ -15,7 +15,7 @@ from noisebrush.engine.backends.base import Stopped  # raised from the step call
 from noisebrush.engine.events import Event, Finished, Preview, Progress
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
-from noisebrush.engine.request import GenerationRequest
+from noisebrush.engine.request import MAX_SEED, GenerationRequest
 from noisebrush.engine.schedulers import make_scheduler
 
 
@@ -67,7 +67,7 @@ class Runner:
         scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
         tap = X0Tap(scheduler)
         pipe = model.pipeline(nets, img2img=req.init_image is not None, scheduler=scheduler)
-        seed = req.seed if req.seed is not None else random.randrange(2**32)
+        seed = req.seed if req.seed is not None else random.randint(0, MAX_SEED)
         generator = torch.Generator("cpu").manual_seed(seed)
         last_emit = [float("-inf")]
 

@@ -7,6 +7,7 @@ from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -24,10 +25,24 @@ from PySide6.QtWidgets import (
 )
 
 from noisebrush.engine.events import Finished
+from noisebrush.engine.request import MAX_SEED
 from noisebrush.engine.schedulers import SCHEDULER_NAMES
 from noisebrush.gui.engine_bridge import to_qimage
-from noisebrush.gui.state import HISTORY_LIMIT, MAX_SEED, AppState, GenerationSettings
+from noisebrush.gui.state import HISTORY_LIMIT, AppState, GenerationSettings
 from noisebrush.gui.widgets import row, slider
+
+
+class SeedBox(QDoubleSpinBox):
+    """A whole-number box for the full seed range, 0 to 2³²−1: QSpinBox stops at 2³¹−1, and a restored seed
+    above that would be clamped silently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setDecimals(0)
+        self.setRange(0, MAX_SEED)
+
+    def value(self) -> int:  # type: ignore[override]
+        return int(super().value())
 
 
 class GenerationPanel(QWidget):
@@ -57,8 +72,7 @@ class GenerationPanel(QWidget):
         self.steps_label = QLabel()
         self.guidance = slider(0, 40, 10)  # half-steps: 0–20
         self.guidance_label = QLabel()
-        self.seed = QSpinBox()
-        self.seed.setRange(0, MAX_SEED)
+        self.seed = SeedBox()
         self.seed_lock = QCheckBox("Lock", toolTip="Keep this seed; unlocked, each Generate draws a new one")
         self.new_seed = QToolButton(text="New", toolTip="Draw a new random seed")
         self.width_box, self.height_box = QSpinBox(), QSpinBox()

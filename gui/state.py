@@ -16,10 +16,9 @@ from PySide6.QtGui import QImage
 
 from noisebrush.engine.backends.base import ModelInfo
 from noisebrush.engine.events import Finished
-from noisebrush.engine.request import ControlSpec, GenerationRequest
+from noisebrush.engine.request import MAX_SEED, ControlSpec, GenerationRequest
 from noisebrush.gui.document import Document
 
-MAX_SEED = 2**31 - 1
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
 HISTORY_LIMIT = 200  # results kept in memory; live mode makes many
 

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="use this ControlNet for KIND instead of the model's own")  # fmt: skip
     g.add_argument("--steps", type=int)
     g.add_argument("--guidance", type=float)
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="0 to 4294967295; -1 (as in A1111 files) draws one")
     g.add_argument("--width", type=int)
     g.add_argument("--height", type=int)
     g.add_argument("--scheduler")
@@ -91,10 +91,6 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
     d = model_defaults(args.model)
     steps = d.steps if args.steps is None else args.steps
     guidance = d.guidance if args.guidance is None else args.guidance
-    if steps < 1:
-        raise UserError(f"--steps must be at least 1 (got {steps})")
-    if guidance < 0:
-        raise UserError(f"--guidance must be ≥ 0 (got {guidance})")
     width = round_size(d.width if args.width is None else args.width, notes, "width")
     height = round_size(d.height if args.height is None else args.height, notes, "height")
     overrides: dict[str, str] = {}
@@ -120,7 +116,7 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
         init = fit_to(loaded.image, width, height, Path(args.init).name, notes)
     req = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, controls=tuple(controls), steps=steps,
-        guidance=guidance, seed=args.seed, width=width, height=height,
+        guidance=guidance, seed=None if args.seed == -1 else args.seed, width=width, height=height,
         scheduler=args.scheduler or d.scheduler, init_image=init, strength=args.strength, model=args.model,
     )  # fmt: skip
     req.validate()

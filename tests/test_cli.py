@@ -116,7 +116,7 @@ def test_size_is_rounded_to_a_multiple_of_8(tiny_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "args,expected", [(["--steps", "0"], "steps must be at least 1"), (["--guidance", "-1"], "guidance must be ≥ 0")]
+    "args,expected", [(["--steps", "0"], "steps must be between 1 and 200"), (["--guidance", "-1"], "guidance must be between 0 and 30")]
 )
 def test_bad_settings(tiny_model, tmp_path, capsys, args, expected):
     out = tmp_path / "out.png"
@@ -208,3 +208,27 @@ def test_a_generation_prints_our_progress_and_none_of_the_libraries_noise(tmp_pa
     noise = ("Loading pipeline components", "Expected types", "FutureWarning", "Loading weights")
     assert not [n for n in noise if n in run.stderr + run.stdout], run.stderr
     assert out.is_file()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--guidance", "nan"], "guidance must be a finite number"),
+    (["--guidance", "inf"], "guidance must be a finite number"),
+    (["--width", "0"], "width must be a multiple of 8 from 64 to 2048"),
+    (["--width", "100001"], "width must be a multiple of 8 from 64 to 2048"),
+    (["--steps", "100000"], "steps must be between 1 and 200"),
+    (["--seed", str(2**64)], "the seed must be a whole number from 0 to 4294967295"),
+    (["--prompt", "caf\udce9"], "prompt is not valid text"),
+])  # fmt: skip
+def test_values_out_of_range_are_refused_before_any_work(tiny_model, tmp_path, capsys, args, says):
+    out = tmp_path / "out.png"
+    assert generate(tiny_model, out, *args) == 2
+    assert says in error_of(capsys) and not out.exists()
+
+
+def test_seed_minus_one_draws_a_seed_and_writes_the_one_drawn(tiny_model, tmp_path):
+    from noisebrush.engine.metadata import read_request
+
+    out = tmp_path / "out.png"
+    assert generate(tiny_model, out, "--seed", "-1") == 0
+    seed = read_request(out).seed
+    assert seed is not None and 0 <= seed <= 2**32 - 1

@@ -123,3 +123,10 @@ def test_a_checkpoint_file_model_is_picked_with_the_browse_button_and_survives_a
     again = open_window(qtbot, tmp_path, Engine(FakeBackend()))  # same settings file
     assert again.state.settings.model == str(ckpt)
     again.close()
+
+
+def test_a_seed_above_two_to_the_31_is_restored_unclamped(window):
+    from noisebrush.engine.request import GenerationRequest
+
+    window.state.restore_request(GenerationRequest("x", seed=4_000_000_000, width=64, height=64))
+    assert window.panel.seed.value() == 4_000_000_000 and window.capture_request().seed == 4_000_000_000
