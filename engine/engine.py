@@ -81,6 +81,8 @@ class Engine:
         with self._cv:
             if self._stopping:
                 raise RuntimeError("the engine has shut down")
+            if not self._thread.is_alive():  # loudly: a job queued now would never run
+                raise RuntimeError("the engine thread has stopped; see the log")
             if latest_wins:
                 dropped = [j for j in self._queue if j.request is not None]
                 self._queue = deque(j for j in self._queue if j.request is None)
@@ -150,7 +152,7 @@ class Engine:
         for fn in listeners:
             try:
                 fn(event)
-            except Exception:  # a broken listener must not kill the engine
+            except BaseException:  # any listener, even one raising SystemExit, must not kill the engine thread
                 log.exception("engine listener failed")
 
     def _loop(self) -> None:

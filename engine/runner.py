@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -31,10 +32,15 @@ class Runner:
         self.preview_interval_s = preview_interval_s
         self.previews = previews
         self._prompt_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._embeds_for: weakref.ref | None = None  # the model the cached embeddings belong to
 
     def _prompt_embeds(self, pipe, model, req: GenerationRequest) -> dict:
         """Text embeddings as pipeline kwargs, cached: live mode repeats the same prompt frame after frame."""
-        key = (id(model), req.prompt, req.negative_prompt)
+        if self._embeds_for is None or self._embeds_for() is not model:
+            # another model: its text encoder differs. (An id() in the key could be reused by a new model.)
+            self._prompt_cache.clear()
+            self._embeds_for = weakref.ref(model)
+        key = (req.prompt, req.negative_prompt)
         if key in self._prompt_cache:
             self._prompt_cache.move_to_end(key)
             return self._prompt_cache[key]
@@ -113,4 +119,6 @@ class Runner:
         except Stopped:
             pipe.maybe_free_model_hooks()  # skipped by the raise; matters with CPU offload
             raise
+        if cancelled.is_set():  # superseded during the final decode: a stale frame must not land
+            raise Stopped(req.steps)
         emit(Finished(job_id, _to_uint8(result), req.replace(seed=seed), time.perf_counter() - t0, model.name))

@@ -195,3 +195,59 @@ def test_every_sampler_reproduces_its_seed_bit_for_bit(engine, tiny_model):
         assert isinstance(a, Finished), name
         assert np.array_equal(a.image, b.image), name
         assert not np.array_equal(a.image, other.image), name
+
+
+def test_the_engine_survives_a_listener_that_raises_anything(tiny_model):
+    eng = logged_engine()
+
+    def rude(ev):
+        raise SystemExit("a listener that exits")
+
+    eng.add_listener(rude)
+    try:
+        for seed in (1, 2):
+            assert isinstance(eng.log.wait_end(eng.submit(request(tiny_model, steps=2, seed=seed))), Finished)
+        assert eng.is_alive()
+    finally:
+        assert eng.shutdown(30)
+
+
+def test_a_job_superseded_during_its_final_decode_reports_cancelled_not_finished(engine, tiny_model):
+    ids = {}
+
+    def cancel_after_last_step(ev):
+        if isinstance(ev, Preview) and ev.job_id == ids.get("job") and ev.step == ev.total:
+            engine.cancel(ev.job_id)
+
+    engine.add_listener(cancel_after_last_step)
+    ids["job"] = engine.submit(request(tiny_model, steps=3))
+    end = engine.log.wait_end(ids["job"])
+    assert isinstance(end, Cancelled) and not engine.log.of(ids["job"], Finished)
+
+
+def test_prompt_embeddings_are_not_reused_across_models():
+    import gc
+
+    from noisebrush.engine.runner import Runner
+
+    class Pipe:
+        device = "cpu"
+        calls = 0
+
+        def encode_prompt(self, *a, **k):
+            Pipe.calls += 1
+            return (Pipe.calls, Pipe.calls)
+
+    class Model:
+        family = "sd15"
+
+    runner = Runner(models=None)
+    req = GenerationRequest("same prompt")
+    first = Model()
+    assert runner._prompt_embeds(Pipe(), first, req) == runner._prompt_embeds(Pipe(), first, req)
+    assert Pipe.calls == 1
+    del first
+    gc.collect()
+    second = Model()  # may well get the first one's id()
+    runner._prompt_embeds(Pipe(), second, req)
+    assert Pipe.calls == 2
