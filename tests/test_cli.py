@@ -116,7 +116,8 @@ def test_size_is_rounded_to_a_multiple_of_8(tiny_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "args,expected", [(["--steps", "0"], "steps must be between 1 and 200"), (["--guidance", "-1"], "guidance must be between 0 and 30")]
+    "args,expected",
+    [(["--steps", "0"], "steps must be between 1 and 200"), (["--guidance", "-1"], "guidance must be between 0 and 30")],
 )
 def test_bad_settings(tiny_model, tmp_path, capsys, args, expected):
     out = tmp_path / "out.png"
