@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from noisebrush.engine.controls import get_kind
 from noisebrush.engine.errors import UserError
@@ -17,6 +17,10 @@ from noisebrush.engine.pose import load_pose_json, render_pose
 
 # Above this a decode costs seconds and hundreds of MB: almost surely a mistake for a control map.
 MAX_PIXELS = 64_000_000
+# Pillow stops at 1 MB of decompressed text per PNG chunk; Noisebrush's own settings JSON (maps and init image as
+# PNG) passes that from about 512 px with a noisy init. Read up to 64 MiB per chunk; Pillow's 64 MiB cap on all
+# text in a file stays, so a text bomb still fails (as a ValueError).
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 64 * 2**20)
 
 
 @dataclass
@@ -47,14 +51,27 @@ def _to_rgb8(img: Image.Image, name: str, notes: list[str]) -> np.ndarray:
     return np.asarray(img)
 
 
+def regular_file(path: Path) -> None:
+    """Only regular files are opened: a FIFO or a device would block the reader for ever."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{path}: is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path.name}: not a regular file (a pipe or a device); not opened")
+
+
 def read_image(path: str | Path) -> LoadedImage:
     """Any image file → RGB uint8. Raises UserError for missing, unreadable, truncated or huge files."""
     path = Path(path)
     name = path.name
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not an image")
+    regular_file(path)
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
@@ -62,15 +79,21 @@ def read_image(path: str | Path) -> LoadedImage:
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise UserError(f"{name}: {img.width}×{img.height} is too large (limit {MAX_PIXELS // 1_000_000} MP)")
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    notes.append(f"{name}: the first of its {frames} frames was used")
                 img.load()
-                arr = _to_rgb8(img, name, notes)
+                upright = ImageOps.exif_transpose(img)  # phones store photos sideways plus an EXIF turn
+                if upright is not img and upright.size != img.size:
+                    notes.append(f"{name}: turned upright as its EXIF orientation says")
+                arr = _to_rgb8(upright, name, notes)
     except UserError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{name}: the image is too large to open safely") from None
     except UnidentifiedImageError:
         raise UserError(f"{name}: not an image file (or a format Noisebrush cannot read)") from None
-    except OSError as exc:
+    except (OSError, ValueError, SyntaxError) as exc:  # ValueError: a text-chunk bomb; SyntaxError: a broken header
         raise UserError(f"{name}: cannot read the image ({exc}); the file may be truncated or damaged") from None
     return LoadedImage(np.ascontiguousarray(arr), notes)
 

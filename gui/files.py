@@ -17,7 +17,7 @@ from noisebrush.engine.catalog import models_dir
 from noisebrush.engine.controls import guess_kind
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import load_control_image, read_image
-from noisebrush.engine.metadata import read_request, save_png
+from noisebrush.engine.metadata import NoSettings, read_request, save_png
 from noisebrush.engine.models import model_defaults
 from noisebrush.engine.pose import load_pose_json, people_to_json
 from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
@@ -42,11 +42,13 @@ class Files(QObject):
     error = Signal(str)
     edited = Signal(str)  # a layer got new content from a file: in live mode that is a stroke
     models_scanned = Signal()
+    files_read = Signal()  # a file read on a worker was applied (or refused)
 
     def __init__(self, state: AppState, bridge: EngineBridge, settings: QSettings, window: QWidget) -> None:
         super().__init__(window)
         self.state, self.bridge, self.settings, self.window = state, bridge, settings, window
         self._scan: Task | None = None
+        self._reads: list[Task] = []
 
     # --- control maps ----------------------------------------------------------------------
     def load_layer_dialog(self, kind: str) -> None:
@@ -109,7 +111,9 @@ class Files(QObject):
         for path in paths:
             if path.lower().endswith(".json"):
                 self.load_layer_file(pose_kind, path)
-            elif not (path.lower().endswith(".png") and self.restore_from_png(path, quiet=True)):
+            elif path.lower().endswith(".png"):
+                self.restore_from_png(path, picture_if_none=True)
+            else:
                 self.open_picture(path)
 
     def open_picture(self, path: str) -> bool:
@@ -125,19 +129,36 @@ class Files(QObject):
                          "Undo (Ctrl+Z) and use a layer's Load… to choose another.", 12000)  # fmt: skip
         return True
 
-    def restore_from_png(self, path: str, quiet: bool = False) -> bool:
-        """Restore a PNG's settings and show its image. quiet: a PNG without settings is no error (it is a map)."""
-        try:
-            req = read_request(path)
-            image = read_image(path).image
-        except UserError as exc:
-            if not quiet:
-                self.error.emit(str(exc))
-            return False
-        self.state.restore_request(req)
+    def restore_from_png(self, path: str, picture_if_none: bool = False) -> Task:
+        """Read a PNG's settings and picture on a worker (a hostile file must not freeze the window), then restore
+        them all or nothing. picture_if_none: a PNG with no settings is a picture to open, not an error."""
+
+        def read():
+            try:
+                req = read_request(path)
+            except NoSettings:
+                if picture_if_none:
+                    return None
+                raise
+            return req, read_image(path).image
+
+        task = Task(read, parent=self)
+        task.done.connect(lambda got: self._restore(path, got))
+        task.failed.connect(self.error)
+        self._reads.append(task)
+        task.done.connect(lambda _got: self.files_read.emit())
+        task.failed.connect(lambda _msg: self.files_read.emit())
+        return task.start()
+
+    def _restore(self, path: str, got) -> None:
+        if got is None:
+            self.open_picture(path)
+            return
+        req, image = got
+        notes = self.state.restore_request(req, trusted=False)
+        self.state.last_result = None  # a picture from a file is shown, but Save writes only what was made here
         self.state.set_result(to_qimage(image))
-        self.status.emit(f"Settings restored from {Path(path).name}", 6000)
-        return True
+        self.status.emit("; ".join([f"Settings restored from {Path(path).name}", *notes]), 12000 if notes else 6000)
 
     def save_dialog(self) -> None:
         ev = self.state.last_result
@@ -218,5 +239,6 @@ class Files(QObject):
         self.models_scanned.emit()
 
     def close(self) -> None:
-        if self._scan is not None:
-            self._scan.join(5)
+        for task in [self._scan, *self._reads]:
+            if task is not None:
+                task.join(5)

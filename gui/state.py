@@ -16,7 +16,7 @@ from PySide6.QtGui import QImage
 
 from noisebrush.engine.backends.base import ModelInfo
 from noisebrush.engine.events import Finished
-from noisebrush.engine.request import MAX_SEED, ControlSpec, GenerationRequest
+from noisebrush.engine.request import MAX_SEED, GenerationRequest
 from noisebrush.gui.document import Document
 
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
@@ -107,17 +107,37 @@ class AppState(QObject):
             seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model,
         )  # fmt: skip
 
-    def restore_request(self, req: GenerationRequest) -> None:
-        """A PNG's or a history item's settings into the model, as a restore: no live frame starts from it."""
-        self.update("restore", prompt=req.prompt, negative=req.negative_prompt, model=req.model, steps=req.steps,
+    def restore_request(self, req: GenerationRequest, trusted: bool = True) -> list[str]:
+        """A PNG's or a history item's settings into the model, as a restore: no live frame starts from it.
+
+        A file is not trusted (trusted=False): a model it names is used only if the person already has it in the
+        model list; otherwise the current one stays, and the returned notes say so.
+        """
+        notes = []
+        model = req.model
+        if not trusted and not self.known_model(model, "base"):
+            notes.append(f"the picture was made with {model!r}, which is not among your models: the current one stays")
+            model = self.settings.model
+        self.update("restore", prompt=req.prompt, negative=req.negative_prompt, model=model, steps=req.steps,
                     guidance=req.guidance, seed=req.seed if req.seed is not None else self.settings.seed,
                     seed_locked=req.seed is not None, width=req.width, height=req.height, scheduler=req.scheduler)  # fmt: skip
         for c in req.controls:
-            if c.kind in self.doc.layers:
-                self.restore_control(c)
+            if c.kind not in self.doc.layers:
+                continue
+            net = c.model or ""
+            if not trusted and net and not self.known_model(net, "controlnet"):
+                notes.append(f"its {c.kind} ControlNet {net!r} is not among your models: the layer uses the model's own")
+                net = ""
+            self.doc.set_layer_settings(c.kind, "restore", weight=c.weight, start=c.start, end=c.end, controlnet=net)
+        return notes
 
-    def restore_control(self, c: ControlSpec) -> None:
-        self.doc.set_layer_settings(c.kind, "restore", weight=c.weight, start=c.start, end=c.end, controlnet=c.model or "")
+    def known_model(self, ref: str, role: str) -> bool:
+        """The embedded model, the current one, or one the models list (the person's folder, the server) holds."""
+        if ref == "" or (role == "base" and ref == self.settings.model):
+            return True
+        if role == "controlnet" and any(layer.settings.controlnet == ref for layer in self.doc.layers.values()):
+            return True
+        return any(m.ref == ref and m.role == role for m in self.models)
 
     # --- models ----------------------------------------------------------------------------
     def set_models(self, models: list[ModelInfo]) -> None:

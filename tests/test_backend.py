@@ -45,14 +45,14 @@ def test_a_job_runs_through_the_backend_with_every_event():
 def test_latest_wins_stops_the_running_job_within_a_step_and_drops_the_queued_one():
     backend = FakeBackend(step_s=0.02)
     with run_engine(backend) as eng:
-        first = eng.submit(GenerationRequest("a", steps=500, width=64, height=64))
-        queued = eng.submit(GenerationRequest("b", steps=500, width=64, height=64))
+        first = eng.submit(GenerationRequest("a", steps=200, width=64, height=64))
+        queued = eng.submit(GenerationRequest("b", steps=200, width=64, height=64))
         while not eng.log.of(first, Preview):
             eng.log.events.append(eng.log.q.get(timeout=10))
         last = eng.submit(GenerationRequest("c", steps=2, width=64, height=64), latest_wins=True)
         assert isinstance(eng.log.wait_end(last, timeout=10), Finished)
     ends = {e.job_id: e for e in eng.log.events if isinstance(e, (Cancelled, Failed, Finished))}
-    assert isinstance(ends[first], Cancelled) and ends[first].at_step < 500
+    assert isinstance(ends[first], Cancelled) and ends[first].at_step < 200
     assert isinstance(ends[queued], Cancelled) and ends[queued].at_step == 0
     assert [r.prompt for r in backend.requests] == ["a", "c"]
 

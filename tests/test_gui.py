@@ -168,12 +168,13 @@ def test_bad_file_shows_an_error_and_keeps_the_sketch(make_window, tmp_path, con
     assert np.array_equal(ink(w), before)
 
 
-def test_opening_a_noisebrush_png_restores_its_settings(make_window, tmp_path):
+def test_opening_a_noisebrush_png_restores_its_settings(make_window, tmp_path, qtbot):
     w = make_window()
     req = GenerationRequest("a blue square", negative_prompt="noise", steps=13, guidance=8.5, seed=99, width=64, height=64,
                             scheduler="DDIM", controls=(ControlSpec("scribble", circle_sketch(), weight=0.4),))  # fmt: skip
     path = save_png(np.full((64, 64, 3), 128, np.uint8), req, tmp_path / "old.png")
-    w.open_files([str(path)])
+    with qtbot.waitSignal(w.files.files_read, timeout=10000):  # read on a worker
+        w.open_files([str(path)])
     v = w.panel.values()
     assert (v.prompt, v.negative, v.steps, v.guidance, v.seed, v.seed_locked, v.scheduler) == (
         "a blue square",

@@ -130,3 +130,32 @@ def test_a_seed_above_two_to_the_31_is_restored_unclamped(window):
 
     window.state.restore_request(GenerationRequest("x", seed=4_000_000_000, width=64, height=64))
     assert window.panel.seed.value() == 4_000_000_000 and window.capture_request().seed == 4_000_000_000
+
+
+def test_a_png_cannot_choose_a_model_the_person_does_not_have(window, qtbot, tmp_path):
+    from noisebrush.engine.metadata import save_png
+    from noisebrush.engine.request import ControlSpec, GenerationRequest
+
+    depth = ControlSpec("depth", np.full((64, 64, 3), 90, np.uint8), model="/tmp/evil-cn")
+    req = GenerationRequest("x", model="../../../../etc/evil", width=64, height=64, seed=1, controls=(depth,))
+    path = save_png(np.zeros((64, 64, 3), np.uint8), req, tmp_path / "evil.png")
+    with qtbot.waitSignal(window.files.files_read, timeout=10000):
+        window.open_files([str(path)])
+    assert window.state.settings.model == "" and window.doc.layers["depth"].settings.controlnet == ""
+    assert window.state.settings.seed == 1  # the rest of the settings came back
+    assert "not among your models" in window.statusBar().currentMessage()
+
+
+def test_a_png_whose_settings_fail_is_an_error_and_not_loaded_as_a_map(window, qtbot, tmp_path):
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("noisebrush", "[1, 2, 3]", zip=True)
+    path = tmp_path / "bad.png"
+    Image.fromarray(np.full((64, 64, 3), 255, np.uint8)).save(path, pnginfo=info)
+    before = window.state.settings
+    with qtbot.waitSignal(window.files.files_read, timeout=10000):
+        window.open_files([str(path)])
+    assert window.banner.isVisible() and "damaged" in window.banner.label.text()
+    assert window.state.settings == before
+    assert all(layer.to_spec(64, 64) is None for layer in window.doc.layers.values())

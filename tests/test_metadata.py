@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import circle_sketch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.metadata import a1111_parameters, read_request, save_png
@@ -71,3 +71,65 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_png(np.zeros((8, 8, 3), np.uint8), GenerationRequest("x", width=8, height=8), tmp_path / "c.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def _png_with_text(path, **chunks) -> str:
+    info = PngImagePlugin.PngInfo()
+    for key, value in chunks.items():
+        info.add_text(key, value, zip=key == "noisebrush")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path, pnginfo=info)
+    return str(path)
+
+
+def test_every_size_noisebrush_writes_it_reads_back(tmp_path):
+    """A 768 px request with a noisy init and depth and pose maps: its JSON inflates far past Pillow's 1 MB."""
+    from noisebrush.engine.images import read_image
+
+    rng = np.random.default_rng(0)
+    noisy = lambda: rng.integers(0, 256, (768, 768, 3), dtype=np.uint8)  # noqa: E731
+    req = GenerationRequest("big", controls=(ControlSpec("depth", noisy()), ControlSpec("pose", noisy())), width=768,
+                            height=768, seed=1, init_image=noisy(), strength=0.5)  # fmt: skip
+    path = save_png(noisy(), req, tmp_path / "big.png")
+    assert read_request(path) == req
+    assert read_image(path).image.shape == (768, 768, 3)  # as --init or a control map too
+
+
+@pytest.mark.parametrize("payload", [
+    "[1, 2, 3]", '{"prompt": 5, "steps": 20, "guidance": 5, "width": 64, "height": 64}',
+    '{"prompt": "x", "steps": 20, "guidance": 5, "width": 64, "height": 64, "init_image": "bm90IGFuIGltYWdl"}',
+    "[" * 100_000 + "]" * 100_000,
+    '{"prompt": "x", "steps": 20, "guidance": 5, "width": 64, "height": 64, "controls": [{"kind": "depth", '
+    '"weight": NaN, "start": 0, "end": 1, "image": ""}]}',
+    '{"prompt": "x", "steps": 1e9, "guidance": 5, "width": 64, "height": 64}',
+])  # fmt: skip
+def test_hostile_settings_json_is_refused_whole_with_one_line(tmp_path, payload):
+    path = _png_with_text(tmp_path / "h.png", noisebrush=payload)
+    with pytest.raises(UserError) as err:
+        read_request(path)
+    assert "\n" not in str(err.value) and "h.png" in str(err.value) or "settings" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["x\nSteps: 20, Seed: abc, Size: 64x64", "x\nSteps: 20, Size: 64x"])
+def test_broken_a1111_text_is_a_clear_error(tmp_path, text):
+    with pytest.raises(UserError, match="cannot"):
+        read_request(_png_with_text(tmp_path / "a.png", parameters=text))
+
+
+def test_a_huge_a1111_line_is_refused_at_once_and_a_long_one_parses_in_linear_time(tmp_path):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="not a real one"):
+        read_request(_png_with_text(tmp_path / "huge.png", parameters="a" * 1_000_000 + "\nSteps: 20"))
+    long_line = "x\nSteps: 20, " + "Lora hashes: " + "ab " * 13_000 + ", Size: 64x64"
+    req = read_request(_png_with_text(tmp_path / "long.png", parameters=long_line))
+    assert req.steps == 20 and time.perf_counter() - t0 < 2
+
+
+def test_a_fifo_is_never_opened(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        read_request(fifo)

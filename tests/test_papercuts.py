@@ -57,7 +57,7 @@ def test_the_wheel_over_an_unfocused_slider_scrolls_the_panel_and_changes_nothin
 @pytest.mark.parametrize("picture, kind", [
     ("lines", "scribble"), ("gradient", "depth"), ("pose", "pose"),
 ])  # fmt: skip
-def test_opening_a_plain_picture_puts_it_into_the_layer_it_looks_like_and_says_so(window, tmp_path, picture, kind):
+def test_opening_a_plain_picture_puts_it_into_the_layer_it_looks_like_and_says_so(window, qtbot, tmp_path, picture, kind):
     w = window
     if picture == "lines":
         image = circle_sketch(128)
@@ -70,7 +70,8 @@ def test_opening_a_plain_picture_puts_it_into_the_layer_it_looks_like_and_says_s
     path = tmp_path / f"{picture}.png"
     Image.fromarray(image).save(path)
     w.layers_panel.set_active("depth" if kind != "depth" else "scribble")  # the active layer is not where it goes
-    w.open_files([str(path)])
+    with qtbot.waitSignal(w.files.files_read, timeout=10000):  # a PNG is first read for settings, on a worker
+        w.open_files([str(path)])
     assert w.doc.layers[kind].to_spec(64, 64) is not None
     assert w.layers_panel.boxes[kind].active.isChecked()
     assert f"went to the {w.doc.layers[kind].info.title} layer" in w.statusBar().currentMessage()
@@ -93,7 +94,7 @@ def test_cancel_shows_the_last_good_result_and_a_success_clears_the_error(window
         w.generate()
     good = w.canvas.result
     w.show_error("something failed earlier")
-    w.state.update(steps=400)
+    w.state.update(steps=200)
     with qtbot.waitSignal(w.bridge.preview, timeout=10000):
         w.generate()
     with qtbot.waitSignal(w.bridge.cancelled, timeout=10000):
