@@ -41,6 +41,12 @@ class LoadOptions:
     cpu_offload: bool = False  # move each model to the GPU only while it runs (needs CUDA)
     vae_tiling: bool = False  # decode large images in tiles
     preview_decoder: str = "auto"  # "auto": a tiny autoencoder when one is found, else linear; "linear"; "taesd"
+    # speed options (noisebrush.engine.speed; bench/gpu.py measures each one)
+    channels_last: bool = False  # UNet, ControlNets and VAE in channels-last memory
+    fuse_qkv: bool = False  # one matmul for q, k, v in every attention layer
+    attention: str = "auto"  # "auto": PyTorch picks; "flash" | "efficient" | "cudnn" | "math" force one kernel (CUDA)
+    compile: bool = False  # torch.compile the UNet and ControlNets: slow first run, kernels cached on disk
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms per shape (CUDA)
 
 
 def choose(options: LoadOptions, prefer: str | None = None) -> DeviceChoice:

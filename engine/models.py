@@ -229,6 +229,9 @@ class LoadedModel:
             parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         if controlnets:
             parts["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
+        from noisebrush.engine.speed import prepare
+
+        prepare(self, controlnets)  # the speed options of self.options, applied once per module
         pipe = cls(**parts)
         pipe.set_progress_bar_config(disable=True)
         if self.options.cpu_offload and self.device.device == "cuda":
