@@ -176,3 +176,17 @@ def test_minilm_packed_for_a_lent_gpu_gives_the_same_caption_embeddings(tmp_path
     odd = tokenizer(["a turquoise elephant"], padding="max_length", return_tensors="pt").input_ids
     with torch.no_grad():
         assert not torch.isfinite(packed(odd)[0]).all()
+
+
+def test_a_training_state_loads_without_unpickling_code(tmp_path):
+    import torch
+
+    from training.common import load_state, save_state
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters())
+    net(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    save_state(tmp_path, 7, opt, {"ema": net.state_dict()})
+    state = load_state(tmp_path)  # weights_only=True: only tensors, numbers and containers
+    assert state["step"] == 7 and torch.equal(state["ema"]["weight"], net.state_dict()["weight"])

@@ -49,7 +49,8 @@ def save_state(out_dir: Path, step: int, optimizer: torch.optim.Optimizer, extra
 
 def load_state(out_dir: Path) -> dict | None:
     path = out_dir / "state.pt"
-    return torch.load(path, weights_only=False) if path.exists() else None
+    # tensors, numbers and dicts only: a state file is never unpickled as code (it may come from another machine)
+    return torch.load(path, weights_only=True) if path.exists() else None
 
 
 class LossLog:
