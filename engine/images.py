@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,13 +111,14 @@ def load_control_image(kind: str, path: str | Path, width: int, height: int) -> 
     """A control map from a file, at output size. A pose may come as OpenPose JSON."""
     path = Path(path)
     if get_kind(kind).accepts_pose_json and path.suffix.lower() == ".json":
+        notes: list[str] = []
         try:
-            people = load_pose_json(path, width, height)
+            people = load_pose_json(path, width, height, notes)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except OSError as exc:
             raise UserError(f"{path.name}: cannot read pose JSON ({exc})") from None
-        return LoadedImage(render_pose(people, width, height), [f"{path.name}: {len(people)} pose(s) rendered"])
+        return LoadedImage(render_pose(people, width, height), [f"{path.name}: {len(people)} pose(s) rendered", *notes])
     loaded = read_image(path)
     loaded.image = fit_to(loaded.image, width, height, path.name, loaded.notes)
     return loaded

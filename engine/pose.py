@@ -155,26 +155,68 @@ def people_to_json(people: list[Person], width: int, height: int) -> dict:
     return {"canvas_width": width, "canvas_height": height, "people": result}
 
 
-def people_from_json(data: dict, width: int | None = None, height: int | None = None) -> tuple[list[Person], int, int]:
-    """Parse OpenPose JSON. Returns the people scaled to (width, height) when given, and the size used.
+# OpenPose's own default, BODY_25 → the COCO-18 that ControlNets draw: by index (mid-hip and feet have no place)
+BODY25_TO_COCO18 = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
+MAX_COORD = 100_000.0  # px; beyond this a file is not a pose
 
-    Coordinates ≤ 1 everywhere are taken as normalised, as some editors write them.
+
+def _number(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"a pose keypoint holds {v!r}, not a finite number")
+    return float(v)
+
+
+def _canvas(data: dict, key: str) -> int | None:
+    v = data.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= MAX_COORD:
+        raise ValueError(f"{key} must be a size in pixels (got {v!r})")
+    return int(v)
+
+
+def people_from_json(data: dict, width: int | None = None, height: int | None = None,
+                     notes: list[str] | None = None) -> tuple[list[Person], int, int]:  # fmt: skip
+    """Parse OpenPose JSON (COCO-18 as editors write it, or BODY_25 as OpenPose does). Returns the people scaled to
+    (width, height) when given, and the size used.
+
+    Coordinates ≤ 1 everywhere are taken as normalised, as some editors write them. A file with pixel coordinates
+    and no canvas size has its people fitted to the canvas, and `notes` says so.
     """
     if not isinstance(data, dict) or not isinstance(data.get("people"), list):
         raise ValueError("not an OpenPose JSON file: it has no 'people' list")
-    src_w = int(data.get("canvas_width") or width or 512)
-    src_h = int(data.get("canvas_height") or height or 512)
-    dst_w, dst_h = width or src_w, height or src_h
-    people = []
+    notes = notes if notes is not None else []
+    src_w, src_h = _canvas(data, "canvas_width"), _canvas(data, "canvas_height")
+    raw = []
     for entry in data["people"]:
         flat = entry.get("pose_keypoints_2d") if isinstance(entry, dict) else None
         if not isinstance(flat, list) or len(flat) < NUM_KEYPOINTS * 3:
-            raise ValueError("a person's pose_keypoints_2d must hold 18 × (x, y, confidence) numbers")
-        values = [float(v) for v in flat[: NUM_KEYPOINTS * 3]]
-        coords = [v for i, v in enumerate(values) if i % 3 != 2]
-        normalised = max(coords, default=0.0) <= 1.0
-        sx = dst_w if normalised else dst_w / src_w
-        sy = dst_h if normalised else dst_h / src_h
+            raise ValueError("a person's pose_keypoints_2d must hold 18 (COCO) or 25 (BODY_25) × (x, y, confidence)")
+        values = [_number(v) for v in flat]
+        if len(values) == 25 * 3:
+            values = [values[3 * b + k] for b in BODY25_TO_COCO18 for k in range(3)]
+        values = values[: NUM_KEYPOINTS * 3]
+        if any(abs(v) > MAX_COORD for v in values):
+            raise ValueError("pose coordinates are out of range")
+        raw.append(values)
+    coords = [v for values in raw for i, v in enumerate(values) if i % 3 != 2]
+    normalised = max(coords, default=0.0) <= 1.0
+    dst_w, dst_h = width or src_w or 512, height or src_h or 512
+    if normalised:
+        sx, sy, dx, dy = dst_w, dst_h, 0.0, 0.0
+    elif src_w and src_h:
+        sx, sy, dx, dy = dst_w / src_w, dst_h / src_h, 0.0, 0.0
+    else:  # pixels of an unknown image: fit what was seen into the canvas
+        seen = [(values[3 * i], values[3 * i + 1]) for values in raw for i in range(NUM_KEYPOINTS)
+                if not (values[3 * i + 2] <= 0 and values[3 * i] == 0 and values[3 * i + 1] == 0)]  # fmt: skip
+        xs, ys = [p[0] for p in seen] or [0.0], [p[1] for p in seen] or [0.0]
+        span = max(max(xs) - min(xs), max(ys) - min(ys), 1.0)
+        sx = sy = 0.8 * min(dst_w, dst_h) / span
+        dx = dst_w / 2 - sx * (min(xs) + max(xs)) / 2
+        dy = dst_h / 2 - sy * (min(ys) + max(ys)) / 2
+        notes.append("the pose file names no canvas size: its people were fitted to the canvas")
+    people = []
+    for values in raw:
         kps: list[Point] = []
         hidden = set()
         for i in range(NUM_KEYPOINTS):
@@ -182,17 +224,23 @@ def people_from_json(data: dict, width: int | None = None, height: int | None = 
             if c <= 0 and x == 0 and y == 0:
                 kps.append(None)
                 continue
-            kps.append((x * sx, y * sy))
+            kps.append((x * sx + dx, y * sy + dy))
             if c <= 0:
                 hidden.add(i)
         people.append(Person(kps, frozenset(hidden)))
     return people, dst_w, dst_h
 
 
-def load_pose_json(path: str | Path, width: int | None = None, height: int | None = None) -> list[Person]:
+def load_pose_json(path: str | Path, width: int | None = None, height: int | None = None,
+                   notes: list[str] | None = None) -> list[Person]:  # fmt: skip
+    path = Path(path)
+    if not path.is_file():  # a FIFO or a device would block the reader for ever
+        raise ValueError(f"{path.name}: not a regular file")
+    if path.stat().st_size > 16 * 2**20:
+        raise ValueError(f"{path.name}: {path.stat().st_size / 2**20:.0f} MB is too large for a pose file")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read pose JSON {path}: {exc}") from exc
-    people, _, _ = people_from_json(data, width, height)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"cannot read pose JSON {path.name}: {exc}") from None
+    people, _, _ = people_from_json(data, width, height, notes)
     return people

@@ -64,11 +64,14 @@ class Files(QObject):
         w, h = doc.size.width(), doc.size.height()
         try:
             if doc.layers[kind].info.accepts_pose_json and path.lower().endswith(".json"):
+                notes: list[str] = []
                 try:
-                    people = load_pose_json(path, w, h)
-                except ValueError as exc:
+                    people = load_pose_json(path, w, h, notes)
+                except (ValueError, OSError) as exc:
                     raise UserError(str(exc)) from None
                 doc.set_layer_from_map(kind, np.zeros((h, w, 3), np.uint8), people, "Load pose")
+                if notes:
+                    self.status.emit("; ".join(notes), 8000)
             else:
                 loaded = load_control_image(kind, path, w, h)
                 doc.set_layer_from_map(kind, loaded.image, None, f"Load {kind} map")

@@ -169,3 +169,36 @@ def test_live_mode_joint_drag_gives_one_result_from_the_last_position(window, qt
     assert len(finished) == 1
     pose = next(c for c in finished[0].params.controls if c.kind == "pose")
     assert np.array_equal(pose.image, expected)
+
+
+def test_openpose_body25_is_converted_by_index_and_fitted_when_it_names_no_canvas(tmp_path):
+    import json
+
+    from noisebrush.engine.pose import BODY25_TO_COCO18, load_pose_json
+
+    # a BODY_25 person in the pixels of a 1920×1080 photo, as OpenPose writes it (no canvas size)
+    body25 = [(960 + 10 * (i % 5), 300 + 30 * i) for i in range(25)]
+    flat = [v for x, y in body25 for v in (x, y, 0.9)]
+    path = tmp_path / "openpose.json"
+    path.write_text(json.dumps({"version": 1.3, "people": [{"pose_keypoints_2d": flat}]}))
+    notes = []
+    (person,) = load_pose_json(path, 512, 512, notes)
+    assert "fitted to the canvas" in notes[0]
+    assert all(0 <= x <= 512 and 0 <= y <= 512 for x, y in person.keypoints)
+    # by index: COCO's right hip (8) is BODY_25's 9, not its mid-hip (8)
+    ys = [y for _, y in person.keypoints]
+    assert BODY25_TO_COCO18[8] == 9 and ys[8] > ys[7] and ys == sorted(ys)
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), 1e12, "12", True])
+def test_pose_json_with_values_that_are_not_coordinates_is_refused(tmp_path, bad):
+    import json
+
+    from noisebrush.engine.pose import load_pose_json
+
+    flat = [100.0, 100.0, 1.0] * 18
+    flat[4] = bad
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"canvas_width": 512, "canvas_height": 512, "people": [{"pose_keypoints_2d": flat}]}))
+    with pytest.raises(ValueError):
+        load_pose_json(path, 512, 512)
