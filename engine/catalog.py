@@ -64,20 +64,28 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
 
 
+def _read_config(path: Path) -> dict:
+    """A config.json that is a JSON object, else ValueError (a list or a number is not a config)."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return data
+
+
 def classify_folder(path: Path) -> ModelEntry | None:
     if (path / "model_index.json").is_file():
         try:
-            unet_cfg = json.loads((path / "unet" / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            unet_cfg = _read_config(path / "unet" / "config.json")
+        except (OSError, ValueError, UnicodeDecodeError):
             return ModelEntry(path.name, path, "diffusers", "?", "base", None, _size(path), "no readable unet/config.json")
         return ModelEntry(path.name, path, "diffusers", _family_from_config(unet_cfg), "base", None, _size(path))
     cfg_path = path / "config.json"
     if cfg_path.is_file():
         try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            cfg = _read_config(cfg_path)
+        except (OSError, ValueError, UnicodeDecodeError):
             return None
-        if cfg.get("_class_name", "").endswith("ControlNetModel"):
+        if str(cfg.get("_class_name", "")).endswith("ControlNetModel"):
             return ModelEntry(
                 path.name, path, "diffusers", _family_from_config(cfg), "controlnet", kind_from_name(path.name), _size(path)
             )
@@ -119,13 +127,19 @@ def scan(folder: Path | None = None, depth: int = 2) -> list[ModelEntry]:
             if child.name.startswith("."):
                 continue
             if child.is_dir():
-                entry = classify_folder(child)
+                try:
+                    entry = classify_folder(child)
+                except OSError as exc:
+                    entry = ModelEntry(child.name, child, "diffusers", "?", "?", None, 0, f"cannot read: {exc}")
                 if entry is not None:
                     found.append(entry)
                 elif level < depth:
                     walk(child, level + 1)
-            else:
-                entry = classify_file(child)
+            elif child.is_file():  # FIFOs, sockets and devices are never opened
+                try:
+                    entry = classify_file(child)
+                except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # one bad file: go on
+                    entry = ModelEntry(child.name, child, "single_file", "?", "?", None, 0, f"cannot read: {exc}")
                 if entry is not None:
                     found.append(entry)
 

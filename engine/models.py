@@ -54,14 +54,22 @@ def resolve_model_dir(ref: str) -> Path:
     return folder
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON config that must be an object; UserError naming the file otherwise (never a traceback)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a JSON object (a broken or foreign file)")
+    return data
+
+
 def read_model_meta(folder: Path) -> dict[str, Any]:
     path = folder / MODEL_META_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
+    return read_json_object(path) if path.is_file() else {}
 
 
 FEW_STEP_WORDS = {  # name word: (scheduler, steps, guidance)
@@ -204,7 +212,7 @@ class LoadedModel:
 
             single = path.is_file()
             cfg_path = single_file_config("controlnet", path) / "config.json" if single else path / "config.json"
-            cfg = json.loads(cfg_path.read_text())
+            cfg = read_json_object(cfg_path)
             check_controlnet_fits(cfg, self.components["unet"].config, self.vae_factor, path.name, self.name)
             try:
                 if single:
@@ -278,7 +286,7 @@ def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
             return StableDiffusionPipeline.from_single_file(str(path), config=str(config), **common)
         except Exception as exc:  # a checkpoint whose keys or shapes do not match the family's config
             raise UserError(f"cannot load checkpoint {path.name}: {_first_line(exc)}") from None
-    index = json.loads((path / "model_index.json").read_text())
+    index = read_json_object(path / "model_index.json")
     if "unet" not in index or "vae" not in index:
         raise UserError(f"{path} is not a Stable Diffusion pipeline folder (model_index.json names no unet/vae)")
     try:

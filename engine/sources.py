@@ -44,6 +44,8 @@ def offline() -> bool:
 
 def check_safetensors(path: Path) -> dict:
     """Read a .safetensors header, refusing damaged or truncated files with a clear message. Returns the header."""
+    if not path.is_file():  # a FIFO named .safetensors would block the reader for ever
+        raise UserError(f"{path.name} is not a regular file; not opened")
     size = path.stat().st_size
     try:
         with path.open("rb") as f:
@@ -54,9 +56,15 @@ def check_safetensors(path: Path) -> dict:
             if n > min(size - 8, 100_000_000):
                 raise ValueError("the header length is impossible")
             header = json.loads(f.read(n))
-    except (ValueError, UnicodeDecodeError) as exc:
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a table of tensors")
+        entries = {k: v for k, v in header.items() if k != "__metadata__"}
+        if not all(isinstance(v, dict) and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+                   and isinstance(v.get("shape"), list) for v in entries.values()):  # fmt: skip
+            raise ValueError("a tensor entry has no shape or data offsets")
+        end = max((int(v["data_offsets"][1]) for v in entries.values()), default=0)
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise UserError(f"{path.name} is not a valid .safetensors file ({exc}); it may be damaged or incomplete") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         missing = (8 + n + end - size) / 1e6
         raise UserError(f"{path.name} is truncated: {missing:.1f} MB are missing (an interrupted download?)")

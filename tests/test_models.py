@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import time
@@ -415,3 +416,41 @@ def test_sdxl_single_file_checkpoint_and_controlnet_load_offline_and_generate(tm
                  "--control", f"scribble={tmp_path / 's.png'}", "--controlnet", f"scribble={cn}", "--out", str(out)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert Image.open(out).size == (64, 64)
+
+
+def test_one_bad_file_in_the_models_folder_never_stops_a_scan(tmp_path, tiny_model):
+    import os
+    import shutil
+    import struct
+
+    from noisebrush.engine.catalog import scan
+
+    shutil.copytree(tiny_model, tmp_path / "good")
+    header = json.dumps([1, 2, 3]).encode()
+    (tmp_path / "wrong-shape.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    (tmp_path / "list-config").mkdir()
+    (tmp_path / "list-config" / "config.json").write_text("[1, 2]")
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    entries = {e.name: e for e in scan(tmp_path)}
+    assert entries["good"].usable
+    assert not entries["wrong-shape.safetensors"].usable and "not a valid .safetensors" in entries["wrong-shape.safetensors"].note
+    assert "pipe.safetensors" not in entries and "list-config" not in entries
+
+
+@pytest.mark.parametrize("broken", ["model_index.json", "controlnets/scribble/config.json"])
+def test_a_broken_config_is_a_clear_error_not_an_unexpected_one(tmp_path, tiny_model, broken):
+    import shutil
+
+    from helpers import circle_sketch, logged_engine
+
+    from noisebrush.engine.events import Failed
+    from noisebrush.engine.request import ControlSpec, GenerationRequest
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    (model / broken).write_text('["not", "an", "object"]')
+    scribble = (ControlSpec("scribble", circle_sketch()),)
+    req = GenerationRequest("x", controls=scribble, steps=1, width=64, height=64, model=str(model))
+    with logged_engine() as eng:
+        end = eng.log.wait_end(eng.submit(req))
+    assert isinstance(end, Failed) and "not a JSON object" in end.message and "unexpected" not in end.message
