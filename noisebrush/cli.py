@@ -123,6 +123,44 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
     return req
 
 
+def check_destination(out: Path) -> None:
+    """Before any work: --out must be a .png that can be written, so a computed picture is never lost to it."""
+    import tempfile
+
+    from noisebrush.engine.errors import UserError
+
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: the output must be a .png file (it carries the settings)")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; name a .png file in it")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"--out {out}: the folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nb-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
+def _save_or_rescue(ev, out: Path, save_png) -> None:
+    """Write the result; if that fails now (a full disk), keep it somewhere and say where."""
+    import tempfile
+
+    from noisebrush.engine.errors import UserError
+
+    try:
+        save_png(ev.image, ev.params, out, ev.model_name)
+    except (OSError, UserError) as exc:
+        rescue = Path(tempfile.gettempdir()) / f"noisebrush-rescued-{ev.params.seed}-{int(time.time())}.png"
+        try:
+            save_png(ev.image, ev.params, rescue, ev.model_name)
+        except (OSError, UserError):
+            raise UserError(f"could not write {out} ({exc}), nor a copy in {rescue.parent}") from None
+        raise UserError(f"could not write {out} ({exc}); the picture was saved to {rescue} instead") from None
+
+
 def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int | None, log=print, memory=None):
     """Generate one image on the engine thread; returns the Finished event. Raises UserError on failure."""
     from PIL import Image
@@ -151,10 +189,14 @@ def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int 
             if isinstance(ev, Progress):
                 log(ev.message)
             elif isinstance(ev, Preview) and previews_dir is not None:
-                Image.fromarray(ev.image).save(previews_dir / f"step_{ev.step:03d}.png")
+                try:
+                    Image.fromarray(ev.image).save(previews_dir / f"step_{ev.step:03d}.png")
+                except OSError as exc:
+                    log(f"note: previews are no longer written ({exc.strerror or exc})")
+                    previews_dir = None
             elif isinstance(ev, Finished):
                 if out is not None:
-                    save_png(ev.image, ev.params, out, ev.model_name)
+                    _save_or_rescue(ev, out, save_png)
                 return ev
             elif isinstance(ev, Failed):
                 raise UserError(ev.message)
@@ -172,10 +214,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     notes: list[str] = []
     out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out {out}: the output must be a .png file (it carries the settings)")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise UserError(f"--out {out}: the folder {out.parent} does not exist")
+    check_destination(out)
     from noisebrush.engine.device import LoadOptions
     from noisebrush.engine.sources import is_hub_id
 
@@ -189,7 +228,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"note: {n}", file=sys.stderr)
     previews = Path(args.previews) if args.previews else None
     if previews is not None:
-        previews.mkdir(parents=True, exist_ok=True)
+        if previews.exists() and not previews.is_dir():
+            raise UserError(f"--previews {previews}: is a file; name a folder")
+        try:
+            previews.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--previews {previews}: cannot make the folder ({exc.strerror or exc})") from None
     t0 = time.perf_counter()
     done = run_headless(req, out, previews, args.threads, log=lambda m: print(m, file=sys.stderr), memory=memory)
     print(f"wrote {out} (seed {done.params.seed}, {time.perf_counter() - t0:.1f} s)")

@@ -233,3 +233,46 @@ def test_seed_minus_one_draws_a_seed_and_writes_the_one_drawn(tiny_model, tmp_pa
     assert generate(tiny_model, out, "--seed", "-1") == 0
     seed = read_request(out).seed
     assert seed is not None and 0 <= seed <= 2**32 - 1
+
+
+def test_a_destination_that_cannot_be_written_is_refused_before_any_work(tiny_model, tmp_path, capsys):
+    folder = tmp_path / "out.png"
+    folder.mkdir()
+    assert generate(tiny_model, folder) == 2 and "is a folder" in error_of(capsys)
+
+
+def test_a_read_only_folder_is_refused_before_any_work(tiny_model, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    def read_only(*a, **k):  # as a read-only mount answers (root ignores mode bits, so they cannot stand in)
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert generate(tiny_model, tmp_path / "out.png") == 2
+    assert "cannot write" in error_of(capsys) and not (tmp_path / "out.png").exists()
+
+
+def test_previews_pointing_at_a_file_is_refused(tiny_model, tmp_path, capsys):
+    (tmp_path / "p").write_text("x")
+    assert generate(tiny_model, tmp_path / "o.png", "--previews", str(tmp_path / "p")) == 2
+    assert "is a file" in error_of(capsys)
+
+
+def test_a_write_that_fails_after_the_work_rescues_the_picture(tiny_model, tmp_path, capsys, monkeypatch):
+    from noisebrush.engine import metadata
+
+    real = metadata.save_png
+    out = tmp_path / "out.png"
+
+    def full_disk(image, req, path, model_name=""):
+        if path == out:
+            raise OSError(28, "No space left on device")
+        return real(image, req, path, model_name)
+
+    monkeypatch.setattr(metadata, "save_png", full_disk)
+    assert generate(tiny_model, out) == 2
+    err = error_of(capsys)
+    assert "No space left" in err and "saved to" in err
+    rescued = err.split("saved to ")[1].split(" instead")[0]
+    assert Path(rescued).is_file() and not out.exists()
+    Path(rescued).unlink()
