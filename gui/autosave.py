@@ -1,34 +1,149 @@
-"""Autosave of the sketch and settings, and crash detection by a session lock file."""
+"""Autosave of the sketch and settings, one folder and one lock per running instance, and crash recovery.
+
+Each instance writes under <data>/sessions/<id>/, held by a QLockFile. A folder whose lock nobody holds (its
+process died: QLockFile sees the PID is gone) is an orphan: its sketch is offered for restore. Every snapshot goes
+into a new snap-N folder and is verified before the `latest` pointer moves to it, so a failed write (a full disk)
+never touches the last good autosave.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
+from PySide6.QtCore import QLockFile
 from PySide6.QtGui import QImage
 
 from noisebrush.engine.pose import Person
 from noisebrush.gui.document import Document, LayerSettings
 from noisebrush.gui.state import AppState, GenerationSettings
 
+LOCK_NAME = "session.lock"
+POINTER = "latest"
+
+
+def _locked(folder: Path) -> QLockFile:
+    lock = QLockFile(str(folder / LOCK_NAME))
+    lock.setStaleLockTime(0)  # staleness by PID only: a lock of a live instance is never broken by age
+    return lock
+
+
+class SessionFolder:
+    """One session's autosave folder: its snapshots and the pointer to the newest good one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def latest(self) -> Path | None:
+        try:
+            snap = self.path / (self.path / POINTER).read_text().strip()
+        except OSError:
+            return None
+        return snap if (snap / "state.json").is_file() else None
+
+    def modified(self) -> float:
+        snap = self.latest()
+        return (snap / "state.json").stat().st_mtime if snap else 0.0
+
+    def write(self, snap: dict) -> None:
+        """Write a snapshot into a new folder, verify it, then point `latest` at it (atomically). Raises OSError."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.path / f"snap-{time.time_ns()}"
+        target.mkdir()
+        try:
+            state = {"values": snap["values"], "size": snap["size"], "layers": {}}
+            for kind, info in snap["layers"].items():
+                file = target / f"{kind}.png"
+                # QImage.save says False on a full disk; read back, so a truncated file is caught too
+                if not info["image"].save(str(file), "PNG") or QImage(str(file)).isNull():
+                    raise OSError(f"could not write {file.name} (is the disk full?)")
+                state["layers"][kind] = {k: v for k, v in info.items() if k != "image"}
+            data = json.dumps(state)
+            (target / "state.json").write_text(data)
+            if (target / "state.json").read_text() != data:
+                raise OSError("the autosave did not read back as written (is the disk full?)")
+            pointer = self.path / f".{POINTER}.tmp"
+            pointer.write_text(target.name)
+            os.replace(pointer, self.path / POINTER)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        for old in self.path.glob("snap-*"):  # only now: the previous good one stayed until this one was complete
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, doc: Document) -> GenerationSettings | None:
+        """Put the saved layers into `doc` (undoably, as a restore) and return the saved settings."""
+        snap = self.latest()
+        if snap is None:
+            return None
+        try:
+            state = json.loads((snap / "state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        for kind in doc.layers:
+            img = QImage(str(snap / f"{kind}.png"))
+            info = state["layers"].get(kind, {})
+            people = [Person([None if q is None else tuple(q) for q in p["keypoints"]], frozenset(p.get("hidden", [])))
+                      for p in info.get("people", [])]  # fmt: skip
+            if not img.isNull():
+                doc.set_layer_image(kind, img, "Restore autosave", people)
+            known = LayerSettings.__dataclass_fields__
+            doc.set_layer_settings(kind, "restore", **{k: v for k, v in info.get("settings", {}).items() if k in known})
+        return GenerationSettings.from_dict(state.get("values", {}))
+
 
 class Autosave:
     def __init__(self, data_dir: Path) -> None:
-        self.dir = Path(data_dir) / "autosave"
-        self.lock = Path(data_dir) / "session.lock"
+        self.root = Path(data_dir) / "sessions"
+        self.session = SessionFolder(self.root / f"{os.getpid()}-{time.time_ns()}")
+        self.dir = self.session.path
+        self._lock: QLockFile | None = None
+        self._claimed: dict[Path, QLockFile] = {}  # orphans this instance holds while it offers them
 
-    def has_crash_recovery(self) -> bool:
-        """The last session did not end cleanly and left a sketch behind."""
-        return self.lock.exists() and (self.dir / "state.json").exists()
+    @property
+    def lock(self) -> Path:
+        return self.dir / LOCK_NAME
 
     def start_session(self) -> None:
-        self.lock.parent.mkdir(parents=True, exist_ok=True)
-        self.lock.write_text(str(os.getpid()))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _locked(self.dir)
+        if not self._lock.tryLock(0):
+            raise OSError(f"cannot lock the autosave folder {self.dir}")
+
+    def orphans(self) -> list[SessionFolder]:
+        """Sessions that did not end cleanly and left a sketch, newest first. Claims each (takes its stale lock),
+        so that two instances never offer, or restore, the same one."""
+        found = []
+        for path in self.root.glob("*") if self.root.is_dir() else ():
+            folder = SessionFolder(path)
+            if path == self.dir or not path.is_dir() or folder.latest() is None:
+                continue
+            lock = self._claimed.get(path) or _locked(path)
+            if path in self._claimed or lock.tryLock(0):  # its owner is gone
+                self._claimed[path] = lock
+                found.append(folder)
+        return sorted(found, key=SessionFolder.modified, reverse=True)
+
+    def discard(self, folder: SessionFolder) -> None:
+        """An orphan that was restored (its sketch now lives in this session) or that the person dropped."""
+        lock = self._claimed.pop(folder.path, None)
+        if lock is not None:
+            lock.unlock()
+        shutil.rmtree(folder.path, ignore_errors=True)
 
     def end_session(self) -> None:
-        self.lock.unlink(missing_ok=True)
+        """A clean exit: this session's folder goes, with its lock; orphans not taken up stay for the next start."""
+        for lock in self._claimed.values():
+            lock.unlock()
+        self._claimed.clear()
+        if self._lock is not None:
+            self._lock.unlock()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     @staticmethod
     def snapshot(state: AppState) -> dict:
@@ -44,34 +159,7 @@ class Autosave:
         return {"values": dataclasses.asdict(state.settings), "layers": layers, "size": [doc.size.width(), doc.size.height()]}
 
     def write(self, snap: dict) -> None:
-        """Write a snapshot; safe off the GUI thread (QImage, not QPixmap)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        state = {"values": snap["values"], "size": snap["size"], "layers": {}}
-        for kind, info in snap["layers"].items():
-            tmp = self.dir / f".{kind}.png"
-            info["image"].save(str(tmp), "PNG")
-            tmp.replace(self.dir / f"{kind}.png")
-            state["layers"][kind] = {k: v for k, v in info.items() if k != "image"}
-        tmp = self.dir / ".state.json"
-        tmp.write_text(json.dumps(state))
-        tmp.replace(self.dir / "state.json")  # written last: a state.json always has its layer files
+        self.session.write(snap)
 
     def save(self, state: AppState) -> None:
         self.write(self.snapshot(state))
-
-    def load(self, doc: Document) -> GenerationSettings | None:
-        """Put the saved layers into `doc` (undoably, as a restore) and return the saved settings."""
-        try:
-            state = json.loads((self.dir / "state.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        for kind in doc.layers:
-            img = QImage(str(self.dir / f"{kind}.png"))
-            info = state["layers"].get(kind, {})
-            people = [Person([None if q is None else tuple(q) for q in p["keypoints"]], frozenset(p.get("hidden", [])))
-                      for p in info.get("people", [])]  # fmt: skip
-            if not img.isNull():
-                doc.set_layer_image(kind, img, "Restore autosave", people)
-            known = LayerSettings.__dataclass_fields__
-            doc.set_layer_settings(kind, "restore", **{k: v for k, v in info.get("settings", {}).items() if k in known})
-        return GenerationSettings.from_dict(state.get("values", {}))

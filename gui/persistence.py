@@ -11,7 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings, QTimer, Signal
 
 from noisebrush.engine.models import model_defaults
-from noisebrush.gui.autosave import Autosave
+from noisebrush.gui.autosave import Autosave, SessionFolder
 from noisebrush.gui.state import AppState, GenerationSettings
 from noisebrush.gui.tasks import Task
 
@@ -86,8 +86,13 @@ class Persistence(QObject):
         self._dirty = False
         snap = self.autosave.snapshot(self.state)
         self._writer = Task(lambda: self.autosave.write(snap), parent=self)
-        self._writer.failed.connect(lambda msg: print(f"noisebrush: autosave failed: {msg}", file=sys.stderr))
+        self._writer.failed.connect(self._write_failed)
         self._writer.start()
+
+    def _write_failed(self, message: str) -> None:
+        self._dirty = True  # try again at the next tick; the last good autosave is untouched
+        print(f"noisebrush: autosave failed: {message}", file=sys.stderr)
+        self.status.emit(f"Autosave failed: {message}. The last good one is kept.", 10000)
 
     def autosave_now(self) -> None:
         """Write the sketch synchronously (on quit, and for tests)."""
@@ -99,17 +104,24 @@ class Persistence(QObject):
         except OSError as exc:
             self.status.emit(f"Autosave failed: {exc}", 8000)
 
-    def start_session(self) -> bool:
-        """Mark this session as running; True when the last one did not end cleanly and left a sketch."""
-        crashed = self.autosave.has_crash_recovery()
+    def start_session(self) -> list[SessionFolder]:
+        """Lock this instance's own autosave folder; returns the sketches of sessions that did not end cleanly."""
         self.autosave.start_session()
-        return crashed
+        return self.autosave.orphans()
 
-    def restore_autosave(self) -> bool:
-        values = self.autosave.load(self.state.doc)
+    def restore_autosave(self, folder: SessionFolder | None = None) -> bool:
+        """The newest orphaned sketch (or `folder`) into this session; that orphan is then discarded."""
+        if folder is None:
+            orphans = self.autosave.orphans()
+            if not orphans:
+                return False
+            folder = orphans[0]
+        values = folder.load(self.state.doc)
         if values is None:
             return False
         self.state.update("restore", **{k: v for k, v in dataclasses.asdict(values).items() if k != "live"})
+        self.autosave.discard(folder)
+        self.mark_dirty(soon=True)  # it lives in this session's autosave from now on
         self.status.emit("Sketch restored from autosave", 6000)
         return True
 

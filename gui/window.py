@@ -63,10 +63,10 @@ class MainWindow(ActionsMixin, QMainWindow):
         geometry = settings.value("geometry")
         self.restoreGeometry(geometry) if geometry is not None else self.resize(1280, 860)
         self.files.refresh_models()
-        crashed = self.persistence.start_session()
-        if crashed and restore == "always":
-            self.persistence.restore_autosave()
-        elif crashed and restore == "ask":
+        orphans = self.persistence.start_session()
+        if orphans and restore == "always":
+            self.persistence.restore_autosave(orphans[0])
+        elif orphans and restore == "ask":
             self._offer_recovery()
 
     def _wire(self) -> None:
@@ -164,8 +164,17 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.jobs.edited()
 
     def _offer_recovery(self) -> None:
-        self.banner.show_message("Noisebrush did not close properly last time. Your sketch was autosaved.", "info",
-                                 "Restore sketch", self.persistence.restore_autosave)  # fmt: skip
+        """One offer per sketch left by a session that did not close properly, newest first."""
+        orphans = self.autosave.orphans()
+        if not orphans:
+            return
+        more = f" ({len(orphans)} sketches in all: each is offered in turn)" if len(orphans) > 1 else ""
+        self.banner.show_message(f"Noisebrush did not close properly last time. Your sketch was autosaved.{more}",
+                                 "info", "Restore sketch", self._restore_and_offer_next)  # fmt: skip
+
+    def _restore_and_offer_next(self) -> None:
+        self.persistence.restore_autosave()
+        self._offer_recovery()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         """Cancel what runs, stop the engine thread, save everything, and end the session cleanly."""

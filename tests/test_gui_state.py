@@ -159,3 +159,43 @@ def test_a_png_whose_settings_fail_is_an_error_and_not_loaded_as_a_map(window, q
     assert window.banner.isVisible() and "damaged" in window.banner.label.text()
     assert window.state.settings == before
     assert all(layer.to_spec(64, 64) is None for layer in window.doc.layers.values())
+
+
+def test_two_windows_keep_their_own_autosave_and_a_killed_ones_sketch_is_offered(qtbot, tmp_path):
+    a = open_window(qtbot, tmp_path, Engine(FakeBackend()), restore="ask")
+    b = open_window(qtbot, tmp_path, Engine(FakeBackend()), restore="ask")  # the same data folder
+    assert not b.banner.isVisible()  # A is running, not crashed
+    assert a.autosave.dir != b.autosave.dir
+    stroke(a)
+    a.autosave_now()
+    drawn = qimage_to_rgba(a.doc.layers["scribble"].image)
+    a.bridge.shutdown()  # A is killed: its folder stays and its lock is no longer held
+    a.autosave._lock.unlock()
+    b.close()  # B exits cleanly: only B's own folder goes
+    assert not b.autosave.dir.exists() and a.autosave.dir.exists()
+    c = open_window(qtbot, tmp_path, Engine(FakeBackend()), restore="ask")
+    assert c.banner.isVisible() and c.banner.action.text() == "Restore sketch"
+    c.banner.action.click()
+    assert np.array_equal(qimage_to_rgba(c.doc.layers["scribble"].image), drawn)
+    assert not a.autosave.dir.exists()  # taken up by C
+    c.close()
+
+
+def test_a_failed_autosave_keeps_the_last_good_one(window, monkeypatch):
+    from PySide6.QtGui import QImage
+
+    from noisebrush.gui.autosave import SessionFolder
+
+    stroke(window)
+    window.autosave_now()
+    good = window.autosave.session.latest()
+    window.doc.clear_layer("scribble")
+    monkeypatch.setattr(QImage, "save", lambda *a, **k: False)  # the disk is full
+    with pytest.raises(OSError, match="disk full"):
+        window.autosave.save(window.state)
+    monkeypatch.undo()
+    assert window.autosave.session.latest() == good
+    restored = window.state.doc
+    folder = SessionFolder(window.autosave.dir)
+    folder.load(restored)
+    assert qimage_to_rgba(restored.layers["scribble"].image)[..., 3].max() == 255  # the strokes, not an empty layer
