@@ -107,8 +107,8 @@ class LayerBox(QGroupBox):
 
     def _update_note(self) -> None:
         missing = self.kind in self.state.kinds_without_controlnet()
-        self.note.setText(f"Not used: this model has no {self.layer.info.title} ControlNet. Choose one above "
-                          "(add it to your models folder first).")  # fmt: skip
+        self.note.setText(f"Not used: this model has no {self.layer.info.title} ControlNet. Pick one in this "
+                          "layer's ControlNet list (unfold it with the arrow; add it to your models folder first).")  # fmt: skip
         self.note.setVisible(missing)
 
     def show_settings(self) -> None:
