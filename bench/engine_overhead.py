@@ -52,7 +52,7 @@ def main() -> None:
     net = model.controlnet("scribble")
 
     def bare() -> float:
-        pipe = model.pipeline([net], img2img=False, scheduler=make_scheduler(req.scheduler, model.components["scheduler"].config))
+        pipe = model.pipeline([net], "txt2img", scheduler=make_scheduler(req.scheduler, model.components["scheduler"].config))
         t0 = time.perf_counter()
         pipe(prompt=req.prompt, image=Image.fromarray(sketch), num_inference_steps=req.steps, guidance_scale=req.guidance,
              width=req.width, height=req.height, generator=torch.Generator().manual_seed(1), output_type="np")  # fmt: skip

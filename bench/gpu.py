@@ -244,7 +244,7 @@ def bare_pipe(built: Built, req: GenerationRequest):
     cudnn_for(built)
     nets = [model.controlnet(c.kind) for c in req.controls]
     scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
-    return model.pipeline(nets, img2img=False, scheduler=scheduler)
+    return model.pipeline(nets, "txt2img", scheduler=scheduler)
 
 
 def bare_call(built: Built, req: GenerationRequest) -> float:

@@ -41,7 +41,7 @@ class Generator:
     def __call__(self, sample, kind: str | None, guidance: float = 5.0, seed: int = 0) -> np.ndarray:
         nets = [self.model.controlnet(kind)] if kind else []
         sched = make_scheduler("DPM++ 2M", self.model.components["scheduler"].config)
-        pipe = self.model.pipeline(nets, img2img=False, scheduler=sched)
+        pipe = self.model.pipeline(nets, "txt2img", scheduler=sched)
         kw = {"image": Image.fromarray(sample.control(kind))} if kind else {}
         size = sample.image.shape[0]
         out = pipe(prompt=sample.caption, num_inference_steps=self.steps, guidance_scale=guidance, width=size, height=size,

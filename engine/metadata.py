@@ -77,6 +77,8 @@ def request_to_json(req: GenerationRequest) -> dict:
         "strength": req.strength,
         "model": req.model,
         "init_image": None if req.init_image is None else _png_b64(req.init_image),
+        "mask": None if req.mask is None else _png_b64(np.repeat(req.mask[..., None], 3, axis=2)),
+        "feather": req.feather,
         "controls": [
             {"kind": c.kind, "weight": c.weight, "start": c.start, "end": c.end, "model": c.model, "image": _png_b64(c.image)}
             for c in req.controls
@@ -117,6 +119,8 @@ def request_from_json(data: object) -> GenerationRequest:
             init_image=None if not data.get("init_image") else _from_b64(data["init_image"]),
             strength=float(data.get("strength", 0.75)),
             model=data.get("model", ""),
+            mask=None if not data.get("mask") else _from_b64(data["mask"])[..., 0],
+            feather=int(data.get("feather", 0)),
         )
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None

@@ -133,18 +133,25 @@ def _family(unet_config: Any) -> str:
 
 FAMILY_NAMES = {"sd15": "SD1.5-family", "sdxl": "SDXL"}
 # (has ControlNets, img2img) → diffusers pipeline class, per family
+# (with ControlNets?, mode) → diffusers pipeline. The inpaint pipelines serve both kinds of model: a 9-channel
+# inpainting UNet gets the mask and masked image as input; any other has the known latents blended back outside
+# the mask at every step.
 PIPELINES = {
     "sd15": {
-        (False, False): "StableDiffusionPipeline",
-        (False, True): "StableDiffusionImg2ImgPipeline",
-        (True, False): "StableDiffusionControlNetPipeline",
-        (True, True): "StableDiffusionControlNetImg2ImgPipeline",
+        (False, "txt2img"): "StableDiffusionPipeline",
+        (False, "img2img"): "StableDiffusionImg2ImgPipeline",
+        (False, "inpaint"): "StableDiffusionInpaintPipeline",
+        (True, "txt2img"): "StableDiffusionControlNetPipeline",
+        (True, "img2img"): "StableDiffusionControlNetImg2ImgPipeline",
+        (True, "inpaint"): "StableDiffusionControlNetInpaintPipeline",
     },
     "sdxl": {
-        (False, False): "StableDiffusionXLPipeline",
-        (False, True): "StableDiffusionXLImg2ImgPipeline",
-        (True, False): "StableDiffusionXLControlNetPipeline",
-        (True, True): "StableDiffusionXLControlNetImg2ImgPipeline",
+        (False, "txt2img"): "StableDiffusionXLPipeline",
+        (False, "img2img"): "StableDiffusionXLImg2ImgPipeline",
+        (False, "inpaint"): "StableDiffusionXLInpaintPipeline",
+        (True, "txt2img"): "StableDiffusionXLControlNetPipeline",
+        (True, "img2img"): "StableDiffusionXLControlNetImg2ImgPipeline",
+        (True, "inpaint"): "StableDiffusionXLControlNetInpaintPipeline",
     },
 }
 COMPONENTS = {
@@ -226,11 +233,14 @@ class LoadedModel:
             self.controlnets[key] = net.to(self.device.device).eval()
         return self.controlnets[key]
 
-    def pipeline(self, controlnets: list[Any], img2img: bool, scheduler: Any):
-        """A pipeline object over the loaded components (cheap: nothing is copied or moved)."""
+    def pipeline(self, controlnets: list[Any], mode: str, scheduler: Any):
+        """A pipeline object over the loaded components (cheap: nothing is copied or moved).
+
+        mode: "txt2img", "img2img" or "inpaint".
+        """
         import diffusers
 
-        cls = getattr(diffusers, PIPELINES[self.family][(bool(controlnets), img2img)])
+        cls = getattr(diffusers, PIPELINES[self.family][(bool(controlnets), mode)])
         parts = {k: v for k, v in self.components.items() if k != "scheduler"}
         parts["scheduler"] = scheduler
         if self.family == "sd15":

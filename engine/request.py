@@ -17,6 +17,7 @@ MIN_SIZE, MAX_SIZE = 64, 2048  # px; beyond 2048 a step takes minutes and memory
 MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
 MAX_WEIGHT = 2.0
+MAX_FEATHER = 256
 
 
 def _finite(value: float, what: str) -> float:
@@ -44,6 +45,20 @@ def _frozen_image(image: np.ndarray | None) -> np.ndarray | None:
         arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"images must be HxWx3 uint8, got shape {arr.shape}")
+    arr.flags.writeable = False
+    return arr
+
+
+def _frozen_mask(mask: np.ndarray | None) -> np.ndarray | None:
+    """A private read-only HxW uint8 copy; an RGB(A) mask counts its brightest channel."""
+    if mask is None:
+        return None
+    arr = np.array(mask, copy=True)
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=2)
+    if arr.ndim != 2:
+        raise ValueError(f"a mask must be HxW, got shape {arr.shape}")
+    arr = arr.astype(np.uint8)
     arr.flags.writeable = False
     return arr
 
@@ -101,10 +116,20 @@ class GenerationRequest:
     init_image: np.ndarray | None = None
     strength: float = 0.75
     model: str = ""  # "" is the embedded default model; else a folder, file or Hub id
+    mask: np.ndarray | None = None  # HxW uint8, white = repaint (needs init_image); the rest keeps its pixels
+    feather: int = 0  # px of soft edge where the repainted region meets the kept one
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "controls", tuple(self.controls))
         object.__setattr__(self, "init_image", _frozen_image(self.init_image))
+        object.__setattr__(self, "mask", _frozen_mask(self.mask))
+
+    @property
+    def mode(self) -> str:
+        """"txt2img", "img2img" (an init image) or "inpaint" (an init image and a mask)."""
+        if self.init_image is None:
+            return "txt2img"
+        return "inpaint" if self.mask is not None else "img2img"
 
     def validate(self) -> None:
         """Raise UserError for settings no pipeline can run, or that would run out of time or memory."""
@@ -122,6 +147,13 @@ class GenerationRequest:
                 raise UserError(f"{name} must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE} px (got {v})")
         if not 0.0 < _finite(self.strength, "strength") <= 1.0:
             raise UserError(f"strength must be in (0, 1] (got {self.strength})")
+        for name, image in (("init image", self.init_image), ("mask", self.mask)):
+            if image is not None and image.shape[:2] != (self.height, self.width):
+                raise UserError(f"the {name} is {image.shape[1]}×{image.shape[0]}, the output {self.width}×{self.height}")
+        if self.mask is not None and self.init_image is None:
+            raise UserError("a mask needs an init image: the picture whose masked region is repainted")
+        if not isinstance(self.feather, int) or not 0 <= self.feather <= MAX_FEATHER:
+            raise UserError(f"feather must be from 0 to {MAX_FEATHER} px (got {self.feather})")
         for c in self.controls:
             if c.image.shape[:2] != (self.height, self.width):
                 raise UserError(
@@ -142,11 +174,12 @@ class GenerationRequest:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GenerationRequest):
             return NotImplemented
-        plain = [f.name for f in dataclasses.fields(self) if f.name not in ("controls", "init_image")]
+        plain = [f.name for f in dataclasses.fields(self) if f.name not in ("controls", "init_image", "mask")]
         return (
             all(getattr(self, n) == getattr(other, n) for n in plain)
             and self.controls == other.controls
             and _same_image(self.init_image, other.init_image)
+            and _same_image(self.mask, other.mask)
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -24,6 +24,23 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
+def feathered(mask: np.ndarray, feather: int) -> np.ndarray:
+    """The mask with a soft edge of `feather` px (0: as painted)."""
+    if feather <= 0:
+        return mask
+    import cv2
+
+    k = 2 * feather + 1
+    return cv2.GaussianBlur(mask, (k, k), feather / 2)
+
+
+def paste_back(result: np.ndarray, init: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Outside the mask the original pixels, exactly (a VAE round trip would shift them); a soft mask blends."""
+    m = mask.astype(np.float32)[..., None] / 255.0
+    blended = (m * result + (1.0 - m) * init).round().astype(np.uint8)
+    return np.where(mask[..., None] == 0, init, blended)
+
+
 class Runner:
     PROMPT_CACHE_SIZE = 32
 
@@ -72,7 +89,7 @@ class Runner:
             raise Stopped(0)
         scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
         tap = X0Tap(scheduler)
-        pipe = model.pipeline(nets, img2img=req.init_image is not None, scheduler=scheduler)
+        pipe = model.pipeline(nets, req.mode, scheduler=scheduler)
         seed = req.seed if req.seed is not None else random.randint(0, MAX_SEED)
         generator = torch.Generator("cpu").manual_seed(seed)
         last_emit = [float("-inf")]
@@ -99,10 +116,12 @@ class Runner:
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=["latents"],
         )
-        if req.init_image is None:
-            kwargs.update(width=req.width, height=req.height)
-        else:
+        if req.mode == "img2img":
             kwargs.update(strength=req.strength)
+        else:
+            kwargs.update(width=req.width, height=req.height)
+        if req.mode == "inpaint":
+            kwargs.update(strength=req.strength, mask_image=Image.fromarray(feathered(req.mask, req.feather)))
         if controls:
             images = [Image.fromarray(c.image) for c in controls]  # diffusers reads a bare HxWx3 array as a batch
             single = len(controls) == 1
@@ -121,4 +140,7 @@ class Runner:
             raise
         if cancelled.is_set():  # superseded during the final decode: a stale frame must not land
             raise Stopped(req.steps)
-        emit(Finished(job_id, _to_uint8(result), req.replace(seed=seed), time.perf_counter() - t0, model.name))
+        image = _to_uint8(result)
+        if req.mode == "inpaint":
+            image = paste_back(image, req.init_image, feathered(req.mask, req.feather))
+        emit(Finished(job_id, image, req.replace(seed=seed), time.perf_counter() - t0, model.name))

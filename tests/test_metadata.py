@@ -22,6 +22,7 @@ def full_request() -> GenerationRequest:
         ),
         steps=23, guidance=6.5, seed=1234, width=64, height=64, scheduler="Euler a",
         init_image=np.full((64, 64, 3), 30, np.uint8), strength=0.6, model="/models/x",
+        mask=np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)), feather=5,
     )  # fmt: skip
 
 

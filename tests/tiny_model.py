@@ -15,11 +15,12 @@ from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DCondi
 UNET_CHANNELS = (32, 64)
 
 
-def tiny_unet(cross_attention_dim: int = 384) -> UNet2DConditionModel:
+def tiny_unet(cross_attention_dim: int = 384, in_channels: int = 4) -> UNet2DConditionModel:
+    """in_channels=9: an inpainting UNet (latents, mask and masked-image latents)."""
     torch.manual_seed(0)
     return UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=UNET_CHANNELS,
