@@ -1,0 +1,189 @@
+"""`noisebrush generate`: flags (or a saved PNG, --from) into a request, run it headless, write the result."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import time
+from pathlib import Path
+
+
+def _parse_control(spec: str) -> tuple[str, str, float]:
+    from noisebrush.engine.errors import UserError
+
+    kind, sep, rest = spec.partition("=")
+    if not sep or not rest:
+        raise UserError(f"--control {spec!r}: expected KIND=PATH[@WEIGHT]")
+    path, weight = rest, 1.0
+    head, at, tail = rest.rpartition("@")
+    if at:
+        try:
+            weight = float(tail)
+            path = head
+        except ValueError:
+            pass  # an @ inside the path
+    return kind.strip(), path, weight
+
+
+def _build_request(args: argparse.Namespace, notes: list[str]):
+    from noisebrush.engine.controls import kind_names
+    from noisebrush.engine.errors import UserError
+    from noisebrush.engine.images import load_control_image, read_image, round_size
+    from noisebrush.engine.models import model_defaults, resolve_model_dir
+    from noisebrush.engine.request import ControlSpec, GenerationRequest
+
+    resolve_model_dir(args.model)  # a bad --model fails before any image work
+    d = model_defaults(args.model)
+    steps = d.steps if args.steps is None else args.steps
+    guidance = d.guidance if args.guidance is None else args.guidance
+    width = round_size(d.width if args.width is None else args.width, notes, "width")
+    height = round_size(d.height if args.height is None else args.height, notes, "height")
+    overrides: dict[str, str] = {}
+    for spec in args.controlnet:
+        kind, sep, folder = spec.partition("=")
+        if not sep or kind not in kind_names():
+            raise UserError(f"--controlnet {spec!r}: expected KIND=FOLDER with KIND one of {', '.join(kind_names())}")
+        overrides[kind] = folder
+    controls = []
+    for spec in args.control:
+        kind, path, weight = _parse_control(spec)
+        if kind not in kind_names():
+            raise UserError(f"--control {spec!r}: unknown kind {kind!r}; use one of {', '.join(kind_names())}")
+        loaded = load_control_image(kind, path, width, height)
+        notes.extend(loaded.notes)
+        controls.append(ControlSpec(kind, loaded.image, weight=weight, model=overrides.get(kind)))
+    init = None
+    if args.init:
+        loaded = read_image(args.init)
+        notes.extend(loaded.notes)
+        from noisebrush.engine.images import fit_to
+
+        init = fit_to(loaded.image, width, height, Path(args.init).name, notes)
+    req = GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative, controls=tuple(controls), steps=steps,
+        guidance=guidance, seed=None if args.seed == -1 else args.seed, width=width, height=height,
+        scheduler=args.scheduler or d.scheduler, init_image=init, strength=args.strength, model=args.model,
+    )  # fmt: skip
+    req.validate()
+    return req
+
+
+def check_destination(out: Path) -> None:
+    """Before any work: --out must be a .png that can be written, so a computed picture is never lost to it."""
+    import tempfile
+
+    from noisebrush.engine.errors import UserError
+
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: the output must be a .png file (it carries the settings)")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; name a .png file in it")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise UserError(f"--out {out}: the folder {folder} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nb-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
+def _save_or_rescue(ev, out: Path, save_png) -> None:
+    """Write the result; if that fails now (a full disk), keep it somewhere and say where."""
+    import tempfile
+
+    from noisebrush.engine.errors import UserError
+
+    try:
+        save_png(ev.image, ev.params, out, ev.model_name)
+    except (OSError, UserError) as exc:
+        rescue = Path(tempfile.gettempdir()) / f"noisebrush-rescued-{ev.params.seed}-{int(time.time())}.png"
+        try:
+            save_png(ev.image, ev.params, rescue, ev.model_name)
+        except (OSError, UserError):
+            raise UserError(f"could not write {out} ({exc}), nor a copy in {rescue.parent}") from None
+        raise UserError(f"could not write {out} ({exc}); the picture was saved to {rescue} instead") from None
+
+
+def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int | None, log=print, memory=None):
+    """Generate one image on the engine thread; returns the Finished event. Raises UserError on failure."""
+    from PIL import Image
+
+    from noisebrush.engine.engine import Engine
+    from noisebrush.engine.errors import UserError
+    from noisebrush.engine.events import Cancelled, Failed, Finished, Preview, Progress
+    from noisebrush.engine.metadata import save_png
+
+    events: queue.Queue = queue.Queue()
+    from noisebrush.engine.device import default_threads
+
+    engine = Engine(
+        preview_interval_s=0.0, previews=previews_dir is not None, threads=threads or default_threads(), options=memory
+    )
+    engine.add_listener(events.put)
+    try:
+        job = engine.submit(req)
+        while True:
+            try:
+                ev = events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if getattr(ev, "job_id", job) != job:
+                continue
+            if isinstance(ev, Progress):
+                log(ev.message)
+            elif isinstance(ev, Preview) and previews_dir is not None:
+                try:
+                    Image.fromarray(ev.image).save(previews_dir / f"step_{ev.step:03d}.png")
+                except OSError as exc:
+                    log(f"note: previews are no longer written ({exc.strerror or exc})")
+                    previews_dir = None
+            elif isinstance(ev, Finished):
+                if out is not None:
+                    _save_or_rescue(ev, out, save_png)
+                return ev
+            elif isinstance(ev, Failed):
+                raise UserError(ev.message)
+            elif isinstance(ev, Cancelled):
+                raise UserError("cancelled")
+    except KeyboardInterrupt:
+        engine.cancel(job)
+        raise
+    finally:
+        engine.shutdown()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from noisebrush.engine.errors import UserError
+
+    notes: list[str] = []
+    out = Path(args.out)
+    check_destination(out)
+    from noisebrush.engine.device import LoadOptions
+    from noisebrush.engine.sources import is_hub_id
+
+    if args.download and is_hub_id(args.model):
+        from noisebrush.engine.sources import hub_snapshot
+
+        hub_snapshot(args.model, allow_download=True)  # huggingface_hub shows a tqdm bar; resumes if interrupted
+    req = _build_request(args, notes)
+    memory = LoadOptions(args.fp16, args.attention_slicing, args.cpu_offload, args.vae_tiling, args.preview_decoder)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    previews = Path(args.previews) if args.previews else None
+    if previews is not None:
+        if previews.exists() and not previews.is_dir():
+            raise UserError(f"--previews {previews}: is a file; name a folder")
+        try:
+            previews.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--previews {previews}: cannot make the folder ({exc.strerror or exc})") from None
+    t0 = time.perf_counter()
+    done = run_headless(req, out, previews, args.threads, log=lambda m: print(m, file=sys.stderr), memory=memory)
+    print(f"wrote {out} (seed {done.params.seed}, {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
