@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the models found in the models folder")
     m.add_argument("--dir", help="the models folder (default: $NOISEBRUSH_MODELS, else ~/.local/share/Noisebrush/models)")
     g = sub.add_parser("generate", help="generate one image headless")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--negative", default="")
+    g.add_argument("--prompt", help="what to draw (required unless --from gives one)")
+    g.add_argument("--negative")
+    g.add_argument("--from", dest="from_png", metavar="SAVED.png",
+                   help="run again what a Noisebrush PNG records; other flags override it")  # fmt: skip
     g.add_argument("--control", action="append", default=[], metavar="KIND=PATH[@WEIGHT]",
                    help=_control_help())  # fmt: skip
     g.add_argument("--controlnet", action="append", default=[], metavar="KIND=FOLDER",
@@ -45,9 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=int)
     g.add_argument("--height", type=int)
     g.add_argument("--scheduler")
-    g.add_argument("--model", default="", help="a diffusers model folder (default: the embedded model)")
+    g.add_argument("--model", help="a diffusers model folder (default: the embedded model)")
     g.add_argument("--init", help="start from this image (img2img)")
-    g.add_argument("--strength", type=float, default=0.75, help="how much of --init to repaint (0–1]")
+    g.add_argument("--strength", type=float, help="how much of --init to repaint (0–1]; default 0.75, 1 with --mask")
+    g.add_argument("--mask", help="repaint only where this image is white (needs --init); the rest keeps its pixels")
+    g.add_argument("--feather", type=int, help="px of soft edge around the mask (default 0)")
+    g.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM", help="widen the --init picture by these px and paint the border")
+    g.add_argument("--batch", type=int, default=1, help="this many variations (seed, seed+1, …): OUT-1.png, OUT-2.png, …")
     g.add_argument("--previews", help="also write each step's preview PNG into this folder")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: all cores but one)")
     g.add_argument("--download", action="store_true", help="allow downloading a Hugging Face --model id not in the cache")

@@ -28,25 +28,33 @@ def _parse_control(spec: str) -> tuple[str, str, float]:
 
 
 def _build_request(args: argparse.Namespace, notes: list[str]):
+    """The request the flags describe: a saved PNG's (--from) with the given flags over it, else the model's
+    defaults with the flags over them."""
     from noisebrush.engine.controls import kind_names
     from noisebrush.engine.errors import UserError
-    from noisebrush.engine.images import load_control_image, read_image, round_size
+    from noisebrush.engine.images import fit_to, load_control_image, read_image, round_size
+    from noisebrush.engine.metadata import read_request
     from noisebrush.engine.models import model_defaults, resolve_model_dir
     from noisebrush.engine.request import ControlSpec, GenerationRequest
 
-    resolve_model_dir(args.model)  # a bad --model fails before any image work
-    d = model_defaults(args.model)
-    steps = d.steps if args.steps is None else args.steps
-    guidance = d.guidance if args.guidance is None else args.guidance
-    width = round_size(d.width if args.width is None else args.width, notes, "width")
-    height = round_size(d.height if args.height is None else args.height, notes, "height")
+    base = read_request(args.from_png) if args.from_png else None
+    if base is None and not args.prompt:
+        raise UserError("--prompt is needed (or --from SAVED.png, whose prompt is used)")
+    model = args.model if args.model is not None else (base.model if base else "")
+    resolve_model_dir(model)  # a bad --model fails before any image work
+    d = model_defaults(model)
+    pick = lambda flag, saved, default: flag if flag is not None else (saved if base else default)  # noqa: E731
+    steps = pick(args.steps, base and base.steps, d.steps)
+    guidance = pick(args.guidance, base and base.guidance, d.guidance)
+    width = round_size(pick(args.width, base and base.width, d.width), notes, "width")
+    height = round_size(pick(args.height, base and base.height, d.height), notes, "height")
     overrides: dict[str, str] = {}
     for spec in args.controlnet:
         kind, sep, folder = spec.partition("=")
         if not sep or kind not in kind_names():
             raise UserError(f"--controlnet {spec!r}: expected KIND=FOLDER with KIND one of {', '.join(kind_names())}")
         overrides[kind] = folder
-    controls = []
+    controls = [] if args.control or not base else list(base.controls)
     for spec in args.control:
         kind, path, weight = _parse_control(spec)
         if kind not in kind_names():
@@ -54,18 +62,38 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
         loaded = load_control_image(kind, path, width, height)
         notes.extend(loaded.notes)
         controls.append(ControlSpec(kind, loaded.image, weight=weight, model=overrides.get(kind)))
-    init = None
+    controls = [c if c.kind not in overrides else ControlSpec(c.kind, c.image, c.weight, c.start, c.end, overrides[c.kind])
+                for c in controls]  # fmt: skip
+    init = base.init_image if base else None
     if args.init:
         loaded = read_image(args.init)
         notes.extend(loaded.notes)
-        from noisebrush.engine.images import fit_to
-
         init = fit_to(loaded.image, width, height, Path(args.init).name, notes)
+    mask = base.mask if base else None
+    if args.mask:
+        loaded = read_image(args.mask)
+        notes.extend(loaded.notes)
+        mask = fit_to(loaded.image, width, height, Path(args.mask).name, notes).max(axis=2)
+    default_strength = 1.0 if mask is not None else 0.75
+    seed = pick(args.seed, base and base.seed, None)
     req = GenerationRequest(
-        prompt=args.prompt, negative_prompt=args.negative, controls=tuple(controls), steps=steps,
-        guidance=guidance, seed=None if args.seed == -1 else args.seed, width=width, height=height,
-        scheduler=args.scheduler or d.scheduler, init_image=init, strength=args.strength, model=args.model,
+        prompt=pick(args.prompt, base and base.prompt, ""),
+        negative_prompt=pick(args.negative, base and base.negative_prompt, ""),
+        controls=tuple(controls), steps=steps, guidance=guidance, seed=None if seed == -1 else seed, width=width,
+        height=height, scheduler=args.scheduler or (base.scheduler if base else d.scheduler), init_image=init,
+        strength=pick(args.strength, base and base.strength, default_strength), model=model, mask=mask,
+        feather=pick(args.feather, base and base.feather, 0),
     )  # fmt: skip
+    if args.extend:
+        from noisebrush.engine.edit import extend
+
+        try:
+            sides = [int(v) for v in args.extend.split(",")]
+            if len(sides) != 4:
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--extend {args.extend!r}: expected LEFT,TOP,RIGHT,BOTTOM in px, e.g. 64,0,64,0") from None
+        req = extend(req, *sides)
     req.validate()
     return req
 
@@ -165,7 +193,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from noisebrush.engine.device import LoadOptions
     from noisebrush.engine.sources import is_hub_id
 
-    if args.download and is_hub_id(args.model):
+    if args.download and args.model and is_hub_id(args.model):
         from noisebrush.engine.sources import hub_snapshot
 
         hub_snapshot(args.model, allow_download=True)  # huggingface_hub shows a tqdm bar; resumes if interrupted
@@ -181,9 +209,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
             previews.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--previews {previews}: cannot make the folder ({exc.strerror or exc})") from None
-    t0 = time.perf_counter()
-    done = run_headless(req, out, previews, args.threads, log=lambda m: print(m, file=sys.stderr), memory=memory)
-    print(f"wrote {out} (seed {done.params.seed}, {time.perf_counter() - t0:.1f} s)")
+    if args.batch == 1:
+        jobs = [(req, out)]
+    else:
+        import random
+
+        from noisebrush.engine.edit import variations
+        from noisebrush.engine.request import MAX_SEED
+
+        first = req.seed if req.seed is not None else random.randint(0, MAX_SEED)
+        jobs = [(r, out.with_name(f"{out.stem}-{i + 1}.png")) for i, r in enumerate(variations(req, args.batch, first))]
+    for r, path in jobs:
+        t0 = time.perf_counter()
+        done = run_headless(r, path, previews, args.threads, log=lambda m: print(m, file=sys.stderr), memory=memory)
+        print(f"wrote {path} (seed {done.params.seed}, {time.perf_counter() - t0:.1f} s)")
     return 0
 
 

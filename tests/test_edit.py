@@ -69,3 +69,47 @@ def test_a_mask_without_an_init_image_or_of_another_size_is_refused():
         GenerationRequest("x", mask=square_mask(128, 0, 10)).validate()
     with pytest.raises(UserError, match="the mask is 64×64"):
         GenerationRequest("x", init_image=np.zeros((128, 128, 3), np.uint8), mask=square_mask(64, 0, 10)).validate()
+
+
+def test_from_a_saved_png_reproduces_it_pixel_for_pixel_and_flags_override(tiny_model, tmp_path):
+    from PIL import Image
+
+    from noisebrush.cli import main
+    from noisebrush.engine.metadata import read_request
+
+    sketch = tmp_path / "sketch.png"
+    Image.fromarray(circle_sketch(64)).save(sketch)
+    first = tmp_path / "first.png"
+    assert main(["generate", "--prompt", "a red circle", "--model", tiny_model, "--steps", "3", "--scheduler", "Euler a",
+                 "--control", f"scribble={sketch}@0.7", "--width", "64", "--height", "64", "--out", str(first)]) == 0  # fmt: skip
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(first), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+    assert read_request(again) == read_request(first)
+    other = tmp_path / "other.png"
+    assert main(["generate", "--from", str(first), "--seed", "9", "--out", str(other)]) == 0
+    assert read_request(other).seed == 9 and read_request(other).controls == read_request(first).controls
+
+
+def test_cli_inpaint_extend_and_batch(tiny_model, tmp_path):
+    from PIL import Image
+
+    from noisebrush.cli import main
+    from noisebrush.engine.metadata import read_request
+
+    init = np.zeros((64, 64, 3), np.uint8)
+    init[:, :, 2] = 200
+    init[::5] = 255
+    Image.fromarray(init).save(tmp_path / "init.png")
+    Image.fromarray(square_mask(64, 16, 48)).save(tmp_path / "mask.png")
+    base = ["generate", "--prompt", "x", "--model", tiny_model, "--steps", "2", "--width", "64", "--height", "64",
+            "--init", str(tmp_path / "init.png")]  # fmt: skip
+    assert main([*base, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "in.png")]) == 0
+    out = np.asarray(Image.open(tmp_path / "in.png"))
+    keep = square_mask(64, 16, 48) == 0
+    assert np.array_equal(out[keep], init[keep])
+    assert main([*base, "--extend", "16,0,16,8", "--out", str(tmp_path / "wide.png")]) == 0
+    wide = np.asarray(Image.open(tmp_path / "wide.png"))
+    assert wide.shape == (72, 96, 3) and np.array_equal(wide[0:64, 16:80], init)  # the old picture, untouched
+    assert main([*base, "--batch", "3", "--seed", "5", "--out", str(tmp_path / "v.png")]) == 0
+    assert [read_request(tmp_path / f"v-{i}.png").seed for i in (1, 2, 3)] == [5, 6, 7]
