@@ -122,6 +122,9 @@ class ActionsMixin:
         gen = self.menuBar().addMenu("&Generate")
         gen.addAction(self.generate_action)
         gen.addAction(self.cancel_action)
+        gen.addSeparator()
+        self.edit_result_action = self._action("Edit this result", "Ctrl+E", self.edit_this)
+        gen.addAction(self.edit_result_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self._action("Keyboard shortcuts", "F1", self.show_shortcuts))
         help_menu.addAction(self._action("About Noisebrush", None, self.show_about))
@@ -173,6 +176,18 @@ class ActionsMixin:
     def set_live_delay(self, ms: int) -> None:
         self.jobs.live.timer.setInterval(ms)
         self.settings.setValue("live_delay_ms", ms)
+
+    def edit_this(self) -> None:
+        """The shown result becomes the Image layer (undoable): refine it, inpaint a region, or extend it."""
+        ev = self.state.last_result
+        if ev is None:
+            self.show_error("Nothing to edit yet: generate a picture, or pick one in the history.")
+            return
+        self.state.edit_result(ev)
+        if self.state.settings.mode == "generate":
+            self.state.update(mode="refine")
+        self.layers_panel.set_active("image")
+        self.statusBar().showMessage("The result is now the Image layer: Refine it, paint a Mask to Inpaint, or Extend it", 8000)
 
     def _fixed_undo_labels(self, _text: str = "") -> None:
         stack = self.doc.undo_stack

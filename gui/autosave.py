@@ -85,7 +85,7 @@ class SessionFolder:
             state = json.loads((snap / "state.json").read_text())
         except (OSError, json.JSONDecodeError):
             return None
-        for kind in doc.layers:
+        for kind in doc.all_layers():
             img = QImage(str(snap / f"{kind}.png"))
             info = state["layers"].get(kind, {})
             people = [Person([None if q is None else tuple(q) for q in p["keypoints"]], frozenset(p.get("hidden", [])))
@@ -150,7 +150,7 @@ class Autosave:
         """What to save, captured on the GUI thread (QImage copies share pixels until written to)."""
         doc = state.doc
         layers = {}
-        for kind, layer in doc.layers.items():
+        for kind, layer in doc.all_layers().items():
             layers[kind] = {
                 "image": layer.image.copy(),
                 "settings": dataclasses.asdict(layer.settings),

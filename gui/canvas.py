@@ -21,11 +21,11 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from noisebrush.engine.controls import paint_order
 from noisebrush.engine.pose import COLORS, Person, default_person
-from noisebrush.gui.document import INK, Document, ImageEdit
+from noisebrush.gui.document import INK, MASK_RGB, PAPER_RGB, Document, ImageEdit
 
 HANDLE_RADIUS = 5.0  # screen pixels
 
-PAPER = QColor(250, 249, 245)
+PAPER = QColor(*PAPER_RGB)
 
 
 class Canvas(QWidget):
@@ -41,6 +41,7 @@ class Canvas(QWidget):
         self.tool = "brush"  # or "eraser"
         self.brush_size = 10.0
         self.depth_value = 200  # grey of the depth brush: near = bright
+        self.paint_color = QColor(200, 60, 50)  # the Image layer's brush: plain colours to guide a refine
         self.result: QImage | None = None  # final image or latest preview, any size; drawn scaled
         self.result_is_preview = False
         self.view = "both"
@@ -62,7 +63,7 @@ class Canvas(QWidget):
 
     def _editor(self) -> str:
         """How the active layer is edited: "ink", "grey", "pose" or "image" (see noisebrush.engine.controls)."""
-        return self.doc.layers[self.active_layer].info.editor
+        return self.doc.layer(self.active_layer).info.editor
 
     def sizeHint(self) -> QSize:
         return QSize(640, 640)
@@ -98,6 +99,15 @@ class Canvas(QWidget):
         self.result_is_preview = preview
         self.update()
 
+    def _result_rect(self, target: QRectF) -> QRectF:
+        """Where the result goes: the document's rectangle, or, for a result of another shape (an extended
+        picture, before Edit this makes it the document), a rectangle of its own shape around the same centre."""
+        ar = self.result.width() / max(1, self.result.height())
+        if abs(ar - target.width() / max(1e-6, target.height())) < 0.01:
+            return target
+        w, h = (target.height() * ar, target.height()) if ar >= 1 else (target.width(), target.width() / ar)
+        return QRectF(target.center().x() - w / 2, target.center().y() - h / 2, w, h)
+
     def set_view(self, view: str) -> None:
         """What the canvas shows: "both" (the sketch over the result), "result" only, or "sketch" only."""
         self.view = view
@@ -109,17 +119,20 @@ class Canvas(QWidget):
         target = self.doc_rect_on_screen()
         p.fillRect(target, PAPER)
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        picture, mask = self.doc.edit_layers["image"], self.doc.edit_layers["mask"]
+        if picture.settings.visible:  # the picture being edited, under the result
+            p.drawImage(target, picture.image)
         if self.result is not None and self.view != "sketch":
-            p.drawImage(target, self.result)
-        for kind in paint_order() if self.view != "result" else ():
-            layer = self.doc.layers[kind]
+            p.drawImage(self._result_rect(target), self.result)
+        overlays = [self.doc.layers[k] for k in paint_order()] + [mask]
+        for layer in overlays if self.view != "result" else ():
             if layer.settings.visible:
                 p.setOpacity(layer.settings.opacity)
                 p.drawImage(target, layer.display_image())
         p.setOpacity(1.0)
         p.setPen(QPen(QColor(20, 20, 20, 90), 1))
         p.drawRect(target.adjusted(-0.5, -0.5, 0.5, 0.5))
-        if self._editor() == "pose" and self.doc.layers[self.active_layer].settings.visible and self.view != "result":
+        if self._editor() == "pose" and self.doc.layer(self.active_layer).settings.visible and self.view != "result":
             self._paint_handles(p)
         p.end()
 
@@ -257,16 +270,16 @@ class Canvas(QWidget):
 
     # --- drawing ---------------------------------------------------------------------------
     def _can_paint(self) -> bool:
-        return self._editor() in ("ink", "grey") and self.doc.layers[self.active_layer].settings.visible
+        return self._editor() in ("ink", "grey", "paint", "mask") and self.doc.layer(self.active_layer).settings.visible
 
     def _begin(self, pos: QPointF) -> None:
-        layer = self.doc.layers[self.active_layer]
+        layer = self.doc.layer(self.active_layer)
         self._stroke_before = layer.image.copy()
         self._last = self.to_doc(pos)
         self._dab(self._last, self._last)
 
     def _dab(self, a: QPointF, b: QPointF) -> None:
-        layer = self.doc.layers[self.active_layer]
+        layer = self.doc.layer(self.active_layer)
         width = max(1.0, self.brush_size * self._pressure)
         p = QPainter(layer.image)
         p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
@@ -288,7 +301,8 @@ class Canvas(QWidget):
                 p.setBrush(QBrush(g))
                 p.drawEllipse(c, width / 2, width / 2)
         else:
-            p.setPen(QPen(INK, width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
+            colour = {"paint": self.paint_color, "mask": QColor(*MASK_RGB)}.get(self._editor(), INK)
+            p.setPen(QPen(colour, width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
             p.drawLine(a, b)
         p.end()
         r = QRectF(a, b).normalized().adjusted(-width, -width, width, width)
@@ -311,7 +325,7 @@ class Canvas(QWidget):
     def _end(self) -> None:
         if self._stroke_before is None:
             return
-        layer = self.doc.layers[self.active_layer]
+        layer = self.doc.layer(self.active_layer)
         before, self._stroke_before, self._last = self._stroke_before, None, None
         name = "Erase" if self.tool == "eraser" else "Stroke"
         self.doc.undo_stack.push(ImageEdit(layer, before, layer.image.copy(), name))
@@ -323,7 +337,7 @@ class Canvas(QWidget):
         ):
             self._pan_from = e.position()
             return
-        if self._editor() == "pose" and self.doc.layers[self.active_layer].settings.visible:
+        if self._editor() == "pose" and self.doc.layer(self.active_layer).settings.visible:
             self._pose_press(e)
             return
         if e.button() == Qt.MouseButton.LeftButton and self._can_paint():

@@ -15,11 +15,40 @@ import numpy as np
 from PySide6.QtCore import QObject, QRect, QSize, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QUndoCommand, QUndoStack
 
-from noisebrush.engine.controls import CONTROL_KINDS, INK_RGB, ControlKind, get_kind
+from noisebrush.engine.controls import (
+    CONTROL_KINDS,
+    INK_RGB,
+    ControlKind,
+    colour_to_map,
+    get_kind,
+    ink_to_map,
+    map_to_colour,
+)
 from noisebrush.engine.pose import Person, render_pose
 from noisebrush.engine.request import ControlSpec
 
 INK = QColor(*INK_RGB)
+PAPER_RGB = (250, 249, 245)
+MASK_RGB = (235, 40, 70)  # the mask shows as a translucent red over the picture; the engine gets white = repaint
+
+
+def _mask_from_map(rgb: np.ndarray) -> np.ndarray:
+    out = np.empty(rgb.shape[:2] + (4,), np.uint8)
+    out[..., :3] = MASK_RGB
+    out[..., 3] = rgb.max(axis=2)
+    return out
+
+
+# Editing layers: not controls (no ControlNet reads them), but described the same way as the control kinds.
+EDIT_LAYERS = {
+    k.name: k
+    for k in (
+        ControlKind("image", "Image", "the picture being edited: refined, inpainted or extended", "paint", (),
+                    colour_to_map, map_to_colour, paint_order=0, opacity=1.0),
+        ControlKind("mask", "Mask", "where to repaint (white)", "mask", (), ink_to_map, _mask_from_map,
+                    paint_order=1000, opacity=0.45),
+    )
+}  # fmt: skip
 LAYER_REQUEST_FIELDS = frozenset({"enabled", "weight", "start", "end", "controlnet"})  # the rest only changes the view
 
 
@@ -60,10 +89,10 @@ class LayerSettings:
 class ControlLayer(QObject):
     changed = Signal()  # pixels or settings
 
-    def __init__(self, kind: str, size: QSize) -> None:
+    def __init__(self, kind: str | ControlKind, size: QSize) -> None:
         super().__init__()
-        self.kind = kind
-        self.info: ControlKind = get_kind(kind)
+        self.info: ControlKind = kind if isinstance(kind, ControlKind) else get_kind(kind)
+        self.kind = self.info.name
         self.image = blank(size)
         self.settings = LayerSettings(enabled=True, opacity=self.info.opacity)
         self.people: list[Person] = []  # pose layer: editable skeletons, drawn over `image`
@@ -152,8 +181,36 @@ class Document(QObject):
         self.size = QSize(size) if size is not None else QSize(512, 512)
         self.undo_stack = QUndoStack(self)
         self.layers: dict[str, ControlLayer] = {k: ControlLayer(k, self.size) for k in CONTROL_KINDS}
-        for kind, layer in self.layers.items():
+        self.edit_layers: dict[str, ControlLayer] = {k: ControlLayer(info, self.size) for k, info in EDIT_LAYERS.items()}
+        for kind, layer in self.all_layers().items():
             layer.changed.connect(lambda k=kind: self.changed.emit(k))
+
+    def all_layers(self) -> dict[str, ControlLayer]:
+        """Control layers and the editing layers (image, mask), by name."""
+        return {**self.edit_layers, **self.layers}
+
+    def layer(self, name: str) -> ControlLayer:
+        return self.layers[name] if name in self.layers else self.edit_layers[name]
+
+    def edit_image(self, width: int, height: int) -> np.ndarray | None:
+        """The Image layer as an RGB picture at output size (transparent shows as the paper), or None if empty."""
+        rgba = qimage_to_rgba(self.edit_layers["image"].image)
+        if not rgba[..., 3].any():
+            return None
+        a = rgba[..., 3:4].astype(np.float32) / 255.0
+        rgb = (rgba[..., :3] * a + np.array(PAPER_RGB, np.float32) * (1 - a)).round().astype(np.uint8)
+        return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (height, width) else rgb
+
+    def edit_mask(self, width: int, height: int) -> np.ndarray | None:
+        """The Mask layer at output size (white = repaint), or None if nothing is masked."""
+        alpha = qimage_to_rgba(self.edit_layers["mask"].image)[..., 3]
+        if not alpha.any():
+            return None
+        return cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA) if alpha.shape != (height, width) else alpha
+
+    def invert_mask(self) -> None:
+        alpha = qimage_to_rgba(self.edit_layers["mask"].image)[..., 3]
+        self.set_layer_from_map("mask", np.repeat((255 - alpha)[..., None], 3, axis=2), None, "Invert mask")
 
     def pose_layer(self) -> ControlLayer:
         """The layer the pose editor works on."""
@@ -164,7 +221,7 @@ class Document(QObject):
 
     def set_layer_image(self, kind: str, image: QImage, text: str, people: list[Person] | None = None) -> None:
         """Replace a layer's pixels (and skeletons) undoably."""
-        layer = self.layers[kind]
+        layer = self.layer(kind)
         img = image.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
         if img.size() != self.size:
             from PySide6.QtCore import Qt
@@ -177,13 +234,13 @@ class Document(QObject):
 
         Detected skeletons stay editable, so a pose layer then keeps them instead of the picture (not kept twice).
         """
-        layer = self.layers[kind]
+        layer = self.layer(kind)
         rgba = np.zeros(rgb.shape[:2] + (4,), np.uint8) if people is not None else layer.info.layer_from_map(rgb)
         self.set_layer_image(kind, rgb_to_qimage_argb(rgba[..., :3], rgba[..., 3]), text, people)
 
     def set_layer_settings(self, kind: str, origin: str = "user", **changes: object) -> frozenset[str]:
         """Change a layer's settings; emits layer_settings_changed with the fields that really changed."""
-        layer = self.layers[kind]
+        layer = self.layer(kind)
         before = dataclasses.asdict(layer.settings)
         layer.settings = dataclasses.replace(layer.settings, **changes)
         names = frozenset(k for k, v in dataclasses.asdict(layer.settings).items() if before[k] != v)
@@ -193,7 +250,7 @@ class Document(QObject):
         return names
 
     def clear_layer(self, kind: str) -> None:
-        self.set_layer_image(kind, blank(self.size), f"Clear {self.layers[kind].info.title.lower()}")
+        self.set_layer_image(kind, blank(self.size), f"Clear {self.layer(kind).info.title.lower()}")
 
     def resize(self, size: QSize) -> None:
         """Scale every layer to a new document size (when the output size changes). Not undoable."""
@@ -203,7 +260,7 @@ class Document(QObject):
             return
         sx, sy = size.width() / self.size.width(), size.height() / self.size.height()
         self.size = QSize(size)
-        for layer in self.layers.values():
+        for layer in self.all_layers().values():
             layer.image = layer.image.scaled(
                 size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation
             )
@@ -211,7 +268,7 @@ class Document(QObject):
                 Person([None if q is None else (q[0] * sx, q[1] * sy) for q in p.keypoints], p.hidden) for p in layer.people
             ]
         self.undo_stack.clear()
-        for layer in self.layers.values():
+        for layer in self.all_layers().values():
             layer.changed.emit()
 
     def active_specs(self, width: int, height: int) -> tuple[ControlSpec, ...]:

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 from noisebrush.engine.catalog import models_dir
 from noisebrush.engine.controls import guess_kind
 from noisebrush.engine.errors import UserError
-from noisebrush.engine.images import load_control_image, read_image
+from noisebrush.engine.images import fit_to, load_control_image, read_image
 from noisebrush.engine.metadata import NoSettings, read_request, save_png
 from noisebrush.engine.models import model_defaults
 from noisebrush.engine.pose import load_pose_json, people_to_json
@@ -52,7 +52,7 @@ class Files(QObject):
 
     # --- control maps ----------------------------------------------------------------------
     def load_layer_dialog(self, kind: str) -> None:
-        info = self.state.doc.layers[kind].info
+        info = self.state.doc.layer(kind).info
         filters = POSE_FILTER if info.accepts_pose_json else IMAGE_FILTER
         path, _ = QFileDialog.getOpenFileName(self.window, f"Load {info.title.lower()} map", "", filters)
         if path:
@@ -63,7 +63,13 @@ class Files(QObject):
         doc = self.state.doc
         w, h = doc.size.width(), doc.size.height()
         try:
-            if doc.layers[kind].info.accepts_pose_json and path.lower().endswith(".json"):
+            if kind in doc.edit_layers:  # a picture to edit, or a mask: any image, at the document's size
+                loaded = read_image(path)
+                doc.set_layer_from_map(kind, fit_to(loaded.image, w, h, Path(path).name, loaded.notes), None,
+                                       f"Load {kind}")  # fmt: skip
+                if loaded.notes:
+                    self.status.emit("; ".join(loaded.notes), 8000)
+            elif doc.layers[kind].info.accepts_pose_json and path.lower().endswith(".json"):
                 notes: list[str] = []
                 try:
                     people = load_pose_json(path, w, h, notes)

@@ -143,6 +143,35 @@ class LayerBox(QGroupBox):
         self.show_settings()
 
 
+class EditLayerBox(QWidget):
+    """The picture being edited and the mask: where to paint, show, load, clear (and invert, for the mask)."""
+
+    load_requested = Signal(str)
+    clear_requested = Signal(str)
+
+    def __init__(self, state: AppState, kind: str, group: QButtonGroup) -> None:
+        super().__init__()
+        self.state, self.kind = state, kind
+        layer = state.doc.edit_layers[kind]
+        self.active = QRadioButton(layer.info.title, toolTip=layer.info.map_format)
+        group.addButton(self.active)
+        self.visible = QCheckBox("Show", checked=layer.settings.visible)
+        self.visible.toggled.connect(lambda on: state.doc.set_layer_settings(kind, visible=on))
+        buttons = [QPushButton("Load…" if kind == "image" else "Invert"), QPushButton("Clear")]
+        top = QHBoxLayout(self)
+        top.setContentsMargins(0, 0, 0, 0)
+        for w in (self.active, self.visible):
+            top.addWidget(w)
+        top.addStretch(1)
+        for b in buttons:
+            top.addWidget(b)
+        if kind == "image":
+            buttons[0].clicked.connect(lambda: self.load_requested.emit(kind))
+        else:
+            buttons[0].clicked.connect(state.doc.invert_mask)
+        buttons[1].clicked.connect(lambda: self.clear_requested.emit(kind))
+
+
 class LayersPanel(QWidget):
     active_changed = Signal(str)
     load_requested = Signal(str)
@@ -153,6 +182,17 @@ class LayersPanel(QWidget):
         self.group = QButtonGroup(self)
         self.boxes: dict[str, LayerBox] = {}
         layout = QVBoxLayout(self)
+        editing = QGroupBox("Picture to edit")
+        editing.setToolTip("Refine, Inpaint and Extend (the Mode setting) work on the Image layer; Inpaint repaints the Mask")
+        edit_rows = QVBoxLayout(editing)
+        self.edit_boxes: dict[str, EditLayerBox] = {}
+        for kind in state.doc.edit_layers:
+            box = self.edit_boxes[kind] = EditLayerBox(state, kind, self.group)
+            box.load_requested.connect(self.load_requested)
+            box.clear_requested.connect(self.clear_requested)
+            box.active.toggled.connect(lambda on, k=kind: on and self.active_changed.emit(k))
+            edit_rows.addWidget(box)
+        layout.addWidget(editing)
         for kind in state.doc.layers:
             # the kinds the embedded model has no ControlNet for start folded: the panel stays short
             box = LayerBox(state, kind, self.group, collapsed=kind not in EMBEDDED_KINDS)
@@ -165,4 +205,4 @@ class LayersPanel(QWidget):
         next(iter(self.boxes.values())).active.setChecked(True)
 
     def set_active(self, kind: str) -> None:
-        self.boxes[kind].active.setChecked(True)
+        (self.boxes.get(kind) or self.edit_boxes[kind]).active.setChecked(True)

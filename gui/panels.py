@@ -31,6 +31,13 @@ from noisebrush.gui.engine_bridge import to_qimage
 from noisebrush.gui.state import HISTORY_LIMIT, AppState, GenerationSettings
 from noisebrush.gui.widgets import row, slider
 
+MODES = (
+    ("Generate", "generate", "A new picture from the prompt and the control layers"),
+    ("Refine", "refine", "Repaint the Image layer's picture: Strength says how much"),
+    ("Inpaint", "inpaint", "Repaint only where the Mask layer is painted; the rest stays exactly"),
+    ("Extend", "extend", "Widen the Image layer's picture and paint the new border"),
+)
+
 
 class SeedBox(QDoubleSpinBox):
     """A whole-number box for the full seed range, 0 to 2³²−1: QSpinBox stops at 2³¹−1, and a restored seed
@@ -87,6 +94,20 @@ class GenerationPanel(QWidget):
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setToolTip("Cancel (Esc)")
         self.cancel_btn.setEnabled(False)
+        self.mode = QComboBox()
+        for title, mode, tip in MODES:
+            self.mode.addItem(title, mode)
+            self.mode.setItemData(self.mode.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.strength = slider(1, 100, 50)
+        self.strength_label = QLabel()
+        self.feather = QSpinBox(suffix=" px", maximum=256, toolTip="Soft edge around the mask")
+        self.extend_px = QSpinBox(suffix=" px", minimum=8, maximum=512, singleStep=8)
+        self.extend_sides = {side: QCheckBox(name) for side, name in zip("ltrb", ("Left", "Top", "Right", "Bottom"))}
+        self.mode_rows = {  # which rows each mode shows
+            "strength": row(self.strength, self.strength_label),
+            "feather": row(self.feather),
+            "extend": row(self.extend_px, *self.extend_sides.values()),
+        }
         self.live = QCheckBox("Live")
         self.live.setToolTip("Regenerate after every stroke or change")
         self.progress = QProgressBar()
@@ -102,6 +123,10 @@ class GenerationPanel(QWidget):
         form.addRow("Seed", row(self.seed, self.new_seed, self.seed_lock))
         form.addRow("Size", row(self.width_box, QLabel("×"), self.height_box))
         form.addRow("Sampler", self.scheduler)
+        form.addRow("Mode", self.mode)
+        self._form = form
+        for name, layout in self.mode_rows.items():
+            form.addRow({"strength": "Strength", "feather": "Feather", "extend": "Extend"}[name], layout)
         buttons = QHBoxLayout()
         buttons.addWidget(self.generate_btn, 2)
         buttons.addWidget(self.cancel_btn, 1)
@@ -124,9 +149,15 @@ class GenerationPanel(QWidget):
             "height": (self.height_box.valueChanged, self.height_box.value),
             "scheduler": (self.scheduler.currentIndexChanged, self.scheduler.currentText),
             "live": (self.live.toggled, self.live.isChecked),
+            "mode": (self.mode.currentIndexChanged, lambda: self.mode.currentData()),
+            "strength": (self.strength.valueChanged, lambda: self.strength.value() / 100),
+            "feather": (self.feather.valueChanged, self.feather.value),
+            "extend_px": (self.extend_px.valueChanged, self.extend_px.value),
+            **{f"extend_sides_{k}": (box.toggled, self._sides) for k, box in self.extend_sides.items()},
         }
         for name, (signal, read) in edits.items():
-            signal.connect(lambda *_a, n=name, r=read: self._edited(n, r()))
+            field = "extend_sides" if name.startswith("extend_sides") else name
+            signal.connect(lambda *_a, n=field, r=read: self._edited(n, r()))
         self.new_seed.clicked.connect(lambda: state.new_seed())
         self.generate_btn.clicked.connect(self.generate_requested)
         self.cancel_btn.clicked.connect(self.cancel_requested)
@@ -161,10 +192,23 @@ class GenerationPanel(QWidget):
             self._offer_samplers(v)
             self.scheduler.setCurrentIndex(max(0, self.scheduler.findText(v.scheduler)))
             self.live.setChecked(v.live)
+            self.mode.setCurrentIndex(max(0, self.mode.findData(v.mode)))
+            self.strength.setValue(round(v.strength * 100))
+            self.feather.setValue(v.feather)
+            self.extend_px.setValue(v.extend_px)
+            for side, box in self.extend_sides.items():
+                box.setChecked(side in v.extend_sides)
         finally:
             self._showing = False
         self.steps_label.setText(f"{self.steps.value():3d}")
         self.guidance_label.setText(f"{self.guidance.value() / 2:4.1f}")
+        self.strength_label.setText(f"{v.strength:.2f}")
+        shown = {"refine": {"strength"}, "inpaint": {"strength", "feather"}, "extend": {"extend"}}.get(v.mode, set())
+        for name, layout in self.mode_rows.items():
+            self._form.setRowVisible(layout, name in shown)
+
+    def _sides(self) -> str:
+        return "".join(side for side, box in self.extend_sides.items() if box.isChecked())
 
     def _offer_samplers(self, v: GenerationSettings) -> None:
         """LCM only for models trained for it (elsewhere it gives a wash of colour), or when a file asks for it."""

@@ -46,7 +46,7 @@ def initial_settings(settings: QSettings, default_model: str) -> GenerationSetti
             pass
     if values.model and not usable_model(values.model):
         values = dataclasses.replace(values, model=default_model)
-    return dataclasses.replace(values, live=False)
+    return dataclasses.replace(values, live=False, mode="generate")  # the Image layer starts empty: nothing to edit yet
 
 
 class Persistence(QObject):

@@ -15,6 +15,8 @@ from PySide6.QtCore import QObject, QSize, Signal
 from PySide6.QtGui import QImage
 
 from noisebrush.engine.backends.base import ModelInfo
+from noisebrush.engine.edit import extend
+from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished
 from noisebrush.engine.request import MAX_SEED, GenerationRequest
 from noisebrush.gui.document import Document
@@ -38,6 +40,11 @@ class GenerationSettings:
     height: int = 128
     scheduler: str = "DPM++ 2M"
     live: bool = False
+    mode: str = "generate"  # "generate" | "refine" (img2img) | "inpaint" (through the mask) | "extend" (outpaint)
+    strength: float = 0.5  # refine and inpaint: how much of the picture is repainted
+    feather: int = 8  # inpaint: px of soft edge around the mask
+    extend_px: int = 64  # extend: px added on each chosen side
+    extend_sides: str = "r"  # extend: which sides, letters of "ltrb"
 
     @classmethod
     def from_dict(cls, data: dict) -> GenerationSettings:
@@ -102,10 +109,35 @@ class AppState(QObject):
             s = self.settings
         missing = self.kinds_without_controlnet()
         controls = tuple(c for c in self.doc.active_specs(s.width, s.height) if c.kind not in missing)
-        return GenerationRequest(
+        req = GenerationRequest(
             prompt=s.prompt, negative_prompt=s.negative, controls=controls, steps=s.steps, guidance=s.guidance,
             seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model,
         )  # fmt: skip
+        return req if s.mode == "generate" else self._edit_request(req)
+
+    def _edit_request(self, req: GenerationRequest) -> GenerationRequest:
+        """Refine, inpaint or extend the Image layer's picture."""
+        s = self.settings
+        init = self.doc.edit_image(s.width, s.height)
+        if init is None:
+            raise UserError("the Image layer is empty: use Edit this on a result (Ctrl+E), or load a picture into it")
+        if s.mode == "refine":
+            return req.replace(init_image=init, strength=s.strength)
+        if s.mode == "inpaint":
+            mask = self.doc.edit_mask(s.width, s.height)
+            if mask is None:
+                raise UserError("the Mask layer is empty: paint where to repaint first")
+            return req.replace(init_image=init, mask=mask, feather=s.feather, strength=s.strength)
+        sides = [s.extend_px if side in s.extend_sides else 0 for side in "ltrb"]
+        return extend(req.replace(init_image=init, mask=self.doc.edit_mask(s.width, s.height)), *sides)
+
+    def edit_result(self, ev: Finished) -> None:
+        """A result becomes the picture being edited (undoable); an extended one widens the canvas first."""
+        h, w = ev.image.shape[:2]
+        if (w, h) != (self.settings.width, self.settings.height):
+            self.update("restore", width=w, height=h)
+        self.doc.set_layer_from_map("image", ev.image, None, "Edit this result")
+        self.doc.clear_layer("mask")
 
     def restore_request(self, req: GenerationRequest, trusted: bool = True) -> list[str]:
         """A PNG's or a history item's settings into the model, as a restore: no live frame starts from it.
