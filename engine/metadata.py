@@ -175,12 +175,20 @@ def _parse_a1111(text: str) -> GenerationRequest:
     )
 
 
-def save_png(image: np.ndarray, req: GenerationRequest, path: str | Path, model_name: str = "") -> Path:
-    """Write atomically (temp file + rename): a failure never leaves half a PNG at `path`."""
+def save_png(image: np.ndarray, req: GenerationRequest, path: str | Path, model_name: str = "",
+             editor: dict | None = None) -> Path:  # fmt: skip
+    """Write atomically (temp file + rename): a failure never leaves half a PNG at `path`.
+
+    `editor`: what the GUI needs beyond the request to restore its layers (the pose as OpenPose JSON, so the
+    skeleton stays editable); plain JSON data.
+    """
     path = Path(path)
     info = PngImagePlugin.PngInfo()
     info.add_text(A1111_KEY, a1111_parameters(req, model_name or req.model or "noisebrush-default"))
-    info.add_text(JSON_KEY, json.dumps(request_to_json(req)), zip=True)
+    data = request_to_json(req)
+    if editor:
+        data["editor"] = editor
+    info.add_text(JSON_KEY, json.dumps(data), zip=True)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise UserError(f"cannot write {path}: the folder {directory} does not exist")
@@ -198,6 +206,11 @@ def save_png(image: np.ndarray, req: GenerationRequest, path: str | Path, model_
 
 def read_request(path: str | Path) -> GenerationRequest:
     """The request stored in a PNG: our JSON chunk, else A1111's parameters. UserError if neither."""
+    return read_saved(path)[0]
+
+
+def read_saved(path: str | Path) -> tuple[GenerationRequest, dict]:
+    """The request stored in a PNG and the editor's extra state (an empty dict where there is none)."""
     path = Path(path)
     regular_file(path)
     try:
@@ -214,15 +227,16 @@ def read_request(path: str | Path) -> GenerationRequest:
         except (json.JSONDecodeError, RecursionError):
             raise UserError(f"{path.name}: the Noisebrush settings chunk is not valid JSON") from None
         req = request_from_json(data)
+        editor = data.get("editor") if isinstance(data.get("editor"), dict) else {}
     elif A1111_KEY in text:
-        req = parse_a1111(str(text[A1111_KEY]))
+        req, editor = parse_a1111(str(text[A1111_KEY])), {}
     else:
         raise NoSettings(f"{path.name}: holds no generation settings (not made by Noisebrush or an A1111-style tool)")
     try:
         req.validate()
     except UserError as exc:
         raise UserError(f"{path.name}: its settings cannot be used: {exc}") from None
-    return req
+    return req, editor
 
 
 def _umask() -> int:

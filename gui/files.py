@@ -17,7 +17,7 @@ from noisebrush.engine.catalog import models_dir
 from noisebrush.engine.controls import guess_kind
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import fit_to, load_control_image, read_image
-from noisebrush.engine.metadata import NoSettings, read_request, save_png
+from noisebrush.engine.metadata import NoSettings, read_saved, save_png
 from noisebrush.engine.models import model_defaults
 from noisebrush.engine.pose import load_pose_json, people_to_json
 from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
@@ -144,12 +144,12 @@ class Files(QObject):
 
         def read():
             try:
-                req = read_request(path)
+                req, editor = read_saved(path)
             except NoSettings:
                 if picture_if_none:
                     return None
                 raise
-            return req, read_image(path).image
+            return req, editor, read_image(path).image
 
         task = Task(read, parent=self)
         task.done.connect(lambda got: self._restore(path, got))
@@ -163,8 +163,8 @@ class Files(QObject):
         if got is None:
             self.open_picture(path)
             return
-        req, image = got
-        notes = self.state.restore_request(req, trusted=False)
+        req, editor, image = got
+        notes = self.state.restore_saved(req, editor)
         self.state.last_result = None  # a picture from a file is shown, but Save writes only what was made here
         self.state.set_result(to_qimage(image))
         self.status.emit("; ".join([f"Settings restored from {Path(path).name}", *notes]), 12000 if notes else 6000)
@@ -186,7 +186,7 @@ class Files(QObject):
         if not path.lower().endswith(".png"):
             path += ".png"
         try:
-            save_png(ev.image, ev.params, path, ev.model_name)
+            save_png(ev.image, ev.params, path, ev.model_name, self.state.editor_of.get(ev.job_id))
         except (OSError, UserError) as exc:
             self.error.emit(f"Could not save {path}: {exc}")
             return False

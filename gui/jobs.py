@@ -81,6 +81,7 @@ class Jobs(QObject):
             return None
         self.last_request = req
         self.state.set_job(self.bridge.submit(req, latest_wins=latest_wins or self.state.settings.live))
+        self.state.editor_of[self.state.job] = self.state.capture_editor()
         self.running.emit(True)
         return self.state.job
 

@@ -11,6 +11,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from PySide6.QtCore import QObject, QSize, Signal
 from PySide6.QtGui import QImage
 
@@ -18,8 +19,9 @@ from noisebrush.engine.backends.base import ModelInfo
 from noisebrush.engine.edit import extend
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished
+from noisebrush.engine.pose import people_from_json, people_to_json
 from noisebrush.engine.request import MAX_SEED, GenerationRequest
-from noisebrush.gui.document import Document
+from noisebrush.gui.document import Document, qimage_to_rgba
 
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
 HISTORY_LIMIT = 200  # results kept in memory; live mode makes many
@@ -76,6 +78,7 @@ class AppState(QObject):
         self.job: int | None = None
         self.last_result: Finished | None = None
         self.history: list[Finished] = []
+        self.editor_of: dict[int, dict] = {}  # job id → what a saved PNG needs beyond the request (the skeleton)
         self.models: list[ModelInfo] = []
 
     # --- settings --------------------------------------------------------------------------
@@ -163,6 +166,47 @@ class AppState(QObject):
             self.doc.set_layer_settings(c.kind, "restore", weight=c.weight, start=c.start, end=c.end, controlnet=net)
         return notes
 
+    def capture_editor(self) -> dict:
+        """The editor's state that a request does not hold: the pose skeleton, as OpenPose JSON."""
+        pose = self.doc.pose_layer()
+        if not pose.people:
+            return {}
+        return {"pose": people_to_json(pose.people, self.doc.size.width(), self.doc.size.height())}
+
+    def restore_saved(self, req: GenerationRequest, editor: dict) -> list[str]:
+        """A saved picture's whole state, as one undo step: settings, each control map into its layer (the pose as
+        an editable skeleton), the picture it edited into the Image layer and its mask into the Mask layer."""
+        notes = self.restore_request(req, trusted=False)
+        doc = self.doc
+        doc.undo_stack.beginMacro("Restore from file")
+        try:
+            specs = {c.kind: c for c in req.controls}
+            for kind, layer in doc.layers.items():
+                spec = specs.get(kind)
+                if spec is None:
+                    if layer.people or qimage_to_rgba(layer.image)[..., 3].any():
+                        doc.clear_layer(kind)
+                    continue
+                people = None
+                if layer.info.editor == "pose" and editor.get("pose"):
+                    try:
+                        people = people_from_json(editor["pose"], doc.size.width(), doc.size.height())[0]
+                    except (ValueError, TypeError):
+                        notes.append("its pose skeleton could not be read: the pose map is kept as a picture")
+                doc.set_layer_from_map(kind, spec.image, people, "Restore from file")
+                doc.set_layer_settings(kind, "restore", enabled=True)
+            for kind, image in (("image", req.init_image), ("mask", req.mask)):
+                if image is None:
+                    doc.clear_layer(kind)
+                else:
+                    doc.set_layer_from_map(kind, image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2), None,
+                                           "Restore from file")  # fmt: skip
+        finally:
+            doc.undo_stack.endMacro()
+        mode = {"txt2img": "generate", "img2img": "refine", "inpaint": "inpaint"}[req.mode]
+        self.update("restore", mode=mode, strength=req.strength, feather=req.feather)
+        return notes
+
     def known_model(self, ref: str, role: str) -> bool:
         """The embedded model, the current one, or one the models list (the person's folder, the server) holds."""
         if ref == "" or (role == "base" and ref == self.settings.model):
@@ -198,6 +242,8 @@ class AppState(QObject):
     def add_result(self, ev: Finished) -> None:
         self.history.insert(0, ev)
         del self.history[HISTORY_LIMIT:]
+        kept = {e.job_id for e in self.history} | ({self.job} if self.job is not None else set())
+        self.editor_of = {job: extra for job, extra in self.editor_of.items() if job in kept or job > ev.job_id}
         self.history_added.emit(ev)
 
     def restore_result(self, ev: Finished, image: QImage) -> None:

@@ -67,3 +67,44 @@ def test_refine_with_an_empty_image_layer_says_what_to_do(window):
     window.state.update(mode="refine")
     assert window.generate() is None
     assert "Image layer is empty" in window.banner.label.text()
+
+
+def test_a_saved_png_reopens_in_a_fresh_window_with_every_layer_and_setting(window, qtbot, tmp_path):
+    from noisebrush.engine.pose import default_person
+
+    w = window
+    w.state.update(steps=2, seed_locked=True, seed=11, prompt="keep me", guidance=6.5, scheduler="Euler a")
+    paint(w, "scribble", 0.3)
+    paint(w, "depth", 0.6)
+    w.canvas.edit_people([default_person(256, 256, 300)], "Add person")
+    w.doc.set_layer_settings("depth", weight=0.6, start=0.1, end=0.8)
+    run(w, qtbot)
+    w.edit_result_action.trigger()
+    w.state.update(mode="inpaint", feather=3, strength=0.9)
+    paint(w, "mask", 0.5)
+    done = run(w, qtbot)
+    path = tmp_path / "saved.png"
+    assert w.save_result(str(path))
+    expected = {k: layer.to_spec(64, 64) for k, layer in w.doc.layers.items()}
+    people = [p.keypoints for p in w.doc.pose_layer().people]
+
+    fresh = open_window(qtbot, tmp_path / "fresh", model=w.state.settings.model, preview_interval_s=0.0)
+    try:
+        with qtbot.waitSignal(fresh.files.files_read, timeout=10000):
+            fresh.open_files([str(path)])
+        s = fresh.state.settings
+        assert (s.prompt, s.steps, s.guidance, s.seed, s.scheduler, s.mode, s.feather, s.strength) == (
+            "keep me", 2, 6.5, 11, "Euler a", "inpaint", 3, 0.9)  # fmt: skip
+        for kind, spec in expected.items():
+            got = fresh.doc.layers[kind].to_spec(64, 64)
+            assert (got is None) == (spec is None), kind
+            if spec is not None:
+                assert (got.weight, got.start, got.end) == (spec.weight, spec.start, spec.end), kind
+                assert np.abs(got.image.astype(int) - spec.image).mean() < 2, kind  # resampled to the sketch and back
+        assert [p.keypoints for p in fresh.doc.pose_layer().people] == people  # an editable skeleton, not a picture
+        # the picture and the mask: resampled to the sketch's 512 px and back, so close rather than equal
+        assert np.abs(fresh.doc.edit_image(64, 64).astype(int) - done.params.init_image).mean() < 5
+        assert np.abs(fresh.doc.edit_mask(64, 64).astype(int) - done.params.mask).mean() < 5
+        assert fresh.capture_request().mode == "inpaint"
+    finally:
+        fresh.close()
