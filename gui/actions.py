@@ -69,6 +69,8 @@ class ActionsMixin:
         file_menu.addAction(self._action("Download model from Hugging Face…", None, lambda: self.files.download_model_dialog()))
         file_menu.addAction(self._action("Choose models folder…", None, self.files.choose_models_folder))
         file_menu.addAction(save_act)
+        file_menu.addAction(self._action("Save project…", "Ctrl+Shift+S", self.projects.save_dialog))
+        file_menu.addAction(self._action("Open project…", "Ctrl+Shift+O", self.projects.open_dialog))
         file_menu.addSeparator()
         file_menu.addAction(quit_act)
         edit = self.menuBar().addMenu("&Edit")

@@ -6,6 +6,7 @@ A bad file shows one clear line and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,12 +15,13 @@ from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from noisebrush.engine.catalog import models_dir
-from noisebrush.engine.controls import guess_kind
+from noisebrush.engine.controls import guess_kind, paint_order
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import fit_to, load_control_image, read_image
 from noisebrush.engine.metadata import NoSettings, read_saved, save_png
 from noisebrush.engine.models import model_defaults
 from noisebrush.engine.pose import load_pose_json, people_to_json
+from noisebrush.gui.document import LayerSettings, qimage_to_rgba
 from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
 from noisebrush.gui.state import AppState
 from noisebrush.gui.tasks import Task
@@ -251,3 +253,116 @@ class Files(QObject):
         for task in [self._scan, *self._reads]:
             if task is not None:
                 task.join(5)
+
+
+class Projects(QObject):
+    """Layered projects as OpenRaster (.ora): every layer, the settings and the skeleton, for Krita and back."""
+
+    status = Signal(str, int)
+    error = Signal(str)
+    opened = Signal()
+
+    def __init__(self, state: AppState, settings: QSettings, window: QWidget) -> None:
+        super().__init__(window)
+        self.state, self.settings, self.window = state, settings, window
+        self._read: Task | None = None
+
+    def save_dialog(self) -> None:
+        folder = Path(str(self.settings.value("save_dir") or Path.home()))
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save project", str(folder / "project.ora"), "OpenRaster (*.ora)")
+        if path:
+            self.save(path)
+
+    def save(self, path: str) -> bool:
+        from noisebrush.engine.ora import OraLayer, Project, write_ora
+
+        if not path.lower().endswith(".ora"):
+            path += ".ora"
+        doc, state = self.state.doc, self.state
+        w, h = doc.size.width(), doc.size.height()
+        layers, kinds = [], {}
+
+        def add(name: str, kind: str, rgba: np.ndarray, visible: bool, opacity: float) -> None:
+            layers.append(OraLayer(name, rgba, visible, opacity))
+            kinds[name] = kind
+
+        image = doc.edit_layers["image"]
+        add("Image", "image", qimage_to_rgba(image.image), image.settings.visible, 1.0)
+        if state.last_result is not None:
+            import cv2
+
+            rgb = cv2.resize(state.last_result.image, (w, h), interpolation=cv2.INTER_LINEAR)
+            add("Result", "result", np.dstack([rgb, np.full((h, w), 255, np.uint8)]), True, 1.0)
+        for kind in paint_order():
+            layer = doc.layers[kind]
+            add(layer.info.title, kind, qimage_to_rgba(layer.display_image()), layer.settings.visible, layer.settings.opacity)
+        mask = doc.edit_layers["mask"]
+        add("Mask", "mask", qimage_to_rgba(mask.image), mask.settings.visible, mask.settings.opacity)
+        data = {
+            "settings": dataclasses.asdict(state.settings),
+            "layers": {k: dataclasses.asdict(layer.settings) for k, layer in doc.all_layers().items()},
+            "kinds": kinds,
+            **state.capture_editor(),
+        }
+        try:
+            write_ora(path, Project(w, h, layers, data))
+        except (OSError, UserError) as exc:
+            self.error.emit(f"Could not save {path}: {exc}")
+            return False
+        self.status.emit(f"Saved project {path}", 6000)
+        return True
+
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open project", "", "OpenRaster (*.ora)")
+        if path:
+            self.open(path)
+
+    def open(self, path: str) -> Task:
+        """Read on a worker, then put every layer and setting into the state as one undo step."""
+        from noisebrush.engine.ora import read_ora
+
+        task = self._read = Task(lambda: read_ora(path), parent=self)
+        task.done.connect(lambda project: self._apply(path, project))
+        task.failed.connect(self.error)
+        task.done.connect(lambda _p: self.opened.emit())
+        task.failed.connect(lambda _m: self.opened.emit())
+        return task.start()
+
+    def _apply(self, path: str, project) -> None:
+        from noisebrush.engine.pose import people_from_json
+        from noisebrush.gui.document import rgb_to_qimage_argb
+        from noisebrush.gui.state import GenerationSettings
+
+        state, doc = self.state, self.state.doc
+        data = project.data
+        saved = GenerationSettings.from_dict(data.get("settings", {})) if isinstance(data.get("settings"), dict) else None
+        if saved is not None:
+            model = saved.model if state.known_model(saved.model, "base") else state.settings.model
+            state.update("restore", **(dataclasses.asdict(saved) | {"model": model, "live": False}))
+        titles = {layer.info.title: k for k, layer in doc.all_layers().items()}  # files edited in Krita keep names
+        kinds = data.get("kinds") if isinstance(data.get("kinds"), dict) else {}
+        doc.undo_stack.beginMacro("Open project")
+        try:
+            for layer in project.layers:
+                kind = kinds.get(layer.name) or titles.get(layer.name) or layer.name.lower()
+                if kind == "result":
+                    state.set_result(to_qimage(np.ascontiguousarray(layer.rgba[..., :3])))
+                    continue
+                if kind not in doc.all_layers():
+                    continue
+                people = None
+                if doc.layer(kind).info.editor == "pose" and isinstance(data.get("pose"), dict):
+                    try:
+                        people = people_from_json(data["pose"], doc.size.width(), doc.size.height())[0]
+                    except ValueError:
+                        people = None
+                rgba = layer.rgba if people is None else np.zeros_like(layer.rgba)  # the skeleton draws itself
+                doc.set_layer_image(kind, rgb_to_qimage_argb(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3]), "Open project",
+                                    people)  # fmt: skip
+                known = LayerSettings.__dataclass_fields__
+                layer_settings = (data.get("layers") or {}).get(kind, {})
+                if isinstance(layer_settings, dict):
+                    doc.set_layer_settings(kind, "restore", **{k: v for k, v in layer_settings.items() if k in known})
+        finally:
+            doc.undo_stack.endMacro()
+        self.status.emit(f"Opened project {Path(path).name}", 6000)

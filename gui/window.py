@@ -15,7 +15,7 @@ from noisebrush.engine.request import GenerationRequest
 from noisebrush.gui.actions import ActionsMixin
 from noisebrush.gui.canvas import Canvas
 from noisebrush.gui.engine_bridge import EngineBridge
-from noisebrush.gui.files import Files
+from noisebrush.gui.files import Files, Projects
 from noisebrush.gui.jobs import Jobs
 from noisebrush.gui.layer_panel import LayersPanel
 from noisebrush.gui.panels import GenerationPanel, HistoryStrip
@@ -34,6 +34,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.doc = self.state.doc
         self.jobs = Jobs(self.state, bridge, int(settings.value("live_delay_ms", live_debounce_ms)), self)
         self.files = Files(self.state, bridge, settings, self)
+        self.projects = Projects(self.state, settings, self)
         self.persistence = Persistence(self.state, settings, self.data_dir, self)
         self.autosave = self.persistence.autosave
         self.canvas = Canvas(self.doc)
@@ -72,9 +73,9 @@ class MainWindow(ActionsMixin, QMainWindow):
     def _wire(self) -> None:
         state, jobs, files = self.state, self.jobs, self.files
         state.result_changed.connect(self.canvas.show_result)
-        for source in (jobs, files, self.persistence):
+        for source in (jobs, files, self.persistence, self.projects):
             source.status.connect(lambda msg, ms: self.statusBar().showMessage(msg, ms))
-        for source in (jobs, files):
+        for source in (jobs, files, self.projects):
             source.error.connect(self.show_error)
         jobs.running.connect(self.panel.set_running)
         jobs.succeeded.connect(self.banner.hide_error)  # an error banner goes once a later action works
@@ -129,7 +130,9 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.jobs.cancel()
 
     def open_files(self, paths: list[str]) -> None:
-        self.files.open_files(paths)
+        """Opened, dropped or passed on the command line: .ora projects, and everything Files opens."""
+        for path in paths:
+            self.projects.open(path) if path.lower().endswith(".ora") else self.files.open_files([path])
 
     def load_layer_file(self, kind: str, path: str) -> bool:
         return self.files.load_layer_file(kind, path)

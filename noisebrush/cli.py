@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     mem.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
     g.add_argument("--preview-decoder", choices=["auto", "linear", "taesd"], default="auto",
                    help="previews by a linear map or a tiny autoencoder (auto: TAESD when one is found)")  # fmt: skip
-    g.add_argument("--out", required=True, help="output PNG")
+    g.add_argument("--out", required=True, help="output PNG, or FILE.ora for a layered OpenRaster project")
     return p
 
 

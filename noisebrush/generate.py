@@ -104,8 +104,8 @@ def check_destination(out: Path) -> None:
 
     from noisebrush.engine.errors import UserError
 
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out {out}: the output must be a .png file (it carries the settings)")
+    if out.suffix.lower() not in (".png", ".ora"):
+        raise UserError(f"--out {out}: the output must be a .png file (it carries the settings) or an .ora project")
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; name a .png file in it")
     folder = out.parent if str(out.parent) else Path(".")
@@ -126,7 +126,12 @@ def _save_or_rescue(ev, out: Path, save_png) -> None:
     from noisebrush.engine.errors import UserError
 
     try:
-        save_png(ev.image, ev.params, out, ev.model_name)
+        if out.suffix.lower() == ".ora":
+            from noisebrush.engine.ora import result_project, write_ora
+
+            write_ora(out, result_project(ev.image, ev.params, ev.model_name))
+        else:
+            save_png(ev.image, ev.params, out, ev.model_name)
     except (OSError, UserError) as exc:
         rescue = Path(tempfile.gettempdir()) / f"noisebrush-rescued-{ev.params.seed}-{int(time.time())}.png"
         try:
@@ -218,7 +223,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from noisebrush.engine.request import MAX_SEED
 
         first = req.seed if req.seed is not None else random.randint(0, MAX_SEED)
-        jobs = [(r, out.with_name(f"{out.stem}-{i + 1}.png")) for i, r in enumerate(variations(req, args.batch, first))]
+        jobs = [(r, out.with_name(f"{out.stem}-{i + 1}{out.suffix}")) for i, r in enumerate(variations(req, args.batch, first))]
     for r, path in jobs:
         t0 = time.perf_counter()
         done = run_headless(r, path, previews, args.threads, log=lambda m: print(m, file=sys.stderr), memory=memory)

@@ -108,3 +108,37 @@ def test_a_saved_png_reopens_in_a_fresh_window_with_every_layer_and_setting(wind
         assert fresh.capture_request().mode == "inpaint"
     finally:
         fresh.close()
+
+
+def test_a_project_saves_every_layer_and_reopens_in_a_fresh_window(window, qtbot, tmp_path):
+    from test_ora import check_openraster_structure
+
+    from noisebrush.engine.pose import default_person
+    from noisebrush.gui.document import qimage_to_rgba
+
+    w = window
+    w.state.update(steps=2, seed_locked=True, seed=5, prompt="a project")
+    paint(w, "scribble", 0.3)
+    w.canvas.edit_people([default_person(256, 256, 300)], "Add person")
+    run(w, qtbot)
+    w.edit_result_action.trigger()
+    paint(w, "mask", 0.7)
+    w.doc.set_layer_settings("depth", weight=0.4, visible=False)
+    path = tmp_path / "p.ora"
+    assert w.projects.save(str(path))
+    check_openraster_structure(path)
+    fresh = open_window(qtbot, tmp_path / "fresh", model=w.state.settings.model, preview_interval_s=0.0)
+    try:
+        with qtbot.waitSignal(fresh.projects.opened, timeout=10000):
+            fresh.open_files([str(path)])
+        assert fresh.state.settings.prompt == "a project" and fresh.state.settings.seed == 5
+        for kind, layer in w.doc.all_layers().items():
+            other = fresh.doc.layer(kind)
+            assert np.array_equal(qimage_to_rgba(other.image), qimage_to_rgba(layer.image)), kind
+            assert other.settings == layer.settings, kind
+        assert [p.keypoints for p in fresh.doc.pose_layer().people] == [p.keypoints for p in w.doc.pose_layer().people]
+        assert fresh.canvas.result is not None  # the result came back as the picture shown
+        fresh.undo_action.trigger()  # one undo step takes the whole project back out
+        assert qimage_to_rgba(fresh.doc.layers["scribble"].image)[..., 3].max() == 0
+    finally:
+        fresh.close()
