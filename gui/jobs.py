@@ -118,7 +118,7 @@ class Jobs(QObject):
         self.progress.emit(step, total, elapsed / step * (total - step) if step else None)
 
     def _on_finished(self, job: int, ev: Finished) -> None:
-        self.state.add_result(ev)
+        self.state.add_result(ev, live=self.state.settings.live)
         if job != self.state.job:
             return
         self.state.last_result = ev

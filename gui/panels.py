@@ -267,19 +267,21 @@ class HistoryStrip(QListWidget):
 
     def bind(self, state: AppState) -> None:
         """New results appear first; a click restores that result into the state (it never generates)."""
-        state.history_added.connect(lambda ev: self.add_result(to_qimage(ev.image), ev))
+        state.history_added.connect(lambda ev, replaces: self.add_result(to_qimage(ev.image), ev, replaces))
         self.itemClicked.connect(lambda item: state.restore_result(item.data(Qt.ItemDataRole.UserRole), self.image_of(item)))
 
     @staticmethod
     def image_of(item: QListWidgetItem) -> QImage:
         return to_qimage(item.data(Qt.ItemDataRole.UserRole).image)
 
-    def add_result(self, image: QImage, finished: Finished) -> QListWidgetItem:
+    def add_result(self, image: QImage, finished: Finished, replaces: bool = False) -> QListWidgetItem:
         thumb = QPixmap.fromImage(image).scaled(self.THUMB, self.THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                                                 Qt.TransformationMode.SmoothTransformation)  # fmt: skip
         item = QListWidgetItem(QIcon(thumb), f"seed {finished.params.seed}")
         item.setData(Qt.ItemDataRole.UserRole, finished)
         item.setToolTip(finished.params.prompt)
+        if replaces and self.count():
+            self.takeItem(0)
         self.insertItem(0, item)
         self.setCurrentItem(item)
         while self.count() > HISTORY_LIMIT:  # as the state keeps: live mode makes many results

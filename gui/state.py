@@ -66,7 +66,8 @@ def doc_size(width: int, height: int) -> QSize:
 class AppState(QObject):
     settings_changed = Signal(object, str)  # frozenset of changed field names, origin
     result_changed = Signal(object, bool)  # QImage | None, is a step preview
-    history_added = Signal(object)  # Finished
+    history_added = Signal(object, bool)  # Finished, whether it replaces the live slot at the front
+    result_kept = Signal(object)  # Finished: a result to keep on disk
     job_changed = Signal(object)  # the running job's id, or None
     models_changed = Signal()
 
@@ -78,6 +79,7 @@ class AppState(QObject):
         self.job: int | None = None
         self.last_result: Finished | None = None
         self.history: list[Finished] = []
+        self.live_slot: Finished | None = None  # the front history item while live mode makes frames
         self.editor_of: dict[int, dict] = {}  # job id → what a saved PNG needs beyond the request (the skeleton)
         self.models: list[ModelInfo] = []
 
@@ -89,6 +91,9 @@ class AppState(QObject):
         before = self.settings
         self.settings = dataclasses.replace(before, **changes)
         names = frozenset(f for f in changes if getattr(before, f) != getattr(self.settings, f))
+        if "live" in names and not self.settings.live and self.live_slot is not None:
+            self.result_kept.emit(self.live_slot)  # live mode stopped: its last frame is kept
+            self.live_slot = None
         if names & {"width", "height"}:
             self.doc.resize(doc_size(self.settings.width, self.settings.height))
             self.set_result(None)
@@ -239,12 +244,21 @@ class AppState(QObject):
     def set_result(self, image: QImage | None, preview: bool = False) -> None:
         self.result_changed.emit(image, preview)
 
-    def add_result(self, ev: Finished) -> None:
-        self.history.insert(0, ev)
+    def add_result(self, ev: Finished, kept: bool = True, live: bool = False) -> None:
+        """A result into the history. Live frames share one slot at the front (not kept on disk) until live mode
+        stops, which keeps the last one; other results are kept as they come (kept=False: already on disk)."""
+        replaces = live and self.live_slot is not None and bool(self.history) and self.history[0] is self.live_slot
+        if replaces:
+            self.history[0] = ev
+        else:
+            self.history.insert(0, ev)
         del self.history[HISTORY_LIMIT:]
+        self.live_slot = ev if live else None
+        if kept and not live:
+            self.result_kept.emit(ev)
         kept = {e.job_id for e in self.history} | ({self.job} if self.job is not None else set())
         self.editor_of = {job: extra for job, extra in self.editor_of.items() if job in kept or job > ev.job_id}
-        self.history_added.emit(ev)
+        self.history_added.emit(ev, replaces)
 
     def restore_result(self, ev: Finished, image: QImage) -> None:
         """A history item: its picture and settings come back; nothing is generated."""

@@ -16,6 +16,7 @@ from noisebrush.gui.actions import ActionsMixin
 from noisebrush.gui.canvas import Canvas
 from noisebrush.gui.engine_bridge import EngineBridge
 from noisebrush.gui.files import Files, Projects
+from noisebrush.gui.history import HistoryStore
 from noisebrush.gui.jobs import Jobs
 from noisebrush.gui.layer_panel import LayersPanel
 from noisebrush.gui.panels import GenerationPanel, HistoryStrip
@@ -35,6 +36,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.jobs = Jobs(self.state, bridge, int(settings.value("live_delay_ms", live_debounce_ms)), self)
         self.files = Files(self.state, bridge, settings, self)
         self.projects = Projects(self.state, settings, self)
+        self.history_store = HistoryStore(self.state, self.data_dir / "history", self)
         self.persistence = Persistence(self.state, settings, self.data_dir, self)
         self.autosave = self.persistence.autosave
         self.canvas = Canvas(self.doc)
@@ -64,6 +66,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         geometry = settings.value("geometry")
         self.restoreGeometry(geometry) if geometry is not None else self.resize(1280, 860)
         self.files.refresh_models()
+        self.history_store.load()
         orphans = self.persistence.start_session()
         if orphans and restore == "always":
             self.persistence.restore_autosave(orphans[0])
@@ -184,6 +187,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.jobs.live.stop()
         self.persistence.save_settings(self.saveGeometry())
         self.files.close()
+        self.history_store.close()
         if not self.bridge.shutdown(30):
             QMessageBox.warning(self, "Noisebrush", "The engine did not stop in time.")
         self.persistence.close()

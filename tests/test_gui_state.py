@@ -199,3 +199,26 @@ def test_a_failed_autosave_keeps_the_last_good_one(window, monkeypatch):
     folder = SessionFolder(window.autosave.dir)
     folder.load(restored)
     assert qimage_to_rgba(restored.layers["scribble"].image)[..., 3].max() == 255  # the strokes, not an empty layer
+
+
+def test_history_is_kept_on_disk_and_live_frames_share_one_slot(qtbot, tmp_path):
+    a = open_window(qtbot, tmp_path, Engine(FakeBackend()), live_debounce_ms=10)
+    a.state.update(steps=2, seed_locked=True, seed=1)
+    for seed in (1, 2):
+        a.state.update(seed=seed)
+        with qtbot.waitSignal(a.bridge.finished, timeout=10000):
+            a.generate()
+    a.state.update(live=True)
+    for n in range(3):  # three live frames
+        with qtbot.waitSignal(a.bridge.finished, timeout=10000):
+            a.state.update(seed=10 + n)
+    qtbot.waitUntil(lambda: a.job is None, timeout=10000)
+    assert a.history.count() == 3  # two kept results and one live slot
+    a.state.update(live=False)  # stopping live mode keeps its last frame
+    a.close()
+    folder = tmp_path / "data" / "history"
+    qtbot.waitUntil(lambda: len(list(folder.glob("*.png"))) == 3, timeout=10000)
+    b = open_window(qtbot, tmp_path, Engine(FakeBackend()))
+    qtbot.waitUntil(lambda: b.history.count() == 3, timeout=10000)  # read on a worker at start
+    assert [b.history.item(i).data(Qt.ItemDataRole.UserRole).params.seed for i in range(b.history.count())] == [12, 2, 1]
+    b.close()
