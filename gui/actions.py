@@ -124,6 +124,9 @@ class ActionsMixin:
         gen = self.menuBar().addMenu("&Generate")
         gen.addAction(self.generate_action)
         gen.addAction(self.cancel_action)
+        four = lambda: self.jobs.generate_variations(4)  # noqa: E731
+        self.variations_action = self._action("Generate 4 variations", "Ctrl+Shift+Return", four)
+        gen.addAction(self.variations_action)
         gen.addSeparator()
         self.edit_result_action = self._action("Edit this result", "Ctrl+E", self.edit_this)
         gen.addAction(self.edit_result_action)

@@ -60,6 +60,7 @@ class Jobs(QObject):
         super().__init__(parent)
         self.state, self.bridge = state, bridge
         self.last_request: GenerationRequest | None = None
+        self.batch: list[int] = []  # variations still to come, in order; the first is state.job
         self.live = LiveScheduler(live_delay_ms, self)
         self.live.fire.connect(lambda: self.generate(latest_wins=True))
         bridge.started.connect(self._on_started)
@@ -85,8 +86,32 @@ class Jobs(QObject):
         self.running.emit(True)
         return self.state.job
 
+    def generate_variations(self, count: int = 4) -> list[int]:
+        """`count` pictures of the same request, seed, seed+1, …: each with its previews, all in the history."""
+        from noisebrush.engine.edit import variations
+
+        try:
+            req = self.state.capture_request()
+            req.validate()
+            reqs = variations(req, count, req.seed if req.seed is not None else 0)
+        except UserError as exc:
+            self.error.emit(str(exc))
+            return []
+        editor = self.state.capture_editor()
+        self.batch = [self.bridge.submit(r) for r in reqs]
+        for job in self.batch:
+            self.state.editor_of[job] = editor
+        self.state.set_job(self.batch[0])
+        self.running.emit(True)
+        return list(self.batch)
+
     def cancel(self) -> None:
+        """Stops the running job, and every variation still waiting."""
         self.live.stop()
+        for job in self.batch:
+            if job != self.state.job:
+                self.bridge.cancel(job)
+        self.batch = []
         if self.state.job is not None:
             self.bridge.cancel(self.state.job)
 
@@ -130,9 +155,13 @@ class Jobs(QObject):
     def _on_failed(self, job: int, message: str) -> None:
         if job == self.state.job:
             self._end()
+        elif job in self.batch:
+            self.batch.remove(job)
         self.error.emit(message)
 
     def _on_cancelled(self, job: int, at_step: int) -> None:
+        if job in self.batch and job != self.state.job:  # a queued variation, dropped
+            self.batch.remove(job)
         if job == self.state.job:
             last = self.state.last_result  # not the noisy partial preview: the last good picture, if any
             self.state.set_result(to_qimage(last.image) if last is not None else None)
@@ -140,5 +169,11 @@ class Jobs(QObject):
             self.status.emit(f"Cancelled after {at_step} step(s)", 0)
 
     def _end(self) -> None:
+        """The current job is over: the next variation of a batch becomes current, or nothing runs."""
+        if self.state.job in self.batch:
+            self.batch.remove(self.state.job)
+        if self.batch:
+            self.state.set_job(self.batch[0])
+            return
         self.state.set_job(None)
         self.running.emit(False)

@@ -222,3 +222,23 @@ def test_history_is_kept_on_disk_and_live_frames_share_one_slot(qtbot, tmp_path)
     qtbot.waitUntil(lambda: b.history.count() == 3, timeout=10000)  # read on a worker at start
     assert [b.history.item(i).data(Qt.ItemDataRole.UserRole).params.seed for i in range(b.history.count())] == [12, 2, 1]
     b.close()
+
+
+def test_variations_each_stream_previews_land_in_history_and_cancel_stops_them_all(window, qtbot):
+    w = window
+    w.state.update(steps=3, seed_locked=True, seed=20)
+    previews = set()
+    w.bridge.preview.connect(lambda job, *a: previews.add(job))
+    jobs = w.jobs.generate_variations(4)
+    qtbot.waitUntil(lambda: w.job is None, timeout=20000)
+    assert previews == set(jobs) and w.history.count() == 4
+    seeds = sorted(w.history.item(i).data(Qt.ItemDataRole.UserRole).params.seed for i in range(4))
+    assert seeds == [20, 21, 22, 23]
+    w.state.update(steps=200)
+    w.jobs.generate_variations(4)
+    with qtbot.waitSignal(w.bridge.preview, timeout=10000):
+        pass
+    w.cancel()
+    qtbot.waitUntil(lambda: w.job is None and not w.panel.cancel_btn.isEnabled(), timeout=10000)
+    qtbot.wait(200)
+    assert w.history.count() == 4  # none of the cancelled batch finished
