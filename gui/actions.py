@@ -76,6 +76,10 @@ class ActionsMixin:
         edit = self.menuBar().addMenu("&Edit")
         for a in (self.undo_action, self.redo_action, clear):
             edit.addAction(a)
+        edit.addSeparator()
+        edit.addAction(self._action("Paste into the Image layer", QKeySequence.StandardKey.Paste, self.paste_picture))
+        self.colour_action = self._action("Brush colour…", "C", self.choose_colour)
+        edit.addAction(self.colour_action)
         view = self.menuBar().addMenu("&View")
         for a in (fit, zoom_in, zoom_out):
             view.addAction(a)
@@ -141,6 +145,8 @@ class ActionsMixin:
             tb.addAction(a)
         tb.addWidget(QLabel(" Size "))
         tb.addWidget(self.brush_size_box)
+        tb.addAction(self.colour_action)
+        self._show_colour()
         tb.addSeparator()
         for a in (self.undo_action, self.redo_action, clear):
             tb.addAction(a)
@@ -181,6 +187,34 @@ class ActionsMixin:
     def set_live_delay(self, ms: int) -> None:
         self.jobs.live.timer.setInterval(ms)
         self.settings.setValue("live_delay_ms", ms)
+
+    def choose_colour(self) -> None:
+        """The Image layer's brush paints plain colours (to guide a Refine)."""
+        from PySide6.QtWidgets import QColorDialog
+
+        colour = QColorDialog.getColor(self.canvas.paint_color, self, "Brush colour for the Image layer")
+        if colour.isValid():
+            self.canvas.paint_color = colour
+            self._show_colour()
+
+    def _show_colour(self) -> None:
+        from PySide6.QtGui import QIcon, QPixmap
+
+        swatch = QPixmap(16, 16)
+        swatch.fill(self.canvas.paint_color)
+        self.colour_action.setIcon(QIcon(swatch))
+        self.colour_action.setToolTip("Brush colour for the Image layer (C)")
+
+    def paste_picture(self) -> None:
+        """A picture from the clipboard becomes the Image layer (undoable), ready to refine, inpaint or extend."""
+        from PySide6.QtWidgets import QApplication
+
+        image = QApplication.clipboard().image()
+        if image.isNull():
+            self.show_error("The clipboard holds no picture.")
+            return
+        self.doc.set_layer_image("image", image, "Paste picture")
+        self.layers_panel.set_active("image")
 
     def edit_this(self) -> None:
         """The shown result becomes the Image layer (undoable): refine it, inpaint a region, or extend it."""

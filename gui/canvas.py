@@ -51,6 +51,7 @@ class Canvas(QWidget):
         self._last: QPointF | None = None
         self._pressure = 1.0
         self._pan_from: QPointF | None = None
+        self._rect_from: QPointF | None = None  # Shift+drag on the mask layer: a rectangle from here
         self.selected_person: int | None = None
         self._drag: tuple[str, int, int, QPointF, list[Person]] | None = None  # mode, person, joint, start, before
         self.setMouseTracking(True)
@@ -319,6 +320,16 @@ class Canvas(QWidget):
         if self._last is None:
             return
         cur = self.to_doc(pos)
+        if self._rect_from is not None:  # Shift+drag on the mask: a rectangle, redrawn from the layer as it was
+            layer = self.doc.layer(self.active_layer)
+            layer.image = self._stroke_before.copy()
+            p = QPainter(layer.image)
+            if self.tool == "eraser":
+                p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Clear)
+            p.fillRect(QRectF(self._rect_from, cur).normalized(), QColor(*MASK_RGB))
+            p.end()
+            self.update()
+            return
         self._dab(self._last, cur)
         self._last = cur
 
@@ -327,7 +338,8 @@ class Canvas(QWidget):
             return
         layer = self.doc.layer(self.active_layer)
         before, self._stroke_before, self._last = self._stroke_before, None, None
-        name = "Erase" if self.tool == "eraser" else "Stroke"
+        name = "Mask rectangle" if self._rect_from is not None else "Erase" if self.tool == "eraser" else "Stroke"
+        self._rect_from = None
         self.doc.undo_stack.push(ImageEdit(layer, before, layer.image.copy(), name))
         self.stroke_finished.emit(self.active_layer)
 
@@ -342,6 +354,8 @@ class Canvas(QWidget):
             return
         if e.button() == Qt.MouseButton.LeftButton and self._can_paint():
             self._pressure = 1.0
+            shift = e.modifiers() & Qt.KeyboardModifier.ShiftModifier
+            self._rect_from = self.to_doc(e.position()) if shift and self._editor() == "mask" else None
             self._begin(e.position())
 
     def mouseMoveEvent(self, e: QMouseEvent) -> None:  # noqa: N802

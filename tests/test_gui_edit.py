@@ -142,3 +142,34 @@ def test_a_project_saves_every_layer_and_reopens_in_a_fresh_window(window, qtbot
         assert qimage_to_rgba(fresh.doc.layers["scribble"].image)[..., 3].max() == 0
     finally:
         fresh.close()
+
+
+def test_shift_drag_on_the_mask_makes_a_rectangle(window):
+    w = window
+    w.layers_panel.set_active("mask")
+    rect = w.canvas.doc_rect_on_screen()
+    a = QPoint(int(rect.left() + 0.25 * rect.width()), int(rect.top() + 0.25 * rect.height()))
+    b = QPoint(int(rect.left() + 0.75 * rect.width()), int(rect.top() + 0.5 * rect.height()))
+    QTest.mousePress(w.canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier, a)
+    QTest.mouseMove(w.canvas, b)
+    QTest.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier, b)
+    mask = w.doc.edit_mask(64, 64)
+    assert mask[20:30, 18:46].min() == 255 and mask[40:, :].max() == 0 and mask[:, :12].max() == 0
+    w.undo_action.trigger()
+    assert w.doc.edit_mask(64, 64) is None
+
+
+def test_paste_puts_a_picture_into_the_image_layer_and_the_brush_paints_its_colour(window):
+    from PySide6.QtGui import QColor, QImage
+    from PySide6.QtWidgets import QApplication
+
+    w = window
+    picture = QImage(64, 64, QImage.Format.Format_RGB32)
+    picture.fill(QColor(10, 200, 30))
+    QApplication.clipboard().setImage(picture)
+    w.paste_picture()
+    assert tuple(w.doc.edit_image(64, 64)[32, 32]) == (10, 200, 30)
+    w.canvas.paint_color = QColor(0, 0, 255)
+    w.brush_size_box.setValue(40)
+    paint(w, "image", 0.5)
+    assert tuple(w.doc.edit_image(64, 64)[32, 32]) == (0, 0, 255)
