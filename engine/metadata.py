@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from noisebrush.engine.atomic import atomic_file
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import regular_file
 from noisebrush.engine.request import ControlSpec, GenerationRequest
@@ -192,15 +191,8 @@ def save_png(image: np.ndarray, req: GenerationRequest, path: str | Path, model_
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise UserError(f"cannot write {path}: the folder {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".nb-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(image).save(f, format="PNG", pnginfo=info)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved picture is as readable as any new file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        Image.fromarray(image).save(f, format="PNG", pnginfo=info)
     return path
 
 
@@ -237,15 +229,3 @@ def read_saved(path: str | Path) -> tuple[GenerationRequest, dict]:
     except UserError as exc:
         raise UserError(f"{path.name}: its settings cannot be used: {exc}") from None
     return req, editor
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would, for a moment, for every thread)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from noisebrush.engine.atomic import atomic_file
 from noisebrush.engine.errors import UserError
 
 MIMETYPE = "image/openraster"
@@ -72,21 +71,16 @@ def write_ora(path: str | Path, project: Project) -> Path:
     merged = _merged(project)
     thumb = Image.fromarray(merged)
     thumb.thumbnail((256, 256))
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=".nb-", suffix=".ora", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w") as z:
-            z.writestr(zipfile.ZipInfo("mimetype"), MIMETYPE, compress_type=zipfile.ZIP_STORED)  # first, stored
-            z.writestr("stack.xml", ET.tostring(stack, encoding="utf-8", xml_declaration=True), zipfile.ZIP_DEFLATED)
-            for name, data in files:
-                z.writestr(name, data, zipfile.ZIP_STORED)  # PNGs are compressed already
-            z.writestr("Thumbnails/thumbnail.png", _png(np.asarray(thumb)), zipfile.ZIP_STORED)
-            z.writestr("mergedimage.png", _png(merged), zipfile.ZIP_STORED)
-            z.writestr(PROJECT_FILE, json.dumps(project.data), zipfile.ZIP_DEFLATED)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
+    with atomic_file(path) as f, zipfile.ZipFile(f, "w") as z:
+        z.writestr(zipfile.ZipInfo("mimetype"), MIMETYPE, compress_type=zipfile.ZIP_STORED)  # first, stored
+        z.writestr("stack.xml", ET.tostring(stack, encoding="utf-8", xml_declaration=True), zipfile.ZIP_DEFLATED)
+        for name, data in files:
+            z.writestr(name, data, zipfile.ZIP_STORED)  # PNGs are compressed already
+        z.writestr("Thumbnails/thumbnail.png", _png(np.asarray(thumb)), zipfile.ZIP_STORED)
+        z.writestr("mergedimage.png", _png(merged), zipfile.ZIP_STORED)
+        z.writestr(PROJECT_FILE, json.dumps(project.data), zipfile.ZIP_DEFLATED)
     return path
 
 

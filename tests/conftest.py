@@ -28,3 +28,18 @@ def no_leaked_threads():
         t.join(5)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"threads left running: {still}"
+
+
+@pytest.fixture
+def fake_window(qtbot, tmp_path):
+    """The whole window on a scripted backend (no torch, no diffusers); `window.backend` is the backend."""
+    from fake_backend import FakeBackend
+    from helpers import open_window
+
+    from noisebrush.engine.engine import Engine
+
+    backend = FakeBackend(step_s=0.01)
+    w = open_window(qtbot, tmp_path, Engine(backend), live_debounce_ms=30)
+    w.backend = backend
+    yield w
+    w.close()

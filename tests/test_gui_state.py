@@ -15,12 +15,8 @@ from noisebrush.gui.document import qimage_to_rgba
 
 
 @pytest.fixture
-def window(qtbot, tmp_path):
-    backend = FakeBackend(step_s=0.01)
-    w = open_window(qtbot, tmp_path, Engine(backend), live_debounce_ms=30)
-    w.backend = backend
-    yield w
-    w.close()
+def window(fake_window):
+    return fake_window
 
 
 def stroke(w) -> None:

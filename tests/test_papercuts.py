@@ -8,25 +8,19 @@ import stat
 import cv2
 import numpy as np
 import pytest
-from fake_backend import FakeBackend
-from helpers import circle_sketch, open_window
+from helpers import circle_sketch
 from PIL import Image
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QPointingDevice, QTabletEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from noisebrush.engine.controls import guess_kind
-from noisebrush.engine.engine import Engine
 from noisebrush.engine.pose import default_person, render_pose
 
 
 @pytest.fixture
-def window(qtbot, tmp_path):
-    backend = FakeBackend(step_s=0.01)
-    w = open_window(qtbot, tmp_path, Engine(backend), live_debounce_ms=30)
-    w.backend = backend
-    yield w
-    w.close()
+def window(fake_window):
+    return fake_window
 
 
 def wheel(widget, dy: int = -120) -> bool:
