@@ -13,7 +13,7 @@ from PIL import Image, PngImagePlugin
 from noisebrush.engine.atomic import atomic_file
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import regular_file
-from noisebrush.engine.request import ControlSpec, GenerationRequest
+from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
 
 JSON_KEY = "noisebrush"
 A1111_KEY = "parameters"
@@ -41,7 +41,8 @@ def _from_b64(data: str) -> np.ndarray:
 
 def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
     """The text A1111 writes, so other tools (and sites) can read our settings."""
-    lines = [req.prompt]
+    # A1111 names LoRAs in the prompt: <lora:file stem:weight>
+    lines = [req.prompt + "".join(f" <lora:{Path(lo.path).stem}:{lo.weight:g}>" for lo in req.loras)]
     if req.negative_prompt:
         lines.append(f"Negative prompt: {req.negative_prompt}")
     fields = [
@@ -77,6 +78,7 @@ def request_to_json(req: GenerationRequest) -> dict:
         "model": req.model,
         "init_image": None if req.init_image is None else _png_b64(req.init_image),
         "mask": None if req.mask is None else _png_b64(np.repeat(req.mask[..., None], 3, axis=2)),
+        "loras": [{"path": lo.path, "weight": lo.weight} for lo in req.loras],
         "feather": req.feather,
         "controls": [
             {"kind": c.kind, "weight": c.weight, "start": c.start, "end": c.end, "model": c.model, "image": _png_b64(c.image)}
@@ -120,6 +122,7 @@ def request_from_json(data: object) -> GenerationRequest:
             model=data.get("model", ""),
             mask=None if not data.get("mask") else _from_b64(data["mask"])[..., 0],
             feather=int(data.get("feather", 0)),
+            loras=tuple(LoraSpec(str(lo["path"]), float(lo["weight"])) for lo in data.get("loras", [])),
         )
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None

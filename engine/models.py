@@ -191,6 +191,7 @@ class LoadedModel:
     device: DeviceChoice
     options: LoadOptions = field(default_factory=LoadOptions)
     controlnets: dict[str, Any] = field(default_factory=dict)  # path → ControlNetModel
+    loras: dict[str, str] = field(default_factory=dict)  # path → adapter name, loaded into the modules (loras.py)
 
     @property
     def vae_factor(self) -> int:

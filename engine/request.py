@@ -18,6 +18,7 @@ MAX_STEPS = 200
 MAX_GUIDANCE = 30.0
 MAX_WEIGHT = 2.0
 MAX_FEATHER = 256
+MAX_LORAS = 8
 
 
 def _finite(value: float, what: str) -> float:
@@ -102,6 +103,21 @@ class ControlSpec:
     __hash__ = None  # type: ignore[assignment]
 
 
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA file and how strongly it applies (0 is as if it were not there; negative subtracts it)."""
+
+    path: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _text(self.path, "LoRA path")
+        if not self.path:
+            raise UserError("a LoRA needs a file")
+        if not -MAX_WEIGHT <= _finite(self.weight, f"LoRA {self.path} weight") <= MAX_WEIGHT:
+            raise UserError(f"a LoRA weight must be between {-MAX_WEIGHT:g} and {MAX_WEIGHT:g} (got {self.weight:g})")
+
+
 @dataclass(frozen=True, eq=False)
 class GenerationRequest:
     prompt: str
@@ -118,9 +134,11 @@ class GenerationRequest:
     model: str = ""  # "" is the embedded default model; else a folder, file or Hub id
     mask: np.ndarray | None = None  # HxW uint8, white = repaint (needs init_image); the rest keeps its pixels
     feather: int = 0  # px of soft edge where the repainted region meets the kept one
+    loras: tuple[LoraSpec, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "controls", tuple(self.controls))
+        object.__setattr__(self, "loras", tuple(self.loras))
         object.__setattr__(self, "init_image", _frozen_image(self.init_image))
         object.__setattr__(self, "mask", _frozen_mask(self.mask))
 
@@ -152,6 +170,8 @@ class GenerationRequest:
                 raise UserError(f"the {name} is {image.shape[1]}×{image.shape[0]}, the output {self.width}×{self.height}")
         if self.mask is not None and self.init_image is None:
             raise UserError("a mask needs an init image: the picture whose masked region is repainted")
+        if len(self.loras) > MAX_LORAS or len({lo.path for lo in self.loras}) != len(self.loras):
+            raise UserError(f"at most {MAX_LORAS} LoRAs, each once")
         if not isinstance(self.feather, int) or not 0 <= self.feather <= MAX_FEATHER:
             raise UserError(f"feather must be from 0 to {MAX_FEATHER} px (got {self.feather})")
         for c in self.controls:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from noisebrush.engine.backends.base import Stopped  # raised from the step callback: it also skips the VAE decode
 from noisebrush.engine.events import Event, Finished, Preview, Progress
+from noisebrush.engine.loras import apply_loras
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
 from noisebrush.engine.request import MAX_SEED, GenerationRequest
@@ -57,7 +58,7 @@ class Runner:
             # another model: its text encoder differs. (An id() in the key could be reused by a new model.)
             self._prompt_cache.clear()
             self._embeds_for = weakref.ref(model)
-        key = (req.prompt, req.negative_prompt)
+        key = (req.prompt, req.negative_prompt, req.loras)  # a LoRA may change the text encoder too
         if key in self._prompt_cache:
             self._prompt_cache.move_to_end(key)
             return self._prompt_cache[key]
@@ -90,6 +91,7 @@ class Runner:
         scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
         tap = X0Tap(scheduler)
         pipe = model.pipeline(nets, req.mode, scheduler=scheduler)
+        apply_loras(pipe, model, req.loras)
         seed = req.seed if req.seed is not None else random.randint(0, MAX_SEED)
         generator = torch.Generator("cpu").manual_seed(seed)
         last_emit = [float("-inf")]

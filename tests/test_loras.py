@@ -1,0 +1,78 @@
+"""LoRAs: loaded into the base model once, weighted per request, switched off when not asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import circle_sketch, logged_engine
+
+from noisebrush.engine.events import Failed, Finished
+from noisebrush.engine.metadata import read_request, save_png
+from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
+
+
+def write_tiny_lora(folder: Path, cross_attention_dim: int = 384, seed: int = 1) -> str:
+    """A LoRA over the tiny UNet's attention, in diffusers' format, with weights large enough to show."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+    from tiny_model import tiny_unet
+
+    unet = tiny_unet(cross_attention_dim)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))  # fmt: skip
+    torch.manual_seed(seed)
+    for name, p in unet.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 2.0)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
+    return str(folder / "pytorch_lora_weights.safetensors")
+
+
+@pytest.fixture(scope="module")
+def lora(tmp_path_factory) -> str:
+    return write_tiny_lora(tmp_path_factory.mktemp("lora"))
+
+
+def test_a_lora_changes_the_picture_by_its_weight_and_goes_when_not_asked_for(tiny_model, lora):
+    base = GenerationRequest("a red circle", controls=(ControlSpec("scribble", circle_sketch()),), steps=3, seed=2,
+                             width=64, height=64, model=tiny_model)  # fmt: skip
+    with logged_engine() as eng:
+        run = lambda req: eng.log.wait_end(eng.submit(req))  # noqa: E731
+        plain = run(base).image
+        strong = run(base.replace(loras=(LoraSpec(lora, 1.0),)))
+        assert isinstance(strong, Finished) and np.abs(strong.image.astype(int) - plain).mean() > 1
+        zero = run(base.replace(loras=(LoraSpec(lora, 0.0),))).image
+        half = run(base.replace(loras=(LoraSpec(lora, 0.5),))).image
+        assert np.abs(zero.astype(int) - plain).max() <= 1  # weight 0 is as if it were not there
+        assert 0 < np.abs(half.astype(int) - plain).mean() < np.abs(strong.image.astype(int) - plain).mean()
+        assert np.array_equal(run(base).image, plain)  # not asked for: switched off again
+        assert np.array_equal(run(base.replace(loras=(LoraSpec(lora, 1.0),))).image, strong.image)  # reproducible
+
+
+def test_a_lora_of_another_family_or_not_a_lora_is_a_clear_error(tiny_model, tmp_path):
+    xl = write_tiny_lora(tmp_path / "xl", cross_attention_dim=2048)
+    not_lora = tmp_path / "weights.safetensors"
+    from safetensors.numpy import save_file
+
+    save_file({"model.diffusion_model.x": np.zeros(4, np.float32)}, str(not_lora))
+    with logged_engine() as eng:
+        for path, says in ((xl, "does not fit"), (str(not_lora), "is not a LoRA"), (str(tmp_path / "a.ckpt"), "pickle")):
+            if path.endswith(".ckpt"):
+                Path(path).write_bytes(b"x")
+            req = GenerationRequest("x", steps=1, width=64, height=64, model=tiny_model, loras=(LoraSpec(path, 1.0),))
+            end = eng.log.wait_end(eng.submit(req))
+            assert isinstance(end, Failed) and says in end.message, end
+
+
+def test_loras_are_kept_in_the_png_and_named_for_a1111_tools(tmp_path, lora):
+    from PIL import Image
+
+    req = GenerationRequest("a cat", seed=1, loras=(LoraSpec(lora, 0.7),))
+    path = save_png(np.zeros((128, 128, 3), np.uint8), req, tmp_path / "l.png")
+    assert read_request(path).loras == (LoraSpec(lora, 0.7),)
+    assert "a cat <lora:pytorch_lora_weights:0.7>" in Image.open(path).text["parameters"]
