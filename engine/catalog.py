@@ -10,6 +10,7 @@ from pathlib import Path
 
 from noisebrush.engine.controls import kind_from_name
 from noisebrush.engine.errors import UserError
+from noisebrush.engine.loras import looks_like_lora
 from noisebrush.engine.sources import PICKLE_SUFFIXES, check_safetensors
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
@@ -92,6 +93,16 @@ def classify_folder(path: Path) -> ModelEntry | None:
     return None
 
 
+def _lora_family(header: dict) -> str:
+    """SDXL LoRAs carry a second text encoder, or cross-attention 2048 wide in their to_k down-projections."""
+    if any("te2" in k or "text_encoder_2" in k for k in header):
+        return "sdxl"
+    for k, v in header.items():
+        if "attn2" in k and "to_k" in k and any(w in k for w in ("lora.down", "lora_down", "lora_A")):
+            return "sdxl" if v["shape"][-1] == 2048 else "sd15"
+    return "sd15"
+
+
 def classify_file(path: Path) -> ModelEntry | None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return ModelEntry(path.name, path, "pickle", "?", "?", None, _size(path), "pickle checkpoint: not opened (unsafe)")
@@ -102,6 +113,8 @@ def classify_file(path: Path) -> ModelEntry | None:
     except UserError as exc:
         return ModelEntry(path.name, path, "single_file", "?", "?", None, _size(path), str(exc))
     keys = [k for k in header if k != "__metadata__"]
+    if looks_like_lora(keys):
+        return ModelEntry(path.name, path, "single_file", _lora_family(header), "lora", None, _size(path))
     if any(k.startswith(("control_model.", "controlnet_cond_embedding")) for k in keys):
         ctx = next((v["shape"][-1] for k, v in header.items() if k.endswith("attn2.to_k.weight")), None)
         # SDXL ControlNets carry SDXL's added time/text embedding; 2048-wide cross-attention says so too

@@ -28,6 +28,7 @@ from noisebrush.engine.events import Finished
 from noisebrush.engine.request import MAX_SEED
 from noisebrush.engine.schedulers import SCHEDULER_NAMES
 from noisebrush.gui.engine_bridge import to_qimage
+from noisebrush.gui.lora_panel import LoraList
 from noisebrush.gui.state import HISTORY_LIMIT, AppState, GenerationSettings
 from noisebrush.gui.widgets import row, slider
 
@@ -123,6 +124,8 @@ class GenerationPanel(QWidget):
         form.addRow("Seed", row(self.seed, self.new_seed, self.seed_lock))
         form.addRow("Size", row(self.width_box, QLabel("×"), self.height_box))
         form.addRow("Sampler", self.scheduler)
+        self.loras = LoraList(state)
+        form.addRow("LoRAs", self.loras)
         form.addRow("Mode", self.mode)
         self._form = form
         for name, layout in self.mode_rows.items():

@@ -20,7 +20,7 @@ from noisebrush.engine.edit import extend
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished
 from noisebrush.engine.pose import people_from_json, people_to_json
-from noisebrush.engine.request import MAX_SEED, GenerationRequest
+from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
 from noisebrush.gui.document import Document, qimage_to_rgba
 
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
@@ -47,11 +47,15 @@ class GenerationSettings:
     feather: int = 8  # inpaint: px of soft edge around the mask
     extend_px: int = 64  # extend: px added on each chosen side
     extend_sides: str = "r"  # extend: which sides, letters of "ltrb"
+    loras: tuple[tuple[str, float], ...] = ()  # (file, weight), in order
 
     @classmethod
     def from_dict(cls, data: dict) -> GenerationSettings:
         """Known keys only: files written by other versions may hold more or fewer."""
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "loras" in known:  # JSON gives lists
+            known["loras"] = tuple((str(p), float(w)) for p, w in known["loras"])
+        return cls(**known)
 
 
 # Fields that do not change the request: toggling them never starts a live frame by itself.
@@ -120,6 +124,7 @@ class AppState(QObject):
         req = GenerationRequest(
             prompt=s.prompt, negative_prompt=s.negative, controls=controls, steps=s.steps, guidance=s.guidance,
             seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model,
+            loras=tuple(LoraSpec(p, w) for p, w in s.loras),
         )  # fmt: skip
         return req if s.mode == "generate" else self._edit_request(req)
 
@@ -158,7 +163,10 @@ class AppState(QObject):
         if not trusted and not self.known_model(model, "base"):
             notes.append(f"the picture was made with {model!r}, which is not among your models: the current one stays")
             model = self.settings.model
-        self.update("restore", prompt=req.prompt, negative=req.negative_prompt, model=model, steps=req.steps,
+        loras = tuple((lo.path, lo.weight) for lo in req.loras if trusted or self.known_model(lo.path, "lora"))
+        if len(loras) < len(req.loras):
+            notes.append("LoRAs that are not among your models were left out")
+        self.update("restore", loras=loras, prompt=req.prompt, negative=req.negative_prompt, model=model, steps=req.steps,
                     guidance=req.guidance, seed=req.seed if req.seed is not None else self.settings.seed,
                     seed_locked=req.seed is not None, width=req.width, height=req.height, scheduler=req.scheduler)  # fmt: skip
         for c in req.controls:

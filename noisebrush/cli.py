@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=_control_help())  # fmt: skip
     g.add_argument("--controlnet", action="append", default=[], metavar="KIND=FOLDER",
                    help="use this ControlNet for KIND instead of the model's own")  # fmt: skip
+    g.add_argument("--lora", action="append", default=[], metavar="FILE.safetensors[@WEIGHT]",
+                   help="apply a LoRA (weight -2 to 2, default 1); repeatable")  # fmt: skip
     g.add_argument("--steps", type=int)
     g.add_argument("--guidance", type=float)
     g.add_argument("--seed", type=int, help="0 to 4294967295; -1 (as in A1111 files) draws one")

@@ -35,7 +35,7 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
     from noisebrush.engine.images import fit_to, load_control_image, read_image, round_size
     from noisebrush.engine.metadata import read_request
     from noisebrush.engine.models import model_defaults, resolve_model_dir
-    from noisebrush.engine.request import ControlSpec, GenerationRequest
+    from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
 
     base = read_request(args.from_png) if args.from_png else None
     if base is None and not args.prompt:
@@ -74,6 +74,13 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
         loaded = read_image(args.mask)
         notes.extend(loaded.notes)
         mask = fit_to(loaded.image, width, height, Path(args.mask).name, notes).max(axis=2)
+    loras = tuple(base.loras) if base and not args.lora else ()
+    for spec in args.lora:
+        path, _, weight = spec.rpartition("@") if "@" in spec else (spec, "", "1")
+        try:
+            loras += (LoraSpec(path, float(weight)),)
+        except ValueError:
+            raise UserError(f"--lora {spec!r}: expected FILE.safetensors[@WEIGHT]") from None
     default_strength = 1.0 if mask is not None else 0.75
     seed = pick(args.seed, base and base.seed, None)
     req = GenerationRequest(
@@ -82,7 +89,7 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
         controls=tuple(controls), steps=steps, guidance=guidance, seed=None if seed == -1 else seed, width=width,
         height=height, scheduler=args.scheduler or (base.scheduler if base else d.scheduler), init_image=init,
         strength=pick(args.strength, base and base.strength, default_strength), model=model, mask=mask,
-        feather=pick(args.feather, base and base.feather, 0),
+        feather=pick(args.feather, base and base.feather, 0), loras=loras,
     )  # fmt: skip
     if args.extend:
         from noisebrush.engine.edit import extend

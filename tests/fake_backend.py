@@ -44,7 +44,8 @@ class FakeBackend:
 
     def list_models(self, folder: str | None = None) -> list[ModelInfo]:
         return [ModelInfo("", "Fake default", "base", "sd15", control_kinds=("scribble", "depth", "pose"), source=self.name),
-                ModelInfo("fake-canny", "Fake canny", "controlnet", "sd15", "canny", source=self.name)]  # fmt: skip
+                ModelInfo("fake-canny", "Fake canny", "controlnet", "sd15", "canny", source=self.name),
+                ModelInfo("/loras/style-a.safetensors", "style-a · SD1.5", "lora", "sd15", source=self.name)]  # fmt: skip
 
     def close(self) -> None:
         self.closed = True

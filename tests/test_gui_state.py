@@ -238,3 +238,26 @@ def test_variations_each_stream_previews_land_in_history_and_cancel_stops_them_a
     qtbot.waitUntil(lambda: w.job is None and not w.panel.cancel_btn.isEnabled(), timeout=10000)
     qtbot.wait(200)
     assert w.history.count() == 4  # none of the cancelled batch finished
+
+
+def test_loras_are_picked_weighted_and_removed_in_the_panel(window, qtbot):
+    from noisebrush.engine.request import GenerationRequest, LoraSpec
+
+    w = window
+    with qtbot.waitSignal(w.files.models_scanned, timeout=10000):
+        w.refresh_models()
+    loras = w.panel.loras
+    index = loras.picker.findData("/loras/style-a.safetensors")
+    assert index > 0
+    loras.picker.activated.emit(index)
+    assert w.capture_request().loras == (LoraSpec("/loras/style-a.safetensors", 1.0),)
+    _row, weight, label = loras.rows["/loras/style-a.safetensors"]
+    weight.setValue(-50)
+    assert w.capture_request().loras == (LoraSpec("/loras/style-a.safetensors", -0.5),) and label.text() == "-0.50"
+    loras._remove("/loras/style-a.safetensors")
+    assert w.capture_request().loras == () and not loras.rows
+    # a file may name LoRAs the person does not have: those are left out, with a note
+    notes = w.state.restore_request(GenerationRequest("x", loras=(LoraSpec("/elsewhere/evil.safetensors", 1.0),
+                                                                   LoraSpec("/loras/style-a.safetensors", 0.3))),
+                                    trusted=False)  # fmt: skip
+    assert w.state.settings.loras == (("/loras/style-a.safetensors", 0.3),) and any("LoRAs" in n for n in notes)

@@ -76,3 +76,17 @@ def test_loras_are_kept_in_the_png_and_named_for_a1111_tools(tmp_path, lora):
     path = save_png(np.zeros((128, 128, 3), np.uint8), req, tmp_path / "l.png")
     assert read_request(path).loras == (LoraSpec(lora, 0.7),)
     assert "a cat <lora:pytorch_lora_weights:0.7>" in Image.open(path).text["parameters"]
+
+
+def test_cli_lora_flag_and_the_models_listing(tiny_model, lora, tmp_path, capsys):
+    import shutil
+
+    from noisebrush.cli import main
+
+    out = tmp_path / "o.png"
+    assert main(["generate", "--prompt", "x", "--model", tiny_model, "--steps", "2", "--width", "64", "--height", "64",
+                 "--lora", f"{lora}@0.8", "--out", str(out)]) == 0  # fmt: skip
+    assert read_request(out).loras == (LoraSpec(lora, 0.8),)
+    shutil.copy(lora, tmp_path / "my-style.safetensors")
+    assert main(["models", "--dir", str(tmp_path)]) == 0
+    assert any("my-style.safetensors" in line and "lora" in line for line in capsys.readouterr().out.splitlines())
