@@ -70,7 +70,8 @@ class LocalBackend:
         found = [ModelInfo("", "Embedded default (128 px)", "base", "sd15", control_kinds=own_controlnets(default_model_dir()))]
         for e in scan(Path(folder) if folder else None):
             if e.usable:
-                title = f"{e.name} · {FAMILY_TITLES.get(e.family, '?')} · {e.size_bytes / 1e9:.1f} GB"
+                size = f"{e.size_bytes / 1e9:.1f} GB" if e.size_bytes >= 1e9 else f"{e.size_bytes / 1e6:.0f} MB"
+                title = f"{e.name} · {FAMILY_TITLES.get(e.family, '?')} · {size}"
                 kinds = own_controlnets(e.path) if e.role == "base" and e.path.is_dir() else None
                 found.append(ModelInfo(str(e.path), title, e.role, e.family, e.control_kind, kinds))
         return found
