@@ -113,6 +113,7 @@ class X0Tap:
     def __init__(self, scheduler) -> None:
         self.scheduler = scheduler
         self.x0: torch.Tensor | None = None
+        self._acp_on: dict = {}  # device → alphas_cumprod there (for _estimate)
         self._step = scheduler.step
         # instance attribute: this scheduler object only. The wrapper shows step's own signature: pipelines pass
         # `generator` (and `eta`) only to a step that declares them, and ancestral samplers need the request's
@@ -132,9 +133,12 @@ class X0Tap:
         return out if return_dict else out.to_tuple()
 
     def _estimate(self, model_output, timestep, sample) -> torch.Tensor:
-        acp = self.scheduler.alphas_cumprod
-        t = int(timestep.item() if isinstance(timestep, torch.Tensor) else timestep)
-        a = acp[min(max(t, 0), len(acp) - 1)].to(sample.device, torch.float32)
+        # ᾱ_t looked up on the sample's device: no .item() and no host copy, so a GPU is not made to wait each step
+        acp = self._acp_on.get(sample.device)
+        if acp is None:
+            acp = self._acp_on[sample.device] = self.scheduler.alphas_cumprod.to(sample.device, torch.float32)
+        index = torch.as_tensor(timestep, device=sample.device).long().clamp(0, len(acp) - 1)
+        a = acp[index]
         kind = self.scheduler.config.get("prediction_type", "epsilon")
         s, m = sample.float(), model_output.float()
         if kind == "v_prediction":

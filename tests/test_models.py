@@ -454,3 +454,19 @@ def test_a_broken_config_is_a_clear_error_not_an_unexpected_one(tmp_path, tiny_m
     with logged_engine() as eng:
         end = eng.log.wait_end(eng.submit(req))
     assert isinstance(end, Failed) and "not a JSON object" in end.message and "unexpected" not in end.message
+
+
+def test_the_x0_estimate_matches_the_formula_for_any_timestep_form():
+    from diffusers import DPMSolverMultistepScheduler
+
+    from noisebrush.engine.previews import X0Tap
+
+    sched = DPMSolverMultistepScheduler()
+    tap = X0Tap(sched)
+    torch.manual_seed(0)
+    sample, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    for t in (999, torch.tensor(500), torch.tensor([10]), 0):
+        a = sched.alphas_cumprod[int(torch.as_tensor(t).reshape(-1)[0])]
+        want = (sample - (1 - a).sqrt() * eps) / a.sqrt()
+        got = tap._estimate(eps, t, sample)
+        assert torch.allclose(got, want, atol=1e-5), t
