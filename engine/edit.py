@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 
@@ -23,8 +25,8 @@ def extend(req: GenerationRequest, left: int, top: int, right: int, bottom: int)
     h, w = req.height, req.width
     mask[top : top + h, left : left + w] = 0 if req.mask is None else req.mask
     controls = tuple(
-        c.__class__(c.kind, cv2.copyMakeBorder(np.asarray(c.image), borderType=cv2.BORDER_CONSTANT, value=0, **border),
-                    c.weight, c.start, c.end, c.model)  # fmt: skip
+        dataclasses.replace(c, image=cv2.copyMakeBorder(np.asarray(c.image), borderType=cv2.BORDER_CONSTANT, value=0,
+                                                        **border))  # fmt: skip
         for c in req.controls
     )
     return req.replace(init_image=init, mask=mask, controls=controls, width=w + left + right, height=h + top + bottom,

@@ -132,28 +132,11 @@ def _family(unet_config: Any) -> str:
 
 
 FAMILY_NAMES = {"sd15": "SD1.5-family", "sdxl": "SDXL"}
-# (has ControlNets, img2img) → diffusers pipeline class, per family
-# (with ControlNets?, mode) → diffusers pipeline. The inpaint pipelines serve both kinds of model: a 9-channel
-# inpainting UNet gets the mask and masked image as input; any other has the known latents blended back outside
-# the mask at every step.
-PIPELINES = {
-    "sd15": {
-        (False, "txt2img"): "StableDiffusionPipeline",
-        (False, "img2img"): "StableDiffusionImg2ImgPipeline",
-        (False, "inpaint"): "StableDiffusionInpaintPipeline",
-        (True, "txt2img"): "StableDiffusionControlNetPipeline",
-        (True, "img2img"): "StableDiffusionControlNetImg2ImgPipeline",
-        (True, "inpaint"): "StableDiffusionControlNetInpaintPipeline",
-    },
-    "sdxl": {
-        (False, "txt2img"): "StableDiffusionXLPipeline",
-        (False, "img2img"): "StableDiffusionXLImg2ImgPipeline",
-        (False, "inpaint"): "StableDiffusionXLInpaintPipeline",
-        (True, "txt2img"): "StableDiffusionXLControlNetPipeline",
-        (True, "img2img"): "StableDiffusionXLControlNetImg2ImgPipeline",
-        (True, "inpaint"): "StableDiffusionXLControlNetInpaintPipeline",
-    },
-}
+# diffusers' pipeline names: family prefix + "ControlNet" when there are ControlNets + mode. The inpaint pipelines
+# serve both kinds of model: a 9-channel inpainting UNet gets the mask and masked image as input; any other has the
+# known latents blended back outside the mask at every step.
+PIPELINE_PREFIX = {"sd15": "StableDiffusion", "sdxl": "StableDiffusionXL"}
+PIPELINE_MODE = {"txt2img": "Pipeline", "img2img": "Img2ImgPipeline", "inpaint": "InpaintPipeline"}
 COMPONENTS = {
     "sd15": ("vae", "text_encoder", "tokenizer", "unet", "scheduler"),
     "sdxl": ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler"),
@@ -241,7 +224,8 @@ class LoadedModel:
         """
         import diffusers
 
-        cls = getattr(diffusers, PIPELINES[self.family][(bool(controlnets), mode)])
+        name = PIPELINE_PREFIX[self.family] + ("ControlNet" if controlnets else "") + PIPELINE_MODE[mode]
+        cls = getattr(diffusers, name)
         parts = {k: v for k, v in self.components.items() if k != "scheduler"}
         parts["scheduler"] = scheduler
         if self.family == "sd15":

@@ -122,8 +122,9 @@ class Runner:
             kwargs.update(strength=req.strength)
         else:
             kwargs.update(width=req.width, height=req.height)
-        if req.mode == "inpaint":
-            kwargs.update(strength=req.strength, mask_image=Image.fromarray(feathered(req.mask, req.feather)))
+        mask = feathered(req.mask, req.feather) if req.mode == "inpaint" else None
+        if mask is not None:
+            kwargs.update(strength=req.strength, mask_image=Image.fromarray(mask))
         if controls:
             images = [Image.fromarray(c.image) for c in controls]  # diffusers reads a bare HxWx3 array as a batch
             single = len(controls) == 1
@@ -143,6 +144,6 @@ class Runner:
         if cancelled.is_set():  # superseded during the final decode: a stale frame must not land
             raise Stopped(req.steps)
         image = _to_uint8(result)
-        if req.mode == "inpaint":
-            image = paste_back(image, req.init_image, feathered(req.mask, req.feather))
+        if mask is not None:
+            image = paste_back(image, req.init_image, mask)
         emit(Finished(job_id, image, req.replace(seed=seed), time.perf_counter() - t0, model.name))

@@ -19,7 +19,7 @@ from PySide6.QtCore import QLockFile
 from PySide6.QtGui import QImage
 
 from noisebrush.engine.pose import Person
-from noisebrush.gui.document import Document, LayerSettings
+from noisebrush.gui.document import Document
 from noisebrush.gui.state import AppState, GenerationSettings
 
 LOCK_NAME = "session.lock"
@@ -92,8 +92,7 @@ class SessionFolder:
                       for p in info.get("people", [])]  # fmt: skip
             if not img.isNull():
                 doc.set_layer_image(kind, img, "Restore autosave", people)
-            known = LayerSettings.__dataclass_fields__
-            doc.set_layer_settings(kind, "restore", **{k: v for k, v in info.get("settings", {}).items() if k in known})
+            doc.restore_layer_settings(kind, info.get("settings"))
         return GenerationSettings.from_dict(state.get("values", {}))
 
 

@@ -249,6 +249,12 @@ class Document(QObject):
             self.layer_settings_changed.emit(kind, names, origin)
         return names
 
+    def restore_layer_settings(self, kind: str, saved: object) -> None:
+        """A layer's settings as a file kept them: known fields only (other versions may hold more or fewer)."""
+        if isinstance(saved, dict):
+            known = LayerSettings.__dataclass_fields__
+            self.set_layer_settings(kind, "restore", **{k: v for k, v in saved.items() if k in known})
+
     def clear_layer(self, kind: str) -> None:
         self.set_layer_image(kind, blank(self.size), f"Clear {self.layer(kind).info.title.lower()}")
 

@@ -17,11 +17,11 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 from noisebrush.engine.catalog import models_dir
 from noisebrush.engine.controls import guess_kind, paint_order
 from noisebrush.engine.errors import UserError
-from noisebrush.engine.images import fit_to, load_control_image, read_image
+from noisebrush.engine.images import LoadedImage, fit_to, read_image
 from noisebrush.engine.metadata import NoSettings, read_saved, save_png
 from noisebrush.engine.models import model_defaults
 from noisebrush.engine.pose import load_pose_json, people_to_json
-from noisebrush.gui.document import LayerSettings, qimage_to_rgba
+from noisebrush.gui.document import qimage_to_rgba
 from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
 from noisebrush.gui.state import AppState
 from noisebrush.gui.tasks import Task
@@ -60,18 +60,13 @@ class Files(QObject):
         if path:
             self.load_layer_file(kind, path)
 
-    def load_layer_file(self, kind: str, path: str) -> bool:
-        """Load a control map into a layer (undoable). A bad file shows a message and changes nothing."""
+    def load_layer_file(self, kind: str, path: str, loaded: LoadedImage | None = None) -> bool:
+        """Load a map or picture into a layer (undoable), read here unless `loaded` already holds it. A bad file
+        shows a message and changes nothing."""
         doc = self.state.doc
         w, h = doc.size.width(), doc.size.height()
         try:
-            if kind in doc.edit_layers:  # a picture to edit, or a mask: any image, at the document's size
-                loaded = read_image(path)
-                doc.set_layer_from_map(kind, fit_to(loaded.image, w, h, Path(path).name, loaded.notes), None,
-                                       f"Load {kind}")  # fmt: skip
-                if loaded.notes:
-                    self.status.emit("; ".join(loaded.notes), 8000)
-            elif doc.layers[kind].info.accepts_pose_json and path.lower().endswith(".json"):
+            if doc.layer(kind).info.accepts_pose_json and path.lower().endswith(".json"):
                 notes: list[str] = []
                 try:
                     people = load_pose_json(path, w, h, notes)
@@ -81,8 +76,9 @@ class Files(QObject):
                 if notes:
                     self.status.emit("; ".join(notes), 8000)
             else:
-                loaded = load_control_image(kind, path, w, h)
-                doc.set_layer_from_map(kind, loaded.image, None, f"Load {kind} map")
+                loaded = loaded or read_image(path)
+                image = fit_to(loaded.image, w, h, Path(path).name, loaded.notes)
+                doc.set_layer_from_map(kind, image, None, f"Load {kind}")
                 if loaded.notes:
                     self.status.emit("; ".join(loaded.notes), 8000)
         except UserError as exc:
@@ -122,36 +118,29 @@ class Files(QObject):
         for path in paths:
             if path.lower().endswith(".json"):
                 self.load_layer_file(pose_kind, path)
-            elif path.lower().endswith(".png"):
-                self.restore_from_png(path, picture_if_none=True)
             else:
                 self.open_picture(path)
 
-    def open_picture(self, path: str) -> bool:
-        try:
-            kind, why = guess_kind(read_image(path).image)
-        except UserError as exc:
-            self.error.emit(str(exc))
-            return False
-        if kind not in self.state.doc.layers or not self.load_layer_file(kind, path):
+    def _put_picture(self, path: str, loaded: LoadedImage) -> bool:
+        """A picture without settings into the layer it looks like, and say which."""
+        kind, why = guess_kind(loaded.image)
+        if kind not in self.state.doc.layers or not self.load_layer_file(kind, path, loaded):
             return False
         title = self.state.doc.layers[kind].info.title
         self.status.emit(f"{Path(path).name} went to the {title} layer: it looks like {why}. "
                          "Undo (Ctrl+Z) and use a layer's Load… to choose another.", 12000)  # fmt: skip
         return True
 
-    def restore_from_png(self, path: str, picture_if_none: bool = False) -> Task:
-        """Read a PNG's settings and picture on a worker (a hostile file must not freeze the window), then restore
-        them all or nothing. picture_if_none: a PNG with no settings is a picture to open, not an error."""
+    def open_picture(self, path: str) -> Task:
+        """Read a picture on a worker (a hostile file must not freeze the window). One that carries settings (a
+        Noisebrush or A1111 PNG) restores them all or nothing; any other goes to the layer it looks like."""
 
         def read():
+            loaded = read_image(path)
             try:
-                req, editor = read_saved(path)
+                return loaded, *read_saved(path)
             except NoSettings:
-                if picture_if_none:
-                    return None
-                raise
-            return req, editor, read_image(path).image
+                return loaded, None, None
 
         task = Task(read, parent=self)
         task.done.connect(lambda got: self._restore(path, got))
@@ -162,13 +151,13 @@ class Files(QObject):
         return task.start()
 
     def _restore(self, path: str, got) -> None:
-        if got is None:
-            self.open_picture(path)
+        loaded, req, editor = got
+        if req is None:
+            self._put_picture(path, loaded)
             return
-        req, editor, image = got
         notes = self.state.restore_saved(req, editor)
         self.state.last_result = None  # a picture from a file is shown, but Save writes only what was made here
-        self.state.set_result(to_qimage(image))
+        self.state.set_result(to_qimage(loaded.image))
         self.status.emit("; ".join([f"Settings restored from {Path(path).name}", *notes]), 12000 if notes else 6000)
 
     def save_dialog(self) -> None:
@@ -329,7 +318,6 @@ class Projects(QObject):
         return task.start()
 
     def _apply(self, path: str, project) -> None:
-        from noisebrush.engine.pose import people_from_json
         from noisebrush.gui.document import rgb_to_qimage_argb
         from noisebrush.gui.state import GenerationSettings
 
@@ -350,19 +338,12 @@ class Projects(QObject):
                     continue
                 if kind not in doc.all_layers():
                     continue
-                people = None
-                if doc.layer(kind).info.editor == "pose" and isinstance(data.get("pose"), dict):
-                    try:
-                        people = people_from_json(data["pose"], doc.size.width(), doc.size.height())[0]
-                    except ValueError:
-                        people = None
+                people = state.skeleton_from(data) if doc.layer(kind).info.editor == "pose" else None
                 rgba = layer.rgba if people is None else np.zeros_like(layer.rgba)  # the skeleton draws itself
                 doc.set_layer_image(kind, rgb_to_qimage_argb(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3]), "Open project",
                                     people)  # fmt: skip
-                known = LayerSettings.__dataclass_fields__
-                layer_settings = (data.get("layers") or {}).get(kind, {})
-                if isinstance(layer_settings, dict):
-                    doc.set_layer_settings(kind, "restore", **{k: v for k, v in layer_settings.items() if k in known})
+                saved_layers = data.get("layers")
+                doc.restore_layer_settings(kind, saved_layers.get(kind) if isinstance(saved_layers, dict) else None)
         finally:
             doc.undo_stack.endMacro()
         self.status.emit(f"Opened project {Path(path).name}", 6000)

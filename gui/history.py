@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject
 
 from noisebrush.engine.events import Finished
 from noisebrush.gui.state import HISTORY_LIMIT, AppState
@@ -45,8 +45,6 @@ def _read(folder: Path, limit: int) -> list[tuple[Finished, dict]]:
 
 
 class HistoryStore(QObject):
-    loaded = Signal()
-
     def __init__(self, state: AppState, folder: Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.state, self.folder = state, Path(folder)
@@ -69,7 +67,6 @@ class HistoryStore(QObject):
         for ev, editor in reversed(entries):
             self.state.editor_of[ev.job_id] = editor
             self.state.add_result(ev, kept=False)  # already on disk
-        self.loaded.emit()
 
     def _start(self, task: Task) -> Task:
         self._tasks = [t for t in self._tasks if not t.join(0)] + [task]

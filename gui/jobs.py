@@ -13,7 +13,6 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished
-from noisebrush.engine.request import GenerationRequest
 from noisebrush.gui.document import LAYER_REQUEST_FIELDS
 from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
 from noisebrush.gui.state import NOT_IN_REQUEST, AppState
@@ -59,7 +58,6 @@ class Jobs(QObject):
     def __init__(self, state: AppState, bridge: EngineBridge, live_delay_ms: int, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.state, self.bridge = state, bridge
-        self.last_request: GenerationRequest | None = None
         self.batch: list[int] = []  # variations still to come, in order; the first is state.job
         self.live = LiveScheduler(live_delay_ms, self)
         self.live.fire.connect(lambda: self.generate(latest_wins=True))
@@ -80,7 +78,6 @@ class Jobs(QObject):
         except UserError as exc:
             self.error.emit(str(exc))
             return None
-        self.last_request = req
         self.state.set_job(self.bridge.submit(req, latest_wins=latest_wins or self.state.settings.live))
         self.state.editor_of[self.state.job] = self.state.capture_editor()
         self.running.emit(True)

@@ -64,6 +64,7 @@ class GenerationPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self._showing = False  # True while widgets are set from the model: their signals are no edits
+        self._lcm_model: tuple[str | None, bool] = (None, False)  # (model, whether it is LCM-trained)
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Describe the picture…")
         self.prompt.setFixedHeight(52)
@@ -217,7 +218,9 @@ class GenerationPanel(QWidget):
         """LCM only for models trained for it (elsewhere it gives a wash of colour), or when a file asks for it."""
         from noisebrush.engine.models import model_defaults  # a small JSON read, no torch
 
-        lcm = v.scheduler == "LCM" or model_defaults(v.model).scheduler == "LCM"
+        if self._lcm_model[0] != v.model:  # read once per model, not on every keystroke in the prompt
+            self._lcm_model = (v.model, model_defaults(v.model).scheduler == "LCM")
+        lcm = v.scheduler == "LCM" or self._lcm_model[1]
         names = [n for n in SCHEDULER_NAMES if n != "LCM" or lcm]
         if names != [self.scheduler.itemText(i) for i in range(self.scheduler.count())]:
             self.scheduler.clear()

@@ -72,7 +72,6 @@ class AppState(QObject):
     result_changed = Signal(object, bool)  # QImage | None, is a step preview
     history_added = Signal(object, bool)  # Finished, whether it replaces the live slot at the front
     result_kept = Signal(object)  # Finished: a result to keep on disk
-    job_changed = Signal(object)  # the running job's id, or None
     models_changed = Signal()
 
     def __init__(self, settings: GenerationSettings | None = None, parent: QObject | None = None) -> None:
@@ -200,12 +199,7 @@ class AppState(QObject):
                     if layer.people or qimage_to_rgba(layer.image)[..., 3].any():
                         doc.clear_layer(kind)
                     continue
-                people = None
-                if layer.info.editor == "pose" and editor.get("pose"):
-                    try:
-                        people = people_from_json(editor["pose"], doc.size.width(), doc.size.height())[0]
-                    except (ValueError, TypeError):
-                        notes.append("its pose skeleton could not be read: the pose map is kept as a picture")
+                people = self.skeleton_from(editor, notes) if layer.info.editor == "pose" else None
                 doc.set_layer_from_map(kind, spec.image, people, "Restore from file")
                 doc.set_layer_settings(kind, "restore", enabled=True)
             for kind, image in (("image", req.init_image), ("mask", req.mask)):
@@ -219,6 +213,17 @@ class AppState(QObject):
         mode = {"txt2img": "generate", "img2img": "refine", "inpaint": "inpaint"}[req.mode]
         self.update("restore", mode=mode, strength=req.strength, feather=req.feather)
         return notes
+
+    def skeleton_from(self, saved: dict, notes: list[str] | None = None) -> list | None:
+        """The pose skeleton a saved file keeps as OpenPose JSON (its "pose" entry), at the document's size."""
+        if not isinstance(saved.get("pose"), dict):
+            return None
+        try:
+            return people_from_json(saved["pose"], self.doc.size.width(), self.doc.size.height())[0]
+        except (ValueError, TypeError):
+            if notes is not None:
+                notes.append("its pose skeleton could not be read: the pose map is kept as a picture")
+            return None
 
     def known_model(self, ref: str, role: str) -> bool:
         """The embedded model, the current one, or one the models list (the person's folder, the server) holds."""
@@ -245,9 +250,7 @@ class AppState(QObject):
 
     # --- job, results, history -------------------------------------------------------------
     def set_job(self, job: int | None) -> None:
-        if job != self.job:
-            self.job = job
-            self.job_changed.emit(job)
+        self.job = job
 
     def set_result(self, image: QImage | None, preview: bool = False) -> None:
         self.result_changed.emit(image, preview)

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import queue
 import sys
 import time
 from pathlib import Path
+
+
+def _path_weight(text: str) -> tuple[str, float]:
+    """PATH[@WEIGHT] → (path, weight); an @ that is not followed by a number belongs to the path."""
+    head, at, tail = text.rpartition("@")
+    if at:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return text, 1.0
 
 
 def _parse_control(spec: str) -> tuple[str, str, float]:
@@ -16,15 +28,7 @@ def _parse_control(spec: str) -> tuple[str, str, float]:
     kind, sep, rest = spec.partition("=")
     if not sep or not rest:
         raise UserError(f"--control {spec!r}: expected KIND=PATH[@WEIGHT]")
-    path, weight = rest, 1.0
-    head, at, tail = rest.rpartition("@")
-    if at:
-        try:
-            weight = float(tail)
-            path = head
-        except ValueError:
-            pass  # an @ inside the path
-    return kind.strip(), path, weight
+    return (kind.strip(), *_path_weight(rest))
 
 
 def _build_request(args: argparse.Namespace, notes: list[str]):
@@ -62,8 +66,7 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
         loaded = load_control_image(kind, path, width, height)
         notes.extend(loaded.notes)
         controls.append(ControlSpec(kind, loaded.image, weight=weight, model=overrides.get(kind)))
-    controls = [c if c.kind not in overrides else ControlSpec(c.kind, c.image, c.weight, c.start, c.end, overrides[c.kind])
-                for c in controls]  # fmt: skip
+    controls = [dataclasses.replace(c, model=overrides[c.kind]) if c.kind in overrides else c for c in controls]
     init = base.init_image if base else None
     if args.init:
         loaded = read_image(args.init)
@@ -76,11 +79,7 @@ def _build_request(args: argparse.Namespace, notes: list[str]):
         mask = fit_to(loaded.image, width, height, Path(args.mask).name, notes).max(axis=2)
     loras = tuple(base.loras) if base and not args.lora else ()
     for spec in args.lora:
-        path, _, weight = spec.rpartition("@") if "@" in spec else (spec, "", "1")
-        try:
-            loras += (LoraSpec(path, float(weight)),)
-        except ValueError:
-            raise UserError(f"--lora {spec!r}: expected FILE.safetensors[@WEIGHT]") from None
+        loras += (LoraSpec(*_path_weight(spec)),)
     default_strength = 1.0 if mask is not None else 0.75
     seed = pick(args.seed, base and base.seed, None)
     req = GenerationRequest(
