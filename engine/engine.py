@@ -1,8 +1,8 @@
 """The long-lived engine thread: job ids, the queue, latest-wins, cancel and listeners (policy only).
 
 What runs a job is a Backend (`noisebrush.engine.backends`): the local diffusers one by default. Diffusers
-pipelines are not thread-safe, so every backend call happens on this one thread. Other threads only enqueue,
-cancel and listen.
+pipelines are not thread-safe, so a backend gets one engine thread unless it says it can run more jobs at once
+(`parallel_jobs`: a ComfyUI backend runs one per server). Other threads only enqueue, cancel and listen.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -57,12 +58,16 @@ class Engine:
         self.backend: Backend = backend
         self._ids = itertools.count(1)
         self._queue: deque[_Job] = deque()
-        self._current: _Job | None = None
+        self._running: dict[int, _Job] = {}
         self._cv = threading.Condition()
         self._listeners: list[Listener] = []
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="noisebrush-engine", daemon=True)
-        self._thread.start()
+        lanes = max(1, int(getattr(backend, "parallel_jobs", 1)))
+        self._threads = [threading.Thread(target=self._serve, name=f"noisebrush-engine-{i}", daemon=True)
+                         for i in range(lanes)]  # fmt: skip
+        self._open_lanes = lanes
+        for t in self._threads:
+            t.start()
 
     # --- API for other threads -------------------------------------------------------------
     def add_listener(self, fn: Listener) -> None:
@@ -81,13 +86,14 @@ class Engine:
         with self._cv:
             if self._stopping:
                 raise RuntimeError("the engine has shut down")
-            if not self._thread.is_alive():  # loudly: a job queued now would never run
+            if not self.is_alive():  # loudly: a job queued now would never run
                 raise RuntimeError("the engine thread has stopped; see the log")
             if latest_wins:
                 dropped = [j for j in self._queue if j.request is not None]
                 self._queue = deque(j for j in self._queue if j.request is None)
-                if self._current is not None and self._current.request is not None:
-                    self._current.cancelled.set()
+                for running in self._running.values():
+                    if running.request is not None:
+                        running.cancelled.set()
             self._queue.append(job)
             self._cv.notify_all()
         for j in dropped:
@@ -102,8 +108,8 @@ class Engine:
 
     def cancel(self, job_id: int) -> None:
         with self._cv:
-            if self._current is not None and self._current.id == job_id:
-                self._current.cancelled.set()
+            if job_id in self._running:
+                self._running[job_id].cancelled.set()
                 return
             for j in list(self._queue):
                 if j.id == job_id:
@@ -117,27 +123,29 @@ class Engine:
         with self._cv:
             queued = [j for j in self._queue if j.request is not None]
             self._queue.clear()
-            if self._current is not None:
-                self._current.cancelled.set()
+            for running in self._running.values():
+                running.cancelled.set()
         for j in queued:
             self._emit(Cancelled(j.id, 0))
 
     @property
     def busy(self) -> bool:
         with self._cv:
-            return self._current is not None or bool(self._queue)
+            return bool(self._running) or bool(self._queue)
 
     def shutdown(self, timeout: float = 30.0) -> bool:
-        """Cancel everything and join the thread. Returns True when the thread is gone."""
+        """Cancel everything and join the threads. Returns True when they are gone."""
         self.cancel_all()
         with self._cv:
             self._stopping = True
             self._cv.notify_all()
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not self.is_alive()
 
     def is_alive(self) -> bool:
-        return self._thread.is_alive()
+        return any(t.is_alive() for t in self._threads)
 
     def __enter__(self) -> Engine:
         return self
@@ -155,23 +163,28 @@ class Engine:
             except BaseException:  # any listener, even one raising SystemExit, must not kill the engine thread
                 log.exception("engine listener failed")
 
-    def _loop(self) -> None:
-        try:
-            self._serve()
-        finally:
-            try:
-                self.backend.close()
-            except Exception:
-                log.exception("closing the backend failed")
-
     def _serve(self) -> None:
+        try:
+            self._serve_jobs()
+        finally:
+            with self._cv:
+                self._open_lanes -= 1
+                last = self._open_lanes == 0
+            if last:  # the last engine thread out closes the backend
+                try:
+                    self.backend.close()
+                except Exception:
+                    log.exception("closing the backend failed")
+
+    def _serve_jobs(self) -> None:
         while True:
             with self._cv:
                 while not self._queue and not self._stopping:
                     self._cv.wait()
                 if self._stopping:
                     return
-                job = self._current = self._queue.popleft()
+                job = self._queue.popleft()
+                self._running[job.id] = job
             try:
                 if job.request is None:
                     try:
@@ -190,4 +203,4 @@ class Engine:
                 self._emit(Failed(job.id, f"unexpected error: {type(exc).__name__}: {exc}"))
             finally:
                 with self._cv:
-                    self._current = None
+                    self._running.pop(job.id, None)

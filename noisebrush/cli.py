@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--batch", type=int, default=1, help="this many variations (seed, seed+1, …): OUT-1.png, OUT-2.png, …")
     g.add_argument("--previews", help="also write each step's preview PNG into this folder")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: all cores but one)")
+    g.add_argument("--server", action="append", default=[], metavar="URL",
+                   help="run on this ComfyUI server (repeatable: jobs go to whichever finishes first); "
+                   "--model, --controlnet and --lora then name the server's files")  # fmt: skip
+    g.add_argument("--server-token", help="sent as 'Authorization: Bearer …' (or set NOISEBRUSH_SERVER_TOKEN)")
     g.add_argument("--download", action="store_true", help="allow downloading a Hugging Face --model id not in the cache")
     mem = g.add_argument_group("memory options (small GPUs)")
     mem.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None, help="half precision (default: on CUDA)")

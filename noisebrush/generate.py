@@ -31,22 +31,23 @@ def _parse_control(spec: str) -> tuple[str, str, float]:
     return (kind.strip(), *_path_weight(rest))
 
 
-def _build_request(args: argparse.Namespace, notes: list[str]):
+def _build_request(args: argparse.Namespace, notes: list[str], local: bool = True):
     """The request the flags describe: a saved PNG's (--from) with the given flags over it, else the model's
-    defaults with the flags over them."""
+    defaults with the flags over them. local=False: the model lives on a server, which checks it itself."""
     from noisebrush.engine.controls import kind_names
     from noisebrush.engine.errors import UserError
     from noisebrush.engine.images import fit_to, load_control_image, read_image, round_size
     from noisebrush.engine.metadata import read_request
-    from noisebrush.engine.models import model_defaults, resolve_model_dir
+    from noisebrush.engine.models import ModelDefaults, model_defaults, resolve_model_dir
     from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
 
     base = read_request(args.from_png) if args.from_png else None
     if base is None and not args.prompt:
         raise UserError("--prompt is needed (or --from SAVED.png, whose prompt is used)")
     model = args.model if args.model is not None else (base.model if base else "")
-    resolve_model_dir(model)  # a bad --model fails before any image work
-    d = model_defaults(model)
+    if local:
+        resolve_model_dir(model)  # a bad --model fails before any image work
+    d = model_defaults(model) if local else ModelDefaults()
     pick = lambda flag, saved, default: flag if flag is not None else (saved if base else default)  # noqa: E731
     steps = pick(args.steps, base and base.steps, d.steps)
     guidance = pick(args.guidance, base and base.guidance, d.guidance)
@@ -147,49 +148,60 @@ def _save_or_rescue(ev, out: Path, save_png) -> None:
         raise UserError(f"could not write {out} ({exc}); the picture was saved to {rescue} instead") from None
 
 
-def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int | None, log=print, memory=None):
-    """Generate one image on the engine thread; returns the Finished event. Raises UserError on failure."""
+def run_headless(req, out: Path | None, previews_dir: Path | None, threads: int | None, log=print, memory=None,
+                 backend=None):  # fmt: skip
+    """Generate one image; returns the Finished event. Raises UserError on failure."""
+    return run_jobs([(req, out)], previews_dir, threads, log, memory, backend)[0]
+
+
+def run_jobs(jobs, previews_dir: Path | None, threads: int | None, log=print, memory=None, backend=None):
+    """Run (request, out) jobs on one engine, all queued at once so that several servers share them; the
+    Finished events in job order. The first failure cancels the rest and raises UserError."""
     from PIL import Image
 
+    from noisebrush.engine.device import default_threads
     from noisebrush.engine.engine import Engine
     from noisebrush.engine.errors import UserError
     from noisebrush.engine.events import Cancelled, Failed, Finished, Preview, Progress
     from noisebrush.engine.metadata import save_png
 
     events: queue.Queue = queue.Queue()
-    from noisebrush.engine.device import default_threads
-
-    engine = Engine(
-        preview_interval_s=0.0, previews=previews_dir is not None, threads=threads or default_threads(), options=memory
-    )
+    engine = Engine(backend, preview_interval_s=0.0, previews=previews_dir is not None,
+                    threads=threads or default_threads(), options=memory)  # fmt: skip
     engine.add_listener(events.put)
     try:
-        job = engine.submit(req)
-        while True:
+        ids = [engine.submit(req) for req, _ in jobs]
+        index = {job: i for i, job in enumerate(ids)}
+        done: dict[int, Finished] = {}
+        while len(done) < len(ids):
             try:
                 ev = events.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if getattr(ev, "job_id", job) != job:
+            i = index.get(getattr(ev, "job_id", None))
+            if i is None:
                 continue
             if isinstance(ev, Progress):
                 log(ev.message)
             elif isinstance(ev, Preview) and previews_dir is not None:
+                name = f"step_{ev.step:03d}.png" if len(jobs) == 1 else f"{i + 1}-step_{ev.step:03d}.png"
                 try:
-                    Image.fromarray(ev.image).save(previews_dir / f"step_{ev.step:03d}.png")
+                    Image.fromarray(ev.image).save(previews_dir / name)
                 except OSError as exc:
                     log(f"note: previews are no longer written ({exc.strerror or exc})")
                     previews_dir = None
             elif isinstance(ev, Finished):
+                out = jobs[i][1]
                 if out is not None:
                     _save_or_rescue(ev, out, save_png)
-                return ev
+                done[i] = ev
             elif isinstance(ev, Failed):
                 raise UserError(ev.message)
             elif isinstance(ev, Cancelled):
                 raise UserError("cancelled")
+        return [done[i] for i in range(len(ids))]
     except KeyboardInterrupt:
-        engine.cancel(job)
+        engine.cancel_all()
         raise
     finally:
         engine.shutdown()
@@ -208,7 +220,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from noisebrush.engine.sources import hub_snapshot
 
         hub_snapshot(args.model, allow_download=True)  # huggingface_hub shows a tqdm bar; resumes if interrupted
-    req = _build_request(args, notes)
+    backend = None
+    if args.server:
+        from noisebrush.engine.backends.comfy import ComfyBackend
+        from noisebrush.engine.backends.comfy_client import ServerConfig
+
+        token = args.server_token or os.environ.get("NOISEBRUSH_SERVER_TOKEN", "")
+        backend = ComfyBackend([ServerConfig(url, token) for url in args.server])
+    req = _build_request(args, notes, local=backend is None)
     memory = LoadOptions(args.fp16, args.attention_slicing, args.cpu_offload, args.vae_tiling, args.preview_decoder)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
@@ -230,10 +249,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         first = req.seed if req.seed is not None else random.randint(0, MAX_SEED)
         jobs = [(r, out.with_name(f"{out.stem}-{i + 1}{out.suffix}")) for i, r in enumerate(variations(req, args.batch, first))]
-    for r, path in jobs:
-        t0 = time.perf_counter()
-        done = run_headless(r, path, previews, args.threads, log=lambda m: print(m, file=sys.stderr), memory=memory)
-        print(f"wrote {path} (seed {done.params.seed}, {time.perf_counter() - t0:.1f} s)")
+    t0 = time.perf_counter()
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if backend is None:  # one at a time, each reported as it is written
+        for r, path in jobs:
+            done = run_headless(r, path, previews, args.threads, log=log, memory=memory)
+            print(f"wrote {path} (seed {done.params.seed}, {time.perf_counter() - t0:.1f} s)")
+    else:  # all queued at once: the servers share them
+        for (_, path), done in zip(jobs, run_jobs(jobs, previews, args.threads, log, memory, backend), strict=True):
+            print(f"wrote {path} (seed {done.params.seed}, {done.model_name}, {time.perf_counter() - t0:.1f} s)")
     return 0
 
 

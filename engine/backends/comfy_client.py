@@ -1,0 +1,210 @@
+"""One ComfyUI server over HTTP and its websocket: every call has a timeout, every answer is untrusted input.
+
+Only the standard library and websocket-client: no ComfyUI code is imported (it is a separate program).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from noisebrush.engine.backends.comfy_workflow import ServerModels
+from noisebrush.engine.errors import UserError
+
+MAX_JSON_BYTES = 32 << 20  # /object_info of a server with many custom nodes is a few MB
+MAX_IMAGE_BYTES = 256 << 20
+
+
+class ServerError(UserError):
+    """A server failed a call. `down`: it did not answer at all (refused, reset, timed out), so another may."""
+
+    def __init__(self, message: str, *, down: bool = False) -> None:
+        super().__init__(message)
+        self.down = down
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    url: str  # http(s)://host:port[/prefix]
+    token: str = ""  # sent as "Authorization: Bearer …" for servers behind an authenticating proxy
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
+            raise UserError(f"{self.url!r} is not a server address: use http://host:port or https://host")
+        if parts.query or parts.fragment:
+            raise UserError(f"{self.url!r}: a server address has no ?query or #fragment")
+
+    @property
+    def http_base(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @property
+    def ws_base(self) -> str:
+        return "ws" + self.http_base.removeprefix("http")
+
+    @property
+    def name(self) -> str:
+        """How messages and the model picker name the server."""
+        parts = urllib.parse.urlsplit(self.http_base)
+        return (parts.netloc + parts.path) or self.url
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ComfyClient:
+    def __init__(self, config: ServerConfig, timeout_s: float = 10.0) -> None:
+        self.config = config
+        self.timeout_s = timeout_s
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
+
+    def _call(self, path: str, *, data: bytes | None = None, content_type: str = "application/json",
+              limit: int = MAX_JSON_BYTES, timeout_s: float | None = None) -> bytes:  # fmt: skip
+        headers = self._headers()
+        if data is not None:
+            headers["Content-Type"] = content_type
+        req = urllib.request.Request(self.config.http_base + path, data=data, headers=headers,
+                                     method="POST" if data is not None else "GET")  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
+                body = resp.read(limit + 1)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(64 << 10).decode("utf-8", "replace") if exc.fp else ""
+            raise ServerError(f"{self.name}: {path.split('?')[0]} answered {exc.code} {_describe_error(detail)}") from None
+        except (OSError, ValueError) as exc:  # refused, reset, DNS, timeout, TLS
+            reason = getattr(exc, "reason", exc)
+            raise ServerError(f"{self.name} does not answer ({_one_line(str(reason), 120)})", down=True) from None
+        if len(body) > limit:
+            raise ServerError(f"{self.name}: {path.split('?')[0]} sent more than {limit >> 20} MB; refused")
+        return body
+
+    def get_json(self, path: str) -> Any:
+        return self._json(self._call(path), path)
+
+    def post_json(self, path: str, payload: dict) -> Any:
+        body = self._call(path, data=json.dumps(payload).encode())
+        return self._json(body, path) if body.strip() else {}
+
+    def _json(self, body: bytes, path: str) -> Any:
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise ServerError(f"{self.name}: {path.split('?')[0]} sent something that is not JSON (is it ComfyUI?)") from None
+
+    # --- what the backend uses ------------------------------------------------------------
+    def system_stats(self) -> dict[str, Any]:
+        stats = self.get_json("/system_stats")
+        if not isinstance(stats, dict) or not isinstance(stats.get("system"), dict):
+            raise ServerError(f"{self.name}: /system_stats is not ComfyUI's (is this a ComfyUI server?)")
+        return stats
+
+    def models(self) -> ServerModels:
+        def names(folder: str) -> tuple[str, ...]:
+            found = self.get_json(f"/models/{folder}")
+            if not isinstance(found, list):
+                raise ServerError(f"{self.name}: /models/{folder} is not a list")
+            return tuple(sorted(str(n) for n in found if isinstance(n, str)))
+
+        sampler_info = self.get_json("/object_info/KSampler")
+        try:
+            required = sampler_info["KSampler"]["input"]["required"]
+            samplers = tuple(str(s) for s in required["sampler_name"][0])
+            schedulers = tuple(str(s) for s in required["scheduler"][0])
+        except (KeyError, IndexError, TypeError):
+            raise ServerError(f"{self.name}: its KSampler node looks unlike ComfyUI's") from None
+        return ServerModels(names("checkpoints"), names("controlnet"), names("loras"), samplers, schedulers)
+
+    def upload_image(self, png: bytes, filename: str) -> str:
+        """Upload a PNG into the server's input folder; the name a LoadImage node takes."""
+        boundary = uuid.uuid4().hex
+        body = io.BytesIO()
+        for field, value in (("type", b"input"), ("overwrite", b"true")):
+            body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'.encode() + value + b"\r\n")
+        body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+                   "Content-Type: image/png\r\n\r\n".encode() + png + f"\r\n--{boundary}--\r\n".encode())  # fmt: skip
+        answer = self._json(self._call("/upload/image", data=body.getvalue(),
+                                       content_type=f"multipart/form-data; boundary={boundary}"), "/upload/image")  # fmt: skip
+        if not isinstance(answer, dict) or not isinstance(answer.get("name"), str):
+            raise ServerError(f"{self.name}: /upload/image gave no file name")
+        sub = answer.get("subfolder") or ""
+        return f"{sub}/{answer['name']}" if isinstance(sub, str) and sub else answer["name"]
+
+    def submit(self, workflow: dict, client_id: str) -> str:
+        answer = self.post_json("/prompt", {"prompt": workflow, "client_id": client_id})
+        if not isinstance(answer, dict) or not isinstance(answer.get("prompt_id"), str):
+            raise ServerError(f"{self.name}: /prompt gave no prompt id")
+        return answer["prompt_id"]
+
+    def queue_remaining(self) -> int:
+        info = self.get_json("/prompt")
+        try:
+            return max(0, int(info["exec_info"]["queue_remaining"]))
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(f"{self.name}: /prompt did not say how long its queue is") from None
+
+    def interrupt(self, prompt_id: str) -> None:
+        self.post_json("/interrupt", {"prompt_id": prompt_id})
+
+    def delete_queued(self, prompt_id: str) -> None:
+        self.post_json("/queue", {"delete": [prompt_id]})
+
+    def output_image(self, prompt_id: str, node: str) -> bytes:
+        history = self.get_json(f"/history/{urllib.parse.quote(prompt_id)}")
+        try:
+            image = history[prompt_id]["outputs"][node]["images"][0]
+            query = urllib.parse.urlencode({k: str(image[k]) for k in ("filename", "subfolder", "type")})
+        except (KeyError, IndexError, TypeError):
+            raise ServerError(f"{self.name}: the job finished without an image") from None
+        return self._call(f"/view?{query}", limit=MAX_IMAGE_BYTES, timeout_s=max(self.timeout_s, 60))
+
+    def connect(self, client_id: str, timeout_s: float):
+        """The websocket for one client id (its progress, previews and end of job)."""
+        import websocket
+
+        url = f"{self.config.ws_base}/ws?clientId={urllib.parse.quote(client_id)}"
+        try:
+            return websocket.create_connection(url, timeout=timeout_s, header=self._headers(),
+                                               enable_multithread=True)  # fmt: skip
+        except (OSError, websocket.WebSocketException) as exc:
+            raise ServerError(f"{self.name} does not answer on its websocket ({_one_line(str(exc), 120)})",
+                              down=True) from None  # fmt: skip
+
+
+def _describe_error(detail: str) -> str:
+    """ComfyUI's error JSON ({"error": {"message", "details"}, "node_errors": …}) as one readable line."""
+    try:
+        data = json.loads(detail)
+    except (json.JSONDecodeError, RecursionError):
+        return _one_line(detail, 200)
+    if not isinstance(data, dict):
+        return ""
+    parts = []
+    err = data.get("error")
+    if isinstance(err, dict):
+        parts.append(str(err.get("message", "")))
+        if err.get("details"):
+            parts.append(str(err["details"]))
+    nodes = data.get("node_errors")
+    if isinstance(nodes, dict):
+        for node_err in list(nodes.values())[:2]:
+            for e in (node_err.get("errors") or [])[:1] if isinstance(node_err, dict) else []:
+                if isinstance(e, dict):
+                    parts.append(f"{e.get('message', '')}: {e.get('details', '')}")
+    return _one_line(" — ".join(p for p in parts if p), 300)

@@ -1,0 +1,115 @@
+"""The ComfyUI translation and the client's distrust of answers, without a server (test_comfy.py runs a real one)."""
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from noisebrush.engine.backends.comfy import preview_frame
+from noisebrush.engine.backends.comfy_client import ServerConfig, _describe_error
+from noisebrush.engine.backends.comfy_workflow import SAMPLERS, ServerModels, Uploads, build_workflow
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
+
+MODELS = ServerModels(
+    checkpoints=("sd15/dreamshaper.safetensors", "v1-5.safetensors"),
+    controlnets=("control_v11p_sd15_scribble.safetensors", "control_v11f1p_sd15_depth.pth"),
+    loras=("styles/ink.safetensors",),
+)
+MAP = np.zeros((64, 64, 3), np.uint8)
+
+
+def req(**kw) -> GenerationRequest:
+    return GenerationRequest(**{"prompt": "a cat", "width": 64, "height": 64, "model": "v1-5.safetensors", **kw})
+
+
+def by_class(g: dict, cls: str) -> list[dict]:
+    return [n["inputs"] for n in g.values() if n["class_type"] == cls]
+
+
+def test_a_scribble_request_becomes_a_controlnet_graph_with_our_numbers():
+    r = req(controls=(ControlSpec("scribble", MAP, weight=0.8, start=0.1, end=0.9),), steps=12, guidance=6.5,
+            scheduler="DPM++ 2M Karras", negative_prompt="blurry")  # fmt: skip
+    g = build_workflow(r, 42, Uploads(controls=("nb-control0.png",)), MODELS)
+    (apply,) = by_class(g, "ControlNetApplyAdvanced")
+    assert (apply["strength"], apply["start_percent"], apply["end_percent"]) == (0.8, 0.1, 0.9)
+    assert by_class(g, "ControlNetLoader")[0]["control_net_name"] == "control_v11p_sd15_scribble.safetensors"
+    assert by_class(g, "LoadImage")[0]["image"] == "nb-control0.png"
+    (k,) = by_class(g, "KSampler")
+    assert (k["seed"], k["steps"], k["cfg"], k["sampler_name"], k["scheduler"], k["denoise"]) == (
+        42, 12, 6.5, "dpmpp_2m", "karras", 1.0)  # fmt: skip
+    assert k["positive"] == ["apply0", 0] and k["negative"] == ["apply0", 1]  # the control conditions both
+    texts = {n["text"] for n in by_class(g, "CLIPTextEncode")}
+    assert texts == {"a cat", "blurry"}
+    assert by_class(g, "EmptyLatentImage")[0] == {"width": 64, "height": 64, "batch_size": 1}
+    json.dumps(g)  # what goes over the wire
+
+
+def test_every_sampler_we_offer_has_a_comfyui_pair_and_an_unknown_one_is_refused():
+    for name in SAMPLERS:
+        build_workflow(req(scheduler=name), 1, Uploads(), MODELS)
+    with pytest.raises(UserError, match="does not offer"):
+        build_workflow(req(scheduler="Euler"), 1, Uploads(), ServerModels(("v1-5.safetensors",), samplers=("ddim",)))
+
+
+def test_loras_chain_and_a_missing_model_names_the_server():
+    g = build_workflow(req(loras=(LoraSpec("ink.safetensors", 0.6),)), 1, Uploads(), MODELS, "gpu-box:8188")
+    (lora,) = by_class(g, "LoraLoader")
+    assert (lora["lora_name"], lora["strength_model"]) == ("styles/ink.safetensors", 0.6)  # found in its subfolder
+    assert by_class(g, "KSampler")[0]["model"] == ["lora0", 0]
+    with pytest.raises(UserError, match="gpu-box:8188 has no checkpoint named 'nope.safetensors'"):
+        build_workflow(req(model="nope.safetensors"), 1, Uploads(), MODELS, "gpu-box:8188")
+    with pytest.raises(UserError, match="no pose ControlNet"):
+        build_workflow(req(controls=(ControlSpec("pose", MAP),)), 1, Uploads(controls=("x.png",)), MODELS)
+
+
+def test_the_default_model_is_the_servers_first_checkpoint():
+    g = build_workflow(req(model=""), 1, Uploads(), MODELS)
+    assert by_class(g, "CheckpointLoaderSimple")[0]["ckpt_name"] == "sd15/dreamshaper.safetensors"
+
+
+def test_inpainting_encodes_the_picture_and_masks_the_latent():
+    r = req(init_image=MAP, mask=np.full((64, 64), 255, np.uint8), strength=0.9)
+    g = build_workflow(r, 1, Uploads(init_image="init.png", mask="mask.png"), MODELS)
+    assert by_class(g, "SetLatentNoiseMask") and by_class(g, "VAEEncode")
+    assert by_class(g, "LoadImageMask")[0] == {"image": "mask.png", "channel": "red"}
+    assert by_class(g, "KSampler")[0]["denoise"] == 0.9
+
+
+def test_server_addresses_are_checked_and_named():
+    assert ServerConfig("http://gpu:8188/").ws_base == "ws://gpu:8188"
+    assert ServerConfig("wss://pod.example/comfy").http_base == "https://pod.example/comfy"
+    assert ServerConfig("https://pod.example/comfy").name == "pod.example/comfy"
+    for bad in ("ftp://gpu:8188", "gpu:8188", "http://", "http://gpu/?x=1"):
+        with pytest.raises(UserError):
+            ServerConfig(bad)
+
+
+def test_comfyui_errors_become_one_line():
+    detail = json.dumps({"error": {"message": "Prompt outputs failed validation", "details": ""},
+                         "node_errors": {"3": {"errors": [{"message": "Value not in list",
+                                                            "details": "ckpt_name: 'x' not in []"}]}}})  # fmt: skip
+    line = _describe_error(detail)
+    assert "\n" not in line and "Value not in list" in line and "ckpt_name" in line
+    assert _describe_error("<html>" + "x" * 5000) .startswith("<html>")
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_preview_frames_in_both_formats_and_only_ours():
+    legacy = struct.pack(">II", 1, 1) + _jpeg()
+    assert preview_frame(legacy, "p1", "s").shape == (8, 8, 3)
+    meta = json.dumps({"prompt_id": "p1", "node_id": "sampler"}).encode()
+    tagged = struct.pack(">II", 4, len(meta)) + meta + _jpeg()
+    assert preview_frame(tagged, "p1", "s")[0, 0, 0] > 150
+    assert preview_frame(tagged, "another", "s") is None
+    assert preview_frame(struct.pack(">I", 3) + b"text", "p1", "s") is None
+    with pytest.raises(UserError, match="broken preview"):
+        preview_frame(struct.pack(">II", 1, 1) + b"not a jpeg", "p1", "s")
