@@ -10,6 +10,7 @@ from pathlib import Path
 
 from noisebrush.engine.controls import kind_from_name
 from noisebrush.engine.errors import UserError
+from noisebrush.engine.flow import config_family, flow_family
 from noisebrush.engine.loras import looks_like_lora
 from noisebrush.engine.sources import PICKLE_SUFFIXES, check_safetensors
 
@@ -53,10 +54,7 @@ def models_dir() -> Path:
     return legacy if legacy.is_dir() else user_data_dir() / "models"
 
 
-def _family_from_config(cfg: dict) -> str:
-    if cfg.get("addition_embed_type") == "text_time" or cfg.get("cross_attention_dim") == 2048:
-        return "sdxl"
-    return "sd15" if cfg.get("cross_attention_dim") else "?"
+FAMILY_TITLES = {"sd15": "SD1.5", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux"}
 
 
 def _size(path: Path) -> int:
@@ -75,11 +73,14 @@ def _read_config(path: Path) -> dict:
 
 def classify_folder(path: Path) -> ModelEntry | None:
     if (path / "model_index.json").is_file():
+        family = flow_family(path)  # a transformer, not a UNet
+        if family is not None:
+            return ModelEntry(path.name, path, "diffusers", family, "base", None, _size(path))
         try:
             unet_cfg = _read_config(path / "unet" / "config.json")
         except (OSError, ValueError, UnicodeDecodeError):
             return ModelEntry(path.name, path, "diffusers", "?", "base", None, _size(path), "no readable unet/config.json")
-        return ModelEntry(path.name, path, "diffusers", _family_from_config(unet_cfg), "base", None, _size(path))
+        return ModelEntry(path.name, path, "diffusers", config_family(unet_cfg), "base", None, _size(path))
     cfg_path = path / "config.json"
     if cfg_path.is_file():
         try:
@@ -88,7 +89,7 @@ def classify_folder(path: Path) -> ModelEntry | None:
             return None
         if str(cfg.get("_class_name", "")).endswith("ControlNetModel"):
             return ModelEntry(
-                path.name, path, "diffusers", _family_from_config(cfg), "controlnet", kind_from_name(path.name), _size(path)
+                path.name, path, "diffusers", config_family(cfg), "controlnet", kind_from_name(path.name), _size(path)
             )
     return None
 
@@ -166,7 +167,7 @@ def format_table(entries: list[ModelEntry]) -> str:
     rows = [("NAME", "FAMILY", "KIND", "FORMAT", "SIZE", "NOTE")]
     for e in entries:
         kind = e.role if e.role != "controlnet" else f"controlnet:{e.control_kind or '?'}"
-        family = {"sd15": "SD1.5", "sdxl": "SDXL"}.get(e.family, "?")
+        family = FAMILY_TITLES.get(e.family, "?")
         rows.append((e.name, family, kind, e.format, f"{e.size_bytes / 1e6:.1f} MB", e.note))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + ("  " + r[5] if r[5] else "") for r in rows)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from noisebrush.engine.device import DeviceChoice, LoadOptions
 from noisebrush.engine.errors import UserError
+from noisebrush.engine.flow import COMPONENTS as FLOW_COMPONENTS
+from noisebrush.engine.flow import FLOW_FAMILIES
 
 if TYPE_CHECKING:  # previews import torch: the GUI reads model defaults from here without it
     from noisebrush.engine.previews import LinearPreview, TinyAutoencoderPreview
@@ -29,6 +31,7 @@ class ModelDefaults:
     steps: int = 20
     guidance: float = 7.0
     scheduler: str = "DPM++ 2M"
+    guidance_kind: str = "cfg"  # "cfg", "distilled" (Flux dev: an embedding, not CFG) or "none" (Flux schnell)
 
 
 def resolve_model_dir(ref: str) -> Path:
@@ -111,10 +114,16 @@ def model_defaults(ref: str) -> ModelDefaults:
         return ModelDefaults()
     if folder.is_file():
         return ModelDefaults()
+    from noisebrush.engine.flow import flow_defaults, flow_family
+
+    family = flow_family(folder)
     meta = read_model_meta(folder).get("defaults")
-    if meta:
+    if meta:  # a file's own defaults win; a flow family's kind of guidance is a fact of the model, not a default
         known = ModelDefaults.__dataclass_fields__
-        return ModelDefaults(**{k: v for k, v in meta.items() if k in known})
+        base = {"scheduler": "Euler", "guidance_kind": flow_defaults(folder, family).guidance_kind} if family else {}
+        return ModelDefaults(**{**base, **{k: v for k, v in meta.items() if k in known}})
+    if family is not None:
+        return flow_defaults(folder, family)
     found = few_step_defaults(folder) or ModelDefaults()
     try:
         unet = json.loads((folder / "unet" / "config.json").read_text())
@@ -131,7 +140,7 @@ def _family(unet_config: Any) -> str:
     return "sd15"
 
 
-FAMILY_NAMES = {"sd15": "SD1.5-family", "sdxl": "SDXL"}
+FAMILY_NAMES = {"sd15": "SD1.5-family", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux"}
 # diffusers' pipeline names: family prefix + "ControlNet" when there are ControlNets + mode. The inpaint pipelines
 # serve both kinds of model: a 9-channel inpainting UNet gets the mask and masked image as input; any other has the
 # known latents blended back outside the mask at every step.
@@ -140,20 +149,16 @@ PIPELINE_MODE = {"txt2img": "Pipeline", "img2img": "Img2ImgPipeline", "inpaint":
 COMPONENTS = {
     "sd15": ("vae", "text_encoder", "tokenizer", "unet", "scheduler"),
     "sdxl": ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler"),
+    **FLOW_COMPONENTS,
 }
 
 
 def check_controlnet_fits(cn_config: dict, unet_config: Any, vae_factor: int, cn_name: str, base_name: str) -> None:
     """Refuse a ControlNet that cannot drive this base, before any weights are read."""
-    cn_family = (
-        "sdxl" if cn_config.get("addition_embed_type") == "text_time" or cn_config.get("cross_attention_dim") == 2048 else "sd15"
-    )
-    base_family = _family(unet_config)
-    if cn_family != base_family:
-        raise UserError(
-            f"ControlNet {cn_name} is an {FAMILY_NAMES[cn_family]} ControlNet, but {base_name} is an "
-            f"{FAMILY_NAMES[base_family]} model: choose a matching ControlNet"
-        )
+    from noisebrush.engine.flow import check_family, config_family
+
+    cn_family = config_family(cn_config)  # a UNet ControlNet that names no width: its widths are checked below
+    check_family("sd15" if cn_family == "?" else cn_family, _family(unet_config), cn_name, base_name)
     if cn_config.get("cross_attention_dim") != unet_config.get("cross_attention_dim") or list(
         cn_config.get("block_out_channels", [])
     ) != list(unet_config.get("block_out_channels", [])):
@@ -199,19 +204,26 @@ class LoadedModel:
         path = self.controlnet_path(kind, override)
         key = str(path.resolve())
         if key not in self.controlnets:
-            from diffusers import ControlNetModel
+            import diffusers
+
+            from noisebrush.engine.flow import NET_CLASS, check_family, check_flow_controlnet_fits, config_family
 
             single = path.is_file()
             cfg_path = single_file_config("controlnet", path) / "config.json" if single else path / "config.json"
             cfg = read_json_object(cfg_path)
-            check_controlnet_fits(cfg, self.components["unet"].config, self.vae_factor, path.name, self.name)
+            if self.family in FLOW_FAMILIES:
+                check_family(config_family(cfg), self.family, path.name, self.name)
+                check_flow_controlnet_fits(cfg, self.components["transformer"].config, path.name, self.name)
+            else:
+                check_controlnet_fits(cfg, self.components["unet"].config, self.vae_factor, path.name, self.name)
+            net_class = getattr(diffusers, NET_CLASS.get(self.family, "ControlNetModel"))
             try:
                 if single:
-                    net = ControlNetModel.from_single_file(
+                    net = net_class.from_single_file(
                         str(path), config=str(cfg_path.parent), local_files_only=True, torch_dtype=self.device.dtype
                     )
                 else:
-                    net = ControlNetModel.from_pretrained(path, torch_dtype=self.device.dtype, local_files_only=True)
+                    net = net_class.from_pretrained(path, torch_dtype=self.device.dtype, local_files_only=True)
             except Exception as exc:  # diffusers raises many kinds for a bad folder
                 raise UserError(f"cannot load ControlNet {path}: {_first_line(exc)}") from None
             self.controlnets[key] = net.to(self.device.device).eval()
@@ -224,7 +236,12 @@ class LoadedModel:
         """
         import diffusers
 
-        name = PIPELINE_PREFIX[self.family] + ("ControlNet" if controlnets else "") + PIPELINE_MODE[mode]
+        if self.family in FLOW_FAMILIES:
+            from noisebrush.engine.flow import pipeline_name
+
+            name = pipeline_name(self.family, bool(controlnets), mode)
+        else:
+            name = PIPELINE_PREFIX[self.family] + ("ControlNet" if controlnets else "") + PIPELINE_MODE[mode]
         cls = getattr(diffusers, name)
         parts = {k: v for k, v in self.components.items() if k != "scheduler"}
         parts["scheduler"] = scheduler
@@ -303,14 +320,17 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
         from noisebrush.engine.text_encoder import load_minilm
 
         extra["tokenizer"], extra["text_encoder"] = load_minilm()
-    pipe = _open_pipeline(path, device, extra)
+    from noisebrush.engine.flow import flow_family, open_flow_pipeline
+
+    flow = flow_family(path) if folder else None
+    pipe = open_flow_pipeline(path, flow, device.dtype) if flow else _open_pipeline(path, device, extra)
     if not (options.cpu_offload and device.device == "cuda"):
         pipe.to(device.device)
     if options.attention_slicing:
         pipe.enable_attention_slicing()
     if options.vae_tiling:
         pipe.vae.enable_tiling()
-    family = _family(pipe.unet.config)
+    family = flow or _family(pipe.unet.config)
     components = {k: pipe.components[k] for k in COMPONENTS[family]}
     for module in components.values():
         if hasattr(module, "eval"):

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from noisebrush.engine.flow import LATENT_RGB, flow_x0
+
 # ComfyUI's fitted factors (latent_formats.py): rgb = latentᵀ·M + bias, in [-1, 1].
 SD15_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
 SD15_BIAS = (0.0, 0.0, 0.0)
@@ -36,6 +38,8 @@ class LinearPreview:
             return cls(tuple(tuple(r) for r in data["latent_rgb"]), tuple(data.get("bias", (0, 0, 0))))
         if family == "sdxl":
             return cls(SDXL_LATENT_RGB, SDXL_BIAS)
+        if family in LATENT_RGB:  # SD3, Flux: 16 latent channels
+            return cls(*LATENT_RGB[family])
         return cls(SD15_LATENT_RGB, SD15_BIAS)
 
     def save(self, folder: Path) -> None:
@@ -62,11 +66,14 @@ class TinyAutoencoderPreview:
         return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+# SD3's and Flux's tiny autoencoders (taesd3, taef1) are not wired yet: their latent scaling is unchecked here.
 TAESD_HUB = {"sd15": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
 
 
 def find_tiny_autoencoder(folder: Path | None, family: str) -> Path | None:
     """A tiny autoencoder next to the model (<folder>/taesd) or in the local HF cache. Never downloads."""
+    if family not in TAESD_HUB:
+        return None
     if folder is not None and (folder / "taesd" / "config.json").is_file():
         return folder / "taesd"
     try:
@@ -107,11 +114,14 @@ class X0Tap:
     """Wraps a scheduler's `step` to keep the denoised estimate x0 of the latest step.
 
     Euler, Euler a, DDIM, LCM and DDPM return it; multistep solvers (DPM++, UniPC) do
-    not, so it is computed from x_t, the model output and ᾱ_t.
+    not, so it is computed from x_t, the model output and ᾱ_t. Flow-matching samplers (SD3,
+    Flux) have no ᾱ_t: there x0 = x_t − σ·v. `unpack` turns the sampler's layout into
+    (1, C, h, w) for the preview (Flux packs 2×2 patches into tokens).
     """
 
-    def __init__(self, scheduler) -> None:
+    def __init__(self, scheduler, unpack=None) -> None:
         self.scheduler = scheduler
+        self.unpack = unpack
         self.x0: torch.Tensor | None = None
         self._acp_on: dict = {}  # device → alphas_cumprod there (for _estimate)
         self._step = scheduler.step
@@ -129,10 +139,13 @@ class X0Tap:
         x0 = getattr(out, "pred_original_sample", None)
         if x0 is None:
             x0 = getattr(out, "denoised", None)
-        self.x0 = x0 if x0 is not None else self._estimate(model_output, timestep, sample)
+        x0 = x0 if x0 is not None else self._estimate(model_output, timestep, sample)
+        self.x0 = self.unpack(x0) if self.unpack is not None else x0
         return out if return_dict else out.to_tuple()
 
     def _estimate(self, model_output, timestep, sample) -> torch.Tensor:
+        if not hasattr(self.scheduler, "alphas_cumprod"):  # flow matching: the step just taken had σ
+            return flow_x0(self.scheduler, model_output, sample)
         # ᾱ_t looked up on the sample's device: no .item() and no host copy, so a GPU is not made to wait each step
         acp = self._acp_on.get(sample.device)
         if acp is None:

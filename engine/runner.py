@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import random
 import threading
 import time
@@ -14,6 +16,7 @@ from PIL import Image
 
 from noisebrush.engine.backends.base import Stopped  # raised from the step callback: it also skips the VAE decode
 from noisebrush.engine.events import Event, Finished, Preview, Progress
+from noisebrush.engine.flow import FLOW_FAMILIES, FLOW_SCHEDULER, flow_scheduler, flux_unpacker, prompt_embeds
 from noisebrush.engine.loras import apply_loras
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
@@ -42,6 +45,18 @@ def paste_back(result: np.ndarray, init: np.ndarray, mask: np.ndarray) -> np.nda
     return np.where(mask[..., None] == 0, init, blended)
 
 
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: str):
+    """The global generators seeded for one call, and put back after. SD3's ControlNet pipeline samples the control
+    image's latents without the request's generator: without this, one seed gives two pictures."""
+    import torch
+
+    devices = [torch.cuda.current_device()] if device == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda" if device == "cuda" else device):
+        torch.manual_seed(seed)
+        yield
+
+
 class Runner:
     PROMPT_CACHE_SIZE = 32
 
@@ -63,7 +78,9 @@ class Runner:
             self._prompt_cache.move_to_end(key)
             return self._prompt_cache[key]
         negative = req.negative_prompt or None
-        if model.family == "sdxl":
+        if model.family in FLOW_FAMILIES:
+            embeds = prompt_embeds(pipe, model.family, req.prompt, negative)
+        elif model.family == "sdxl":
             pe, ne, pooled, neg_pooled = pipe.encode_prompt(req.prompt, device=pipe.device, negative_prompt=negative)
             embeds = dict(prompt_embeds=pe, negative_prompt_embeds=ne, pooled_prompt_embeds=pooled,
                           negative_pooled_prompt_embeds=neg_pooled)  # fmt: skip
@@ -88,8 +105,13 @@ class Runner:
         nets = [model.controlnet(c.kind, c.model) for c in controls]
         if cancelled.is_set():
             raise Stopped(0)
-        scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
-        tap = X0Tap(scheduler)
+        flow = model.family in FLOW_FAMILIES
+        if flow:  # their own flow-matching sampler, whatever the request names; the result says which ran
+            scheduler, req = flow_scheduler(model), req.replace(scheduler=FLOW_SCHEDULER)
+        else:
+            scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
+        unpack = flux_unpacker(req.height, req.width, model.vae_factor) if model.family == "flux" else None
+        tap = X0Tap(scheduler, unpack)
         pipe = model.pipeline(nets, req.mode, scheduler=scheduler)
         apply_loras(pipe, model, req.loras)
         seed = req.seed if req.seed is not None else random.randint(0, MAX_SEED)
@@ -120,15 +142,15 @@ class Runner:
         )
         if req.mode == "img2img":
             kwargs.update(strength=req.strength)
-        else:
-            kwargs.update(width=req.width, height=req.height)
+        if req.mode != "img2img" or (flow and "height" in inspect.signature(pipe.__call__).parameters):
+            kwargs.update(width=req.width, height=req.height)  # Flux's img2img would otherwise default to 1024 px
         mask = feathered(req.mask, req.feather) if req.mode == "inpaint" else None
         if mask is not None:
             kwargs.update(strength=req.strength, mask_image=Image.fromarray(mask))
         if controls:
             images = [Image.fromarray(c.image) for c in controls]  # diffusers reads a bare HxWx3 array as a batch
             single = len(controls) == 1
-            key = "control_image" if req.init_image is not None else "image"
+            key = "control_image" if req.init_image is not None or flow else "image"
             kwargs[key] = images[0] if single else images
             kwargs["controlnet_conditioning_scale"] = controls[0].weight if single else [c.weight for c in controls]
             kwargs["control_guidance_start"] = controls[0].start if single else [c.start for c in controls]
@@ -136,7 +158,7 @@ class Runner:
         if req.init_image is not None:
             kwargs["image"] = Image.fromarray(req.init_image)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), seeded_global_rng(seed, model.device.device):
                 result = pipe(**kwargs).images[0]
         except Stopped:
             pipe.maybe_free_model_hooks()  # skipped by the raise; matters with CPU offload

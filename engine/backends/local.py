@@ -6,10 +6,9 @@ import threading
 from pathlib import Path
 
 from noisebrush.engine.backends.base import Emit, ModelInfo
+from noisebrush.engine.catalog import FAMILY_TITLES
 from noisebrush.engine.device import DeviceChoice, LoadOptions
 from noisebrush.engine.request import GenerationRequest
-
-FAMILY_TITLES = {"sd15": "SD1.5", "sdxl": "SDXL"}
 
 
 def own_controlnets(folder: Path) -> tuple[str, ...]:
