@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class DeviceChoice:
     device: str  # "cuda" | "mps" | "cpu"
-    dtype_name: str  # "float16" | "float32"
+    dtype_name: str  # "float16" | "float32" | "bfloat16" (Flux on CUDA)
 
     @property
     def dtype(self):

@@ -117,6 +117,15 @@ def check_flow_controlnet_fits(cfg: dict, transformer_config: Any, cn_name: str,
         )
 
 
+def flow_device(family: str | None, device: Any) -> Any:
+    """Flux overflows in fp16 (black or NaN pictures): where fp16 was chosen it runs in bf16, as it was trained."""
+    if family == "flux" and device.dtype_name == "float16":
+        from noisebrush.engine.device import DeviceChoice
+
+        return DeviceChoice(device.device, "bfloat16")
+    return device
+
+
 def pipeline_name(family: str, with_controls: bool, mode: str) -> str:
     name = PIPELINES[(family, with_controls, mode)]
     if name is None:

@@ -320,9 +320,10 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
         from noisebrush.engine.text_encoder import load_minilm
 
         extra["tokenizer"], extra["text_encoder"] = load_minilm()
-    from noisebrush.engine.flow import flow_family, open_flow_pipeline
+    from noisebrush.engine.flow import flow_device, flow_family, open_flow_pipeline
 
     flow = flow_family(path) if folder else None
+    device = flow_device(flow, device)
     pipe = open_flow_pipeline(path, flow, device.dtype) if flow else _open_pipeline(path, device, extra)
     if not (options.cpu_offload and device.device == "cuda"):
         pipe.to(device.device)

@@ -65,7 +65,8 @@ def prepare(model: Any, controlnets: list[Any]) -> None:
         import torch
 
         torch.backends.cudnn.benchmark = True
-    parts = [("unet", model.components["unet"]), ("vae", model.components["vae"])]
+    denoiser = model.components.get("unet") or model.components["transformer"]  # SD3 and Flux: a transformer
+    parts = [("unet", denoiser), ("vae", model.components["vae"])]
     parts += [("controlnet", net) for net in controlnets]
     for role, module in parts:
         if getattr(module, MARK, None) is None:
@@ -102,7 +103,8 @@ def fuse_qkv(module: Any) -> bool:
     from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
 
     layers = [m for m in module.modules() if isinstance(m, Attention)]
-    if not layers or any("Added" in type(m.processor).__name__ for m in layers):
+    # added projections (SD1.5's added KV, SD3's joint attention) need processors of their own: left unfused
+    if not layers or any("Added" in type(m.processor).__name__ or getattr(m, "add_q_proj", None) is not None for m in layers):
         return False
     for layer in layers:
         layer.fuse_projections(fuse=True)

@@ -188,3 +188,13 @@ def test_the_flow_x0_estimate_is_x_t_minus_sigma_v():
 
     packed = FluxPipeline._pack_latents(x0, 1, 16, 8, 8)
     assert torch.equal(flux_unpacker(64, 64, 8)(packed), x0)
+
+
+def test_memory_and_speed_options_run_on_flow_models(flow_models, tmp_path):
+    from noisebrush.engine.device import LoadOptions
+
+    for family, folder in flow_models.items():
+        flags = ["--attention-slicing", "--vae-tiling", "--cpu-offload"]  # offload is skipped without CUDA
+        assert main(["generate", "--prompt", "x", "--model", str(folder), *flags, "--out", str(tmp_path / "o.png")]) == 0
+        with logged_engine(options=LoadOptions(channels_last=True, fuse_qkv=True)) as eng:
+            assert isinstance(eng.log.wait_end(eng.submit(_request(folder))), Finished), family
