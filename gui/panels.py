@@ -39,6 +39,13 @@ MODES = (
     ("Extend", "extend", "Widen the Image layer's picture and paint the new border"),
 )
 
+GUIDANCE_TITLES = {  # a model's kind of guidance (ModelDefaults.guidance_kind): the row's title and tooltip
+    "cfg": ("CFG", "Classifier-free guidance: how closely the picture follows the prompt (each step runs twice)"),
+    "distilled": ("Guidance (distilled)", "Flux dev's guidance is an input the model was distilled with, not CFG: "
+                  "about 3.5 is usual, and it costs nothing"),
+    "none": ("Guidance (unused)", "This model (Flux schnell) ignores guidance"),
+}  # fmt: skip
+
 
 class SeedBox(QDoubleSpinBox):
     """A whole-number box for the full seed range, 0 to 2³²−1: QSpinBox stops at 2³¹−1, and a restored seed
@@ -64,7 +71,8 @@ class GenerationPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self._showing = False  # True while widgets are set from the model: their signals are no edits
-        self._lcm_model: tuple[str | None, bool] = (None, False)  # (model, whether it is LCM-trained)
+        # (model, whether it is LCM-trained, what its guidance is: "cfg" | "distilled" | "none"), read once per model
+        self._lcm_model: tuple[str | None, bool, str] = (None, False, "cfg")
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Describe the picture…")
         self.prompt.setFixedHeight(52)
@@ -121,7 +129,8 @@ class GenerationPanel(QWidget):
         form.addRow("Prompt", self.prompt)
         form.addRow("Negative", self.negative)
         form.addRow("Steps", row(self.steps, self.steps_label))
-        form.addRow("Guidance", row(self.guidance, self.guidance_label))
+        self.guidance_row = row(self.guidance, self.guidance_label)
+        form.addRow("Guidance", self.guidance_row)
         form.addRow("Seed", row(self.seed, self.new_seed, self.seed_lock))
         form.addRow("Size", row(self.width_box, QLabel("×"), self.height_box))
         form.addRow("Sampler", self.scheduler)
@@ -219,13 +228,23 @@ class GenerationPanel(QWidget):
         from noisebrush.engine.models import model_defaults  # a small JSON read, no torch
 
         if self._lcm_model[0] != v.model:  # read once per model, not on every keystroke in the prompt
-            self._lcm_model = (v.model, model_defaults(v.model).scheduler == "LCM")
+            d = model_defaults(v.model)
+            self._lcm_model = (v.model, d.scheduler == "LCM", d.guidance_kind)
+            self._label_guidance(d.guidance_kind)
         lcm = v.scheduler == "LCM" or self._lcm_model[1]
         names = [n for n in SCHEDULER_NAMES if n != "LCM" or lcm]
         if names != [self.scheduler.itemText(i) for i in range(self.scheduler.count())]:
             self.scheduler.clear()
             self.scheduler.addItems(names)
         self.scheduler.setToolTip("" if lcm else "LCM is offered for LCM-trained models")
+
+    def _label_guidance(self, kind: str) -> None:
+        """Flux dev's guidance is distilled into the model (an input, not CFG); Flux schnell ignores it."""
+        title, tip = GUIDANCE_TITLES.get(kind, GUIDANCE_TITLES["cfg"])
+        label = self._form.labelForField(self.guidance_row)
+        if label is not None:
+            label.setText(title)
+        self.guidance.setToolTip(tip)
 
     def _offer_models(self) -> None:
         for m in self.state.models:

@@ -198,3 +198,12 @@ def test_memory_and_speed_options_run_on_flow_models(flow_models, tmp_path):
         assert main(["generate", "--prompt", "x", "--model", str(folder), *flags, "--out", str(tmp_path / "o.png")]) == 0
         with logged_engine(options=LoadOptions(channels_last=True, fuse_qkv=True)) as eng:
             assert isinstance(eng.log.wait_end(eng.submit(_request(folder))), Finished), family
+
+
+def test_the_gui_names_the_guidance_the_model_has(fake_window, flow_models):
+    panel = fake_window.panel
+    title = lambda: panel._form.labelForField(panel.guidance_row).text()  # noqa: E731
+    fake_window.state.update(model=str(flow_models["flux"]))
+    assert title() == "Guidance (distilled)"
+    fake_window.state.update(model=str(flow_models["sd3"]))
+    assert title() == "CFG"
