@@ -53,11 +53,19 @@ def clip_l() -> CLIPTextModel:
 
 def controlnet(base: UNet2DConditionModel) -> ControlNetModel:
     net = ControlNetModel.from_unet(base)
-    gen = torch.Generator().manual_seed(3)  # from_unet zeroes the output convs; random ones make the control show
+    # from_unet zeroes the output convs, and PyTorch's default init shrinks the sketch at each of the hint encoder's
+    # 8 layers. He-initialised weights (biases 0) carry the sketch through, so the control steers the picture as a
+    # trained one does.
+    gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        for p in net.parameters():
-            if p.abs().sum() == 0:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        for name, p in net.named_parameters():
+            hint = name.startswith("controlnet_cond_embedding.")
+            if name.endswith("weight") and p.dim() == 4 and (hint or p.abs().sum() == 0):
+                fan_in = p.shape[1] * p.shape[2] * p.shape[3]
+                gain = 1.0 if hint else 4.0  # the zero convs: residuals strong enough to show at 64 px
+                p.copy_(torch.randn(p.shape, generator=gen) * gain * (2.0 / fan_in) ** 0.5)
+            elif hint and name.endswith("bias"):
+                p.zero_()
     return net
 
 
@@ -86,7 +94,7 @@ def main(models: Path) -> None:
         ("controlnet", CONTROLNET, {k: v.half().contiguous() for k, v in controlnet_to_ldm(controlnet(u)).items()}),
         ("loras", LORA, {k: v.half().contiguous() for k, v in lora(u).items()}),
         ("checkpoints", CHECKPOINT, half),
-    ):  # the checkpoint last: its presence says the set is complete
+    ):
         folder = models / sub
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (name + ".partial")

@@ -85,10 +85,12 @@ def _venv(source: Path) -> Path:
 def _write_models(base: Path) -> None:
     """An SD1.5-shaped checkpoint ComfyUI recognises (UNet 320 channels, 768-wide cross-attention, CLIP-L and SD VAE
     shapes; only two UNet levels), a scribble ControlNet for it and a LoRA, all random and seeded."""
-    ckpt = base / "models" / "checkpoints" / CHECKPOINT
-    if ckpt.is_file():
+    script = Path(__file__).with_name("comfy_models.py")
+    made_by = base / "models" / "made-by.txt"  # the script's text: a changed script rebuilds the models
+    if made_by.is_file() and made_by.read_text() == script.read_text():
         return
-    subprocess.run([sys.executable, str(Path(__file__).with_name("comfy_models.py")), str(base / "models")], check=True)
+    subprocess.run([sys.executable, str(script), str(base / "models")], check=True)
+    made_by.write_text(script.read_text())
 
 
 def prepare() -> tuple[Path, Path, Path]:

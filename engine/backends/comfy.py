@@ -253,8 +253,8 @@ class ComfyBackend:
                                   f"{str(body.get('exception_message', '')).strip()[:300]}")  # fmt: skip
             elif kind == "execution_interrupted":
                 raise ServerError(f"{server.name} interrupted the job (someone pressed Cancel on the server?)")
-            elif kind == "execution_success" or (kind == "executing" and body.get("node") is None):
-                return step
+            elif kind == "executing" and body.get("node") is None:
+                return step  # not at execution_success: the server files the job's outputs between the two
 
     def _stop(self, server: _Server, prompt_id: str) -> None:
         """Free the server for the next job: drop the prompt if it still waits, interrupt it if it runs."""

@@ -1,0 +1,225 @@
+"""The ComfyUI backend against real ComfyUI servers (the vendored 0.3.64, on 127.0.0.1 with --cpu).
+
+The first run unpacks ComfyUI, makes its venv and writes a random SD1.5-shaped checkpoint (about 30 s here);
+later runs reuse them from .cache/comfyui/. Each server starts in about 5 s and runs 6 steps at 64 px in about 1.5 s.
+"""
+
+import queue
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from comfy_server import CHECKPOINT, CONTROLNET, LORA, ComfyServer, prepare, vendored_source
+from PIL import Image
+
+from noisebrush.engine.backends.comfy import ComfyBackend
+from noisebrush.engine.engine import Engine
+from noisebrush.engine.errors import UserError
+from noisebrush.engine.events import Cancelled, Failed, Finished, Preview, Progress, Started
+from noisebrush.engine.metadata import read_saved
+from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
+
+if vendored_source() is None:
+    pytest.skip("the vendored ComfyUI source (../shared/vendor/ComfyUI-*.tar.gz) is not on this machine",
+                allow_module_level=True)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def comfy_install():
+    return prepare()
+
+
+def _start(install, name: str) -> ComfyServer:
+    server = ComfyServer(*install, name)
+    try:
+        server.wait_ready()
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(comfy_install):
+    s = _start(comfy_install, "a")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def second_server(comfy_install):
+    s = _start(comfy_install, "b")
+    yield s
+    s.stop()
+
+
+def square(lo: int = 16, hi: int = 48) -> np.ndarray:
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[lo:hi, lo] = img[lo:hi, hi] = img[lo, lo:hi] = img[hi, lo:hi] = 255
+    return img
+
+
+def request(**kw) -> GenerationRequest:
+    base = dict(prompt="a red square", model=CHECKPOINT, steps=6, width=64, height=64, seed=7,
+                controls=(ControlSpec("scribble", square()),))  # fmt: skip
+    return GenerationRequest(**{**base, **kw})
+
+
+class Recorder:
+    def __init__(self, engine: Engine) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.seen: list = []
+        engine.add_listener(self.events.put)
+
+    def until_done(self, ids: list[int], timeout: float = 120.0) -> dict[int, object]:
+        """job id → its last event (Finished, Failed or Cancelled)."""
+        ends: dict[int, object] = {}
+        deadline = time.monotonic() + timeout
+        while set(ids) - set(ends):
+            ev = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            self.seen.append(ev)
+            if isinstance(ev, Finished | Failed | Cancelled) and ev.job_id in ids:
+                ends[ev.job_id] = ev
+        return ends
+
+    def of(self, job: int, kind: type) -> list:
+        return [e for e in self.seen if isinstance(e, kind) and e.job_id == job]
+
+
+def test_a_scribble_runs_on_the_server_with_a_preview_every_step(server):
+    with Engine(ComfyBackend([server.url])) as engine:
+        rec = Recorder(engine)
+        job = engine.submit(request())
+        end = rec.until_done([job])[job]
+    assert isinstance(end, Finished), end
+    assert end.image.shape == (64, 64, 3) and end.image.std() > 1
+    assert [p.step for p in rec.of(job, Preview)] == [1, 2, 3, 4, 5, 6]
+    assert all(p.total == 6 and p.image.ndim == 3 for p in rec.of(job, Preview))
+    assert rec.of(job, Started) and server.url.split("//")[1] in end.model_name
+
+
+def test_the_same_seed_gives_the_same_picture_and_the_sketch_steers_it(server):
+    backend = ComfyBackend([server.url])
+    with Engine(backend) as engine:
+        rec = Recorder(engine)
+        moved_sketch = (ControlSpec("scribble", square(4, 30)),)
+        ids = [engine.submit(request()), engine.submit(request()), engine.submit(request(controls=moved_sketch))]
+        ends = rec.until_done(ids)
+    a, b, moved = (ends[i].image.astype(int) for i in ids)
+    assert np.array_equal(a, b)
+    assert np.abs(a - moved).mean() > 0.3  # another sketch, another picture (random weights: a small change)
+
+
+def test_cli_writes_previews_and_a_png_that_reopens_with_its_settings(server, tmp_path):
+    Image.fromarray(square()).save(tmp_path / "scribble.png")
+    out = tmp_path / "out.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "noisebrush", "generate", "--server", server.url, "--model", CHECKPOINT,
+         "--prompt", "a red square", "--control", f"scribble={tmp_path / 'scribble.png'}", "--steps", "6",
+         "--width", "64", "--height", "64", "--seed", "11", "--lora", f"{LORA}@0.5",
+         "--previews", str(tmp_path / "steps"), "--out", str(out)],
+        capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == [f"step_{i:03d}.png" for i in range(1, 7)]
+    saved, _ = read_saved(out)
+    assert (saved.prompt, saved.seed, saved.steps, saved.model) == ("a red square", 11, 6, CHECKPOINT)
+    assert saved.loras == (LoraSpec(LORA, 0.5),) and saved.controls[0].kind == "scribble"
+    assert "on 127.0.0.1" in proc.stdout
+
+
+def test_a_lora_changes_the_picture_and_inpainting_keeps_the_unmasked_pixels(server):
+    init = np.full((64, 64, 3), 90, np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 255
+    with Engine(ComfyBackend([server.url])) as engine:
+        rec = Recorder(engine)
+        ids = [engine.submit(request(loras=(LoraSpec(LORA, 1.0),))), engine.submit(request()),
+               engine.submit(request(init_image=init, mask=mask, strength=1.0))]  # fmt: skip
+        ends = rec.until_done(ids)
+    with_lora, plain, inpainted = (ends[i].image for i in ids)
+    assert np.abs(with_lora.astype(int) - plain).mean() > 1
+    assert np.array_equal(inpainted[:, :32], init[:, :32]) and not np.array_equal(inpainted[:, 32:], init[:, 32:])
+
+
+def test_cancel_mid_job_frees_the_server_for_the_next_one(server):
+    with Engine(ComfyBackend([server.url])) as engine:
+        rec = Recorder(engine)
+        long_job = engine.submit(request(steps=60))
+        deadline = time.monotonic() + 60
+        while not rec.of(long_job, Preview) and time.monotonic() < deadline:
+            rec.seen.append(rec.events.get(timeout=60))
+        t0 = time.monotonic()
+        nxt = engine.submit(request(steps=4), latest_wins=True)  # as live mode does: the newer one wins
+        ends = rec.until_done([long_job, nxt])
+        waited = time.monotonic() - t0
+    assert isinstance(ends[long_job], Cancelled) and ends[long_job].at_step < 60
+    assert isinstance(ends[nxt], Finished)
+    # the stale job stopped within a step or so: the new one did not wait for the remaining ~50 steps
+    assert waited < 25, f"the next job took {waited:.1f} s"
+
+
+def test_two_servers_split_a_batch_of_four(server, second_server):
+    with Engine(ComfyBackend([server.url, second_server.url])) as engine:
+        rec = Recorder(engine)
+        ids = [engine.submit(request(seed=s)) for s in range(4)]
+        ends = rec.until_done(ids, timeout=180)
+    assert all(isinstance(e, Finished) for e in ends.values()), ends
+    used = {e.model_name.split(" on ")[1] for e in ends.values()}
+    assert len(used) == 2, used
+    assert [ends[i].params.seed for i in ids] == [0, 1, 2, 3]
+
+
+def test_a_server_that_dies_mid_job_hands_its_jobs_to_another(comfy_install, server):
+    victim = _start(comfy_install, "victim")
+    try:
+        with Engine(ComfyBackend([victim.url, server.url])) as engine:
+            rec = Recorder(engine)
+            ids = [engine.submit(request(seed=s, steps=30)) for s in range(4)]
+            # the victim is listed first, so with both idle it takes the first job; the second goes to the other
+            while sum(1 for e in rec.seen if isinstance(e, Preview)) < 2:
+                rec.seen.append(rec.events.get(timeout=120))
+            victim.kill()
+            ends = rec.until_done(ids, timeout=240)
+    finally:
+        victim.stop()
+    assert all(isinstance(e, Finished) for e in ends.values()), ends
+    assert any(isinstance(e, Progress) and "stopped answering" in e.message for e in rec.seen)
+
+
+def test_a_dead_server_a_bad_address_and_a_missing_model_are_one_line_errors(comfy_install, server):
+    victim = _start(comfy_install, "lonely")
+    with Engine(ComfyBackend([victim.url])) as engine:
+        rec = Recorder(engine)
+        job = engine.submit(request(steps=200))
+        while not rec.of(job, Preview):
+            rec.seen.append(rec.events.get(timeout=120))
+        victim.kill()
+        end = rec.until_done([job])[job]
+    victim.stop()
+    assert isinstance(end, Failed) and victim.url.split("//")[1] in end.message and "\n" not in end.message
+
+    with Engine(ComfyBackend(["http://127.0.0.1:9"], timeout_s=2)) as engine:  # nothing listens on port 9
+        rec = Recorder(engine)
+        job = engine.submit(request())
+        end = rec.until_done([job])[job]
+    assert isinstance(end, Failed) and "127.0.0.1:9 does not answer" in end.message
+
+    with Engine(ComfyBackend([server.url])) as engine:
+        rec = Recorder(engine)
+        job = engine.submit(request(model="sdxl_base.safetensors"))
+        end = rec.until_done([job])[job]
+    assert isinstance(end, Failed) and "has no checkpoint named 'sdxl_base.safetensors'" in end.message
+    with pytest.raises(UserError, match="not a server address"):
+        ComfyBackend(["ftp://example.com"])
+
+
+def test_the_model_list_and_server_test_say_what_each_server_has(server):
+    backend = ComfyBackend([server.url])
+    models = {(m.role, m.ref): m for m in backend.list_models()}
+    assert ("base", CHECKPOINT) in models and ("lora", LORA) in models
+    assert models[("controlnet", CONTROLNET)].control_kind == "scribble"
+    assert models[("base", CHECKPOINT)].source == server.url.split("//")[1]
+    (line,) = backend.server_info()
+    assert line.startswith("✓") and "ComfyUI 0.3.64" in line and "1 checkpoints" in line
