@@ -87,10 +87,10 @@ def classify_folder(path: Path) -> ModelEntry | None:
             cfg = _read_config(cfg_path)
         except (OSError, ValueError, UnicodeDecodeError):
             return None
-        if str(cfg.get("_class_name", "")).endswith("ControlNetModel"):
-            return ModelEntry(
-                path.name, path, "diffusers", config_family(cfg), "controlnet", kind_from_name(path.name), _size(path)
-            )
+        cls = str(cfg.get("_class_name", ""))
+        if cls.endswith("ControlNetModel") or cls == "ControlNetUnionModel":
+            kind = None if cls == "ControlNetUnionModel" else kind_from_name(path.name)  # a Union serves every kind
+            return ModelEntry(path.name, path, "diffusers", config_family(cfg), "controlnet", kind, _size(path))
     return None
 
 

@@ -216,7 +216,8 @@ class LoadedModel:
                 check_flow_controlnet_fits(cfg, self.components["transformer"].config, path.name, self.name)
             else:
                 check_controlnet_fits(cfg, self.components["unet"].config, self.vae_factor, path.name, self.name)
-            net_class = getattr(diffusers, NET_CLASS.get(self.family, "ControlNetModel"))
+            cls_name = "ControlNetUnionModel" if cfg.get("_class_name") == "ControlNetUnionModel" else "ControlNetModel"
+            net_class = getattr(diffusers, NET_CLASS.get(self.family, cls_name))
             try:
                 if single:
                     net = net_class.from_single_file(
@@ -241,14 +242,16 @@ class LoadedModel:
 
             name = pipeline_name(self.family, bool(controlnets), mode)
         else:
-            name = PIPELINE_PREFIX[self.family] + ("ControlNet" if controlnets else "") + PIPELINE_MODE[mode]
+            union = "Union" if controlnets and type(controlnets[0]).__name__ == "ControlNetUnionModel" else ""
+            name = PIPELINE_PREFIX[self.family] + ("ControlNet" + union if controlnets else "") + PIPELINE_MODE[mode]
         cls = getattr(diffusers, name)
         parts = {k: v for k, v in self.components.items() if k != "scheduler"}
         parts["scheduler"] = scheduler
         if self.family == "sd15":
             parts.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         if controlnets:
-            parts["controlnet"] = controlnets[0] if len(controlnets) == 1 else controlnets
+            one = len(controlnets) == 1 or type(controlnets[0]).__name__ == "ControlNetUnionModel"  # serves them all
+            parts["controlnet"] = controlnets[0] if one else controlnets
         from noisebrush.engine.speed import prepare
 
         prepare(self, controlnets)  # the speed options of self.options, applied once per module

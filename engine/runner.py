@@ -22,6 +22,7 @@ from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
 from noisebrush.engine.request import MAX_SEED, GenerationRequest
 from noisebrush.engine.schedulers import make_scheduler
+from noisebrush.engine.union import union_kwargs
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -147,8 +148,11 @@ class Runner:
         mask = feathered(req.mask, req.feather) if req.mode == "inpaint" else None
         if mask is not None:
             kwargs.update(strength=req.strength, mask_image=Image.fromarray(mask))
-        if controls:
-            images = [Image.fromarray(c.image) for c in controls]  # diffusers reads a bare HxWx3 array as a batch
+        images = [Image.fromarray(c.image) for c in controls]  # diffusers reads a bare HxWx3 array as a batch
+        union = union_kwargs(nets, controls, images)
+        if union:
+            kwargs.update(union)
+        elif controls:
             single = len(controls) == 1
             key = "control_image" if req.init_image is not None or flow else "image"
             kwargs[key] = images[0] if single else images
