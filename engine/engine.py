@@ -24,6 +24,7 @@ from noisebrush.engine.request import GenerationRequest
 
 log = logging.getLogger(__name__)
 Listener = Callable[[Event], None]
+_job_ids = itertools.count(1)  # shared by every Engine: a GUI that switches engines never sees an id twice
 
 
 @dataclass
@@ -56,7 +57,6 @@ class Engine:
             backend = LocalBackend(preview_interval_s=preview_interval_s, previews=previews, threads=threads,
                                    device=device, options=options)  # fmt: skip
         self.backend: Backend = backend
-        self._ids = itertools.count(1)
         self._queue: deque[_Job] = deque()
         self._running: dict[int, _Job] = {}
         self._cv = threading.Condition()
@@ -81,7 +81,7 @@ class Engine:
 
     def submit(self, request: GenerationRequest, *, latest_wins: bool = False) -> int:
         """Queue a job. latest_wins: drop every queued job and interrupt the running one within one step."""
-        job = _Job(next(self._ids), request)
+        job = _Job(next(_job_ids), request)
         dropped: list[_Job] = []
         with self._cv:
             if self._stopping:
@@ -103,7 +103,7 @@ class Engine:
     def preload(self, model: str = "") -> None:
         """Load a model in the background so the first Generate does not wait for it."""
         with self._cv:
-            self._queue.append(_Job(next(self._ids), None, preload=model))
+            self._queue.append(_Job(next(_job_ids), None, preload=model))
             self._cv.notify_all()
 
     def cancel(self, job_id: int) -> None:

@@ -115,6 +115,8 @@ class ActionsMixin:
         pose.addSeparator()
         pose.addAction(tip)
         settings_menu = self.menuBar().addMenu("&Settings")
+        settings_menu.addAction(self._action("Engine: this computer or ComfyUI servers…", None, self.engine_dialog))
+        settings_menu.addSeparator()
         for key, title in LOAD_OPTION_TITLES.items():
             act = QAction(title, self, checkable=True)
             act.setChecked(self.settings.value(f"load/{key}", False, type=bool))

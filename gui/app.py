@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QApplication
 
 from noisebrush.engine.device import LoadOptions, default_threads
 from noisebrush.engine.engine import Engine
+from noisebrush.engine.errors import UserError
 from noisebrush.gui.engine_bridge import EngineBridge
 from noisebrush.gui.window import MainWindow
 
@@ -52,13 +53,25 @@ def create_main_window(
         app.setApplicationName(APP_NAME)
         app.setOrganizationName(APP_NAME)
     settings = settings if settings is not None else QSettings(APP_NAME, APP_NAME)
+    note = ""
     if engine is None:
+        from noisebrush.gui.engine_settings import EngineChoice
+
+        choice = EngineChoice.load(settings)
+        try:
+            backend = choice.backend()
+        except UserError as exc:  # a bad saved address: start on this computer and say why
+            backend, note = None, f"Generating on this computer: {exc}"
         # leave a core for the GUI thread; previews at most at screen rate
-        engine = Engine(preview_interval_s=preview_interval_s, threads=default_threads(), options=load_options(settings))
-        engine.preload(model)
+        engine = Engine(backend, preview_interval_s=preview_interval_s, threads=default_threads(),
+                        options=load_options(settings))  # fmt: skip
+        if backend is None:
+            engine.preload(model)
     bridge = EngineBridge(engine)
     window = MainWindow(bridge, settings, data_dir or app_data_dir(), model, live_debounce_ms, restore)
     bridge.setParent(window)
+    if note:
+        window.show_error(note)
     return window
 
 

@@ -70,6 +70,19 @@ class EngineBridge(QObject):
         if ev is not None:
             self.preview.emit(ev.job_id, ev.step, ev.total, ev.image, ev.elapsed_s)
 
+    def switch_engine(self, engine: Engine) -> Engine:
+        """Route a new engine's jobs through here; the old one's jobs are cancelled (their Cancelled events still
+        arrive, and job ids never repeat across engines). Pass the old engine to `retire`, off the GUI thread."""
+        old, self.engine = self.engine, engine
+        engine.add_listener(self._on_event)
+        old.cancel_all()
+        return old
+
+    def retire(self, old: Engine, timeout: float = 30.0) -> bool:
+        done = old.shutdown(timeout)
+        old.remove_listener(self._on_event)
+        return done
+
     def submit(self, request: GenerationRequest, latest_wins: bool = False) -> int:
         return self.engine.submit(request, latest_wins=latest_wins)
 

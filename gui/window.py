@@ -15,6 +15,7 @@ from noisebrush.engine.request import GenerationRequest
 from noisebrush.gui.actions import ActionsMixin
 from noisebrush.gui.canvas import Canvas
 from noisebrush.gui.engine_bridge import EngineBridge
+from noisebrush.gui.engine_settings import EngineChoice, EngineDialog, EngineSwitcher
 from noisebrush.gui.files import Files, Projects
 from noisebrush.gui.history import HistoryStore
 from noisebrush.gui.jobs import Jobs
@@ -36,6 +37,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.jobs = Jobs(self.state, bridge, int(settings.value("live_delay_ms", live_debounce_ms)), self)
         self.files = Files(self.state, bridge, settings, self)
         self.projects = Projects(self.state, settings, self)
+        self.engine_switcher = EngineSwitcher(self.state, bridge, self.files, settings, self)
         self.history_store = HistoryStore(self.state, self.data_dir / "history", self)
         self.persistence = Persistence(self.state, settings, self.data_dir, self)
         self.autosave = self.persistence.autosave
@@ -76,9 +78,9 @@ class MainWindow(ActionsMixin, QMainWindow):
     def _wire(self) -> None:
         state, jobs, files = self.state, self.jobs, self.files
         state.result_changed.connect(self.canvas.show_result)
-        for source in (jobs, files, self.persistence, self.projects):
+        for source in (jobs, files, self.persistence, self.projects, self.engine_switcher):
             source.status.connect(lambda msg, ms: self.statusBar().showMessage(msg, ms))
-        for source in (jobs, files, self.projects):
+        for source in (jobs, files, self.projects, self.engine_switcher):
             source.error.connect(self.show_error)
         jobs.running.connect(self.panel.set_running)
         jobs.succeeded.connect(self.banner.hide_error)  # an error banner goes once a later action works
@@ -153,6 +155,13 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.banner.show_message(message, "error")
         self.statusBar().showMessage(message.splitlines()[0], 8000)
 
+    def engine_dialog(self) -> EngineDialog:
+        dlg = EngineDialog(EngineChoice.load(self.settings), self)
+        dlg.chosen.connect(self.engine_switcher.apply)
+        dlg.open()
+        self._engine_dialog = dlg
+        return dlg
+
     def make_control_dialog(self) -> None:
         from noisebrush.gui.preprocess_dialog import PreprocessDialog
 
@@ -187,6 +196,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.jobs.live.stop()
         self.persistence.save_settings(self.saveGeometry())
         self.files.close()
+        self.engine_switcher.close()
         self.history_store.close()
         if not self.bridge.shutdown(30):
             QMessageBox.warning(self, "Noisebrush", "The engine did not stop in time.")

@@ -223,3 +223,36 @@ def test_the_model_list_and_server_test_say_what_each_server_has(server):
     assert models[("base", CHECKPOINT)].source == server.url.split("//")[1]
     (line,) = backend.server_info()
     assert line.startswith("✓") and "ComfyUI 0.3.64" in line and "1 checkpoints" in line
+
+
+def test_the_window_switched_to_a_server_paints_its_previews_on_the_canvas(server, qtbot, tmp_path):
+    from fake_backend import FakeBackend
+    from helpers import open_window
+    from test_gui import stroke
+
+    from noisebrush.gui.document import qimage_to_rgba
+    from noisebrush.gui.engine_settings import EngineChoice
+
+    w = open_window(qtbot, tmp_path, Engine(FakeBackend(step_s=0.01)))
+    try:
+        dlg = w.engine_dialog()
+        dlg.servers.setChecked(True)
+        dlg.urls.setPlainText(server.url)
+        with qtbot.waitSignal(dlg.test().done, timeout=30000):
+            pass
+        assert "ComfyUI 0.3.64" in dlg.report.text()
+        with qtbot.waitSignal(w.files.models_scanned, timeout=30000):
+            dlg.accept()
+        qtbot.waitUntil(lambda: w.state.settings.model == CHECKPOINT, timeout=5000)
+        assert EngineChoice.load(w.settings) == EngineChoice(True, (server.url,))  # kept for the next start
+        w.state.update(width=64, height=64, steps=6)
+        stroke(w.canvas, [(0.3, 0.3), (0.7, 0.7)])
+        shown = []
+        w.bridge.preview.connect(lambda job, step, *a: shown.append((step, qimage_to_rgba(w.canvas.result).copy())))
+        with qtbot.waitSignal(w.bridge.finished, timeout=120000):
+            w.generate_action.trigger()
+        assert len(shown) >= 2 and shown[-1][0] == 6  # coalesced on the GUI thread, but the last step always shows
+        assert w.state.history[0].model_name.startswith(CHECKPOINT)
+        assert not w.canvas.result_is_preview
+    finally:
+        w.close()
