@@ -104,6 +104,20 @@ def _lora_family(header: dict) -> str:
     return "sd15"
 
 
+def _flow_file(keys: list[str]) -> tuple[str, str] | None:
+    """(family, role) of an SD3 or Flux file, original or diffusers layout; None for any other file."""
+    names = [k.removeprefix("model.diffusion_model.") for k in keys]
+    if any(k.startswith(("controlnet_x_embedder", "controlnet_single_blocks", "input_hint_block")) for k in names):
+        return "flux", "controlnet"  # InstantX/Shakker (diffusers layout), XLabs (hint block)
+    if any(k.startswith("pos_embed_input") for k in names):
+        return "sd3", "controlnet"
+    if any(k.startswith(("double_blocks.", "single_blocks.", "single_transformer_blocks.")) for k in names):
+        return "flux", "base"
+    if any(k.startswith("joint_blocks.") for k in names):
+        return "sd3", "base"
+    return None
+
+
 def classify_file(path: Path) -> ModelEntry | None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return ModelEntry(path.name, path, "pickle", "?", "?", None, _size(path), "pickle checkpoint: not opened (unsafe)")
@@ -116,6 +130,12 @@ def classify_file(path: Path) -> ModelEntry | None:
     keys = [k for k in header if k != "__metadata__"]
     if looks_like_lora(keys):
         return ModelEntry(path.name, path, "single_file", _lora_family(header), "lora", None, _size(path))
+    flow = _flow_file(keys)
+    if flow is not None:
+        family, role = flow
+        note = f"single-file {FAMILY_TITLES[family]} {'ControlNets' if role == 'controlnet' else 'checkpoints'} are not " \
+               "supported yet: use the diffusers folder of this model"  # fmt: skip
+        return ModelEntry(path.name, path, "single_file", family, role, None, _size(path), note)
     if any(k.startswith(("control_model.", "controlnet_cond_embedding")) for k in keys):
         ctx = next((v["shape"][-1] for k, v in header.items() if k.endswith("attn2.to_k.weight")), None)
         # SDXL ControlNets carry SDXL's added time/text embedding; 2048-wide cross-attention says so too

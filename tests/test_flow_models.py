@@ -207,3 +207,24 @@ def test_the_gui_names_the_guidance_the_model_has(fake_window, flow_models):
     assert title() == "Guidance (distilled)"
     fake_window.state.update(model=str(flow_models["sd3"]))
     assert title() == "CFG"
+
+
+def test_single_flow_files_are_named_and_refused_with_the_way_out(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    files = {
+        "sd3_medium.safetensors": "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight",
+        "flux1-dev.safetensors": "double_blocks.0.img_attn.qkv.weight",
+        "flux-union.safetensors": "controlnet_x_embedder.weight",
+        "sd3-canny.safetensors": "pos_embed_input.proj.weight",
+    }
+    for name, key in files.items():
+        save_file({key: torch.zeros(2, 2)}, str(tmp_path / name))
+    entries = {e.name: e for e in scan(tmp_path)}
+    got = {n: (e.family, e.role, e.usable) for n, e in entries.items()}
+    assert got == {"sd3_medium.safetensors": ("sd3", "base", False), "flux1-dev.safetensors": ("flux", "base", False),
+                   "flux-union.safetensors": ("flux", "controlnet", False),
+                   "sd3-canny.safetensors": ("sd3", "controlnet", False)}  # fmt: skip
+    flux = str(tmp_path / "flux1-dev.safetensors")
+    code = main(["generate", "--prompt", "x", "--model", flux, "--out", str(tmp_path / "o.png")])
+    assert code == 2 and "single-file Flux checkpoints are not supported yet" in capsys.readouterr().err
