@@ -154,6 +154,7 @@ class EngineSwitcher(QObject):
         super().__init__(parent)
         self.state, self.bridge, self.files, self.settings = state, bridge, files, settings
         self._retiring: list[Task] = []
+        files.models_scanned.connect(lambda: self._pick_model(EngineChoice.load(settings), state.models))
 
     def apply(self, choice: EngineChoice) -> None:
         from noisebrush.engine.device import default_threads
@@ -169,23 +170,25 @@ class EngineSwitcher(QObject):
         old = self.bridge.switch_engine(engine)
         retire = Task(lambda: self.bridge.retire(old), parent=self)
         self._retiring.append(retire.start())
+        was_on_servers = EngineChoice.load(self.settings).on_servers
         choice.save(self.settings)
-        scan = self.files.refresh_models()
-        scan.done.connect(lambda models: self._pick_model(choice, models))
+        if was_on_servers and not choice.on_servers:
+            self.files.use_model("")  # a server's checkpoint name means nothing here
+        self.files.refresh_models()  # on servers, its models_scanned picks a model they have
         where = ", ".join(c.name for c in choice.configs()) if choice.on_servers else "this computer"
         self.status.emit(f"Generating on {where}", 8000)
 
     def _pick_model(self, choice: EngineChoice, models) -> None:
+        """After every scan on servers: a model they have (at start the settings may still name a local one)."""
+        if not choice.on_servers:
+            return
         bases = [m.ref for m in models if m.role == "base"]
         if self.state.settings.model in bases:
             return
-        if choice.on_servers:
-            if bases:
-                self.state.update(model=bases[0], **SERVER_DEFAULTS)
-            else:
-                self.error.emit("The servers have no checkpoints (or do not answer): Settings → Engine → Test says more")
+        if bases:
+            self.state.update(model=bases[0], **SERVER_DEFAULTS)
         else:
-            self.files.use_model("")
+            self.error.emit("The servers have no checkpoints (or do not answer): Settings → Engine → Test says more")
 
     def close(self) -> None:
         for task in self._retiring:

@@ -222,7 +222,7 @@ def test_the_model_list_and_server_test_say_what_each_server_has(server):
     assert models[("controlnet", CONTROLNET)].control_kind == "scribble"
     assert models[("base", CHECKPOINT)].source == server.url.split("//")[1]
     (line,) = backend.server_info()
-    assert line.startswith("✓") and "ComfyUI 0.3.64" in line and "1 checkpoints" in line
+    assert line.startswith("✓") and "ComfyUI 0.3.64" in line and "1 checkpoint, 1 ControlNet, 1 LoRA" in line
 
 
 def test_the_window_switched_to_a_server_paints_its_previews_on_the_canvas(server, qtbot, tmp_path):
@@ -254,5 +254,23 @@ def test_the_window_switched_to_a_server_paints_its_previews_on_the_canvas(serve
         assert len(shown) >= 2 and shown[-1][0] == 6  # coalesced on the GUI thread, but the last step always shows
         assert w.state.history[0].model_name.startswith(CHECKPOINT)
         assert not w.canvas.result_is_preview
+    finally:
+        w.close()
+
+
+def test_started_with_servers_saved_the_window_uses_their_model(server, qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from noisebrush.gui.app import create_main_window
+    from noisebrush.gui.engine_settings import EngineChoice
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    EngineChoice(True, (server.url,)).save(settings)
+    w = create_main_window(settings=settings, data_dir=tmp_path / "data", restore="never")
+    qtbot.addWidget(w)
+    try:
+        qtbot.waitUntil(lambda: w.state.settings.model == CHECKPOINT, timeout=30000)
+        assert w.panel.model.currentData() == CHECKPOINT  # the picker shows it, not "Embedded default"
+        assert w.bridge.engine.backend.servers == [server.url.split("//")[1]]
     finally:
         w.close()

@@ -52,6 +52,10 @@ class _Server:
         return self.models
 
 
+def _count(names: tuple[str, ...], what: str) -> str:
+    return f"{len(names)} {what}{'' if len(names) == 1 else 's'}"
+
+
 def _png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=1)
@@ -306,8 +310,8 @@ class ComfyBackend:
             free = dev.get("vram_free") if isinstance(dev.get("vram_free"), int | float) else None
             lines.append(f"✓ {s.name}: ComfyUI {system.get('comfyui_version', '?')}, {dev.get('name', 'no device')}"
                          + (f", {free / 2**30:.1f} GB free" if free is not None else "")
-                         + f"; {len(s.models.checkpoints)} checkpoints, {len(s.models.controlnets)} ControlNets, "
-                         f"{len(s.models.loras)} LoRAs")  # fmt: skip
+                         + f"; {_count(s.models.checkpoints, 'checkpoint')}, {_count(s.models.controlnets, 'ControlNet')}, "
+                         f"{_count(s.models.loras, 'LoRA')}")  # fmt: skip
         return lines
 
     def close(self) -> None:
