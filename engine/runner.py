@@ -18,6 +18,7 @@ from noisebrush.engine.backends.base import Stopped  # raised from the step call
 from noisebrush.engine.events import Event, Finished, Preview, Progress
 from noisebrush.engine.flow import FLOW_FAMILIES, FLOW_SCHEDULER, flow_scheduler, flux_unpacker, prompt_embeds
 from noisebrush.engine.loras import apply_loras
+from noisebrush.engine.masks import feathered, paste_back
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
 from noisebrush.engine.request import MAX_SEED, GenerationRequest
@@ -27,23 +28,6 @@ from noisebrush.engine.union import union_kwargs
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
-def feathered(mask: np.ndarray, feather: int) -> np.ndarray:
-    """The mask with a soft edge of `feather` px (0: as painted)."""
-    if feather <= 0:
-        return mask
-    import cv2
-
-    k = 2 * feather + 1
-    return cv2.GaussianBlur(mask, (k, k), feather / 2)
-
-
-def paste_back(result: np.ndarray, init: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Outside the mask the original pixels, exactly (a VAE round trip would shift them); a soft mask blends."""
-    m = mask.astype(np.float32)[..., None] / 255.0
-    blended = (m * result + (1.0 - m) * init).round().astype(np.uint8)
-    return np.where(mask[..., None] == 0, init, blended)
 
 
 @contextlib.contextmanager
