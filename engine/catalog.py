@@ -11,6 +11,7 @@ from pathlib import Path
 from noisebrush.engine.controls import kind_from_name
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.flow import config_family, flow_family
+from noisebrush.engine.flow_single import missing_note, unsupported_flux
 from noisebrush.engine.loras import looks_like_lora
 from noisebrush.engine.sources import PICKLE_SUFFIXES, check_safetensors
 
@@ -133,8 +134,10 @@ def classify_file(path: Path) -> ModelEntry | None:
     flow = _flow_file(keys)
     if flow is not None:
         family, role = flow
-        note = f"single-file {FAMILY_TITLES[family]} {'ControlNets' if role == 'controlnet' else 'checkpoints'} are not " \
-               "supported yet: use the diffusers folder of this model"  # fmt: skip
+        if role == "controlnet":
+            note = f"single-file {FAMILY_TITLES[family]} ControlNets are not supported yet: use the diffusers folder"
+        else:  # a base checkpoint loads when it carries its VAE and text encoders (engine/flow_single.py)
+            note = (unsupported_flux(header) if family == "flux" else "") or missing_note(family, keys)
         return ModelEntry(path.name, path, "single_file", family, role, None, _size(path), note)
     if any(k.startswith(("control_model.", "controlnet_cond_embedding")) for k in keys):
         ctx = next((v["shape"][-1] for k, v in header.items() if k.endswith("attn2.to_k.weight")), None)

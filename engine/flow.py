@@ -142,6 +142,10 @@ def open_flow_pipeline(path: Path, family: str, dtype: Any):
     setup; diffusers refuses to load it unless told)."""
     import diffusers
 
+    if path.is_file():  # a checkpoint file: the bundled configs of its variant (flow_single.py)
+        from noisebrush.engine.flow_single import open_single_file
+
+        return open_single_file(path, family, dtype)
     index = _json(path / "model_index.json")
     empty = {k: None for k, v in index.items() if isinstance(v, list) and v in ([None, None], [])}
     cls = getattr(diffusers, PIPELINES[(family, False, "txt2img")])

@@ -113,7 +113,9 @@ def model_defaults(ref: str) -> ModelDefaults:
     except UserError:
         return ModelDefaults()
     if folder.is_file():
-        return ModelDefaults()
+        from noisebrush.engine.flow_single import single_file_defaults
+
+        return single_file_defaults(folder) or ModelDefaults()
     from noisebrush.engine.flow import flow_defaults, flow_family
 
     family = flow_family(folder)
@@ -324,8 +326,9 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
 
         extra["tokenizer"], extra["text_encoder"] = load_minilm()
     from noisebrush.engine.flow import flow_device, flow_family, open_flow_pipeline
+    from noisebrush.engine.flow_single import single_file_family
 
-    flow = flow_family(path) if folder else None
+    flow = flow_family(path) if folder else single_file_family(path)
     device = flow_device(flow, device)
     pipe = open_flow_pipeline(path, flow, device.dtype) if flow else _open_pipeline(path, device, extra)
     if not (options.cpu_offload and device.device == "cuda"):

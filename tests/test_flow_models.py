@@ -227,4 +227,4 @@ def test_single_flow_files_are_named_and_refused_with_the_way_out(tmp_path, caps
                    "sd3-canny.safetensors": ("sd3", "controlnet", False)}  # fmt: skip
     flux = str(tmp_path / "flux1-dev.safetensors")
     code = main(["generate", "--prompt", "x", "--model", flux, "--out", str(tmp_path / "o.png")])
-    assert code == 2 and "single-file Flux checkpoints are not supported yet" in capsys.readouterr().err
+    assert code == 2 and "Flux transformer only, without its VAE and text encoders" in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""Single-file SD3/SD3.5 and Flux.1 checkpoints: which parts a file holds, which bundled config folder fits it, and
+opening it offline with diffusers' from_single_file.
+
+Many such files hold the transformer alone (flux1-dev.safetensors, sd3.5_large.safetensors); the text encoders and
+the VAE then live elsewhere, and such a file is named with what it lacks rather than half-loaded. Files that carry
+everything (ComfyUI's all-in-one checkpoints, sd3_medium_incl_clips*.safetensors) load with the configs in
+assets/configs/<variant> and the tokenizers bundled once (CLIP in sd15/tokenizer, T5 in t5-tokenizer).
+No torch at import: the catalog reads files through here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from noisebrush.engine.errors import UserError
+
+# where each part lives in an original-layout (ComfyUI / Stability) checkpoint
+PART_PREFIXES = {
+    "vae": ("first_stage_model.", "vae."),
+    "clip_l": ("text_encoders.clip_l.",),
+    "clip_g": ("text_encoders.clip_g.",),
+    "t5": ("text_encoders.t5xxl.",),
+}
+PART_TITLES = {"vae": "VAE", "clip_l": "CLIP-L", "clip_g": "CLIP-G", "t5": "T5-XXL"}
+NEEDED = {"sd3": ("vae", "clip_l", "clip_g"), "flux": ("vae", "clip_l", "t5")}  # SD3 runs without T5, as diffusers allows
+FLUX_IN_CHANNELS = 64  # Fill (384) and Depth/Canny (128) take extra image channels: other pipelines
+
+
+def file_parts(keys: list[str]) -> set[str]:
+    """The parts besides the transformer that a checkpoint's keys hold."""
+    return {part for part, prefixes in PART_PREFIXES.items() if any(k.startswith(prefixes) for k in keys)}
+
+
+def missing_note(family: str, keys: list[str]) -> str:
+    """Why a single-file base model cannot run alone ("" when it can): the parts it lacks, and the way out."""
+    from noisebrush.engine.catalog import FAMILY_TITLES
+
+    lacking = [p for p in NEEDED[family] if p not in file_parts(keys)]
+    if not lacking:
+        return ""
+    encoders = [PART_TITLES[p] for p in lacking if p != "vae"]
+    items = ["VAE"] if "vae" in lacking else []
+    if encoders:
+        items.append(f"text encoder{'s' if len(encoders) > 1 else ''} ({', '.join(encoders)})")
+    return f"{FAMILY_TITLES[family]} transformer only, without its {' and '.join(items)}: use the diffusers folder of this model"
+
+
+def variant(family: str, header: dict) -> str:
+    """The bundled config folder for a file: SD3 medium, SD3.5 medium (MMDiT-X: second attention), SD3.5 large
+    (38 blocks), Flux dev (guidance embedding) or schnell."""
+    keys = [k.removeprefix("model.diffusion_model.") for k in header if k != "__metadata__"]
+    if family == "sd3":
+        if any(k.startswith("joint_blocks.37.") for k in keys):
+            return "sd35-large"
+        return "sd35-medium" if any(".x_block.attn2." in k for k in keys) else "sd3"
+    return "flux-dev" if any(k.startswith("guidance_in.") for k in keys) else "flux-schnell"
+
+
+def unsupported_flux(header: dict) -> str:
+    """Flux Fill and Depth/Canny checkpoints take image channels the text-to-image pipelines do not feed."""
+    for key in ("img_in.weight", "model.diffusion_model.img_in.weight"):
+        shape = header.get(key, {}).get("shape") if isinstance(header.get(key), dict) else None
+        if shape and len(shape) == 2 and shape[1] != FLUX_IN_CHANNELS:
+            return f"a Flux Fill or Depth/Canny checkpoint ({shape[1]} input channels): not supported yet"
+    return ""
+
+
+def single_file_family(path: Path) -> str | None:
+    """"sd3" or "flux" for a flow-matching base checkpoint file, else None (an SD1.5/SDXL file, or not a model)."""
+    from noisebrush.engine.catalog import classify_file
+    from noisebrush.engine.flow import FLOW_FAMILIES
+
+    entry = classify_file(path)
+    if entry is None or entry.family not in FLOW_FAMILIES or entry.role != "base":
+        return None
+    if entry.note:
+        raise UserError(f"{path.name}: {entry.note}")
+    return entry.family
+
+
+def single_file_defaults(path: Path) -> Any:
+    """Slider defaults for a flow checkpoint file (None for others): Flux schnell's guidance is unused."""
+    from noisebrush.engine.flow import FLOW_SCHEDULER
+    from noisebrush.engine.models import ModelDefaults
+    from noisebrush.engine.sources import check_safetensors
+
+    try:
+        family = single_file_family(path)
+        header = check_safetensors(path) if family else {}
+    except UserError:
+        return None
+    if family is None:
+        return None
+    if variant(family, header) == "flux-schnell":
+        return ModelDefaults(1024, 1024, 4, 0.0, FLOW_SCHEDULER, "none")
+    return ModelDefaults(1024, 1024, 28, 3.5 if family == "flux" else 7.0, FLOW_SCHEDULER,
+                         "distilled" if family == "flux" else "cfg")  # fmt: skip
+
+
+def tokenizers(configs: Path, family: str, parts: set[str]) -> dict[str, Any]:
+    """The tokenizers, bundled once for all variants: CLIP-L, OpenCLIP-G (same BPE, padded with "!") and T5."""
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    clip = configs / "sd15" / "tokenizer"
+    t5 = configs / "t5-tokenizer"
+    for folder in (clip, t5):
+        if not folder.is_dir():
+            raise UserError(f"the bundled tokenizers are missing from {folder}; reinstall Noisebrush")
+    found: dict[str, Any] = {"tokenizer": CLIPTokenizer.from_pretrained(clip)}
+    if family == "flux":
+        found["tokenizer_2"] = T5TokenizerFast.from_pretrained(t5)
+        return found
+    found["tokenizer_2"] = CLIPTokenizer.from_pretrained(clip, pad_token="!")
+    if "t5" in parts:
+        found["tokenizer_3"] = T5TokenizerFast.from_pretrained(t5)
+    else:  # an SD3 checkpoint with its CLIPs only: T5 stays off, as in SD3's own "without T5" setup
+        found.update(text_encoder_3=None, tokenizer_3=None)
+    return found
+
+
+def open_single_file(path: Path, family: str, dtype: Any):
+    """A flow pipeline from a checkpoint file, with the bundled configs of its variant and no network."""
+    import diffusers
+
+    from noisebrush.engine.flow import PIPELINES
+    from noisebrush.engine.paths import single_file_configs_dir
+    from noisebrush.engine.sources import check_safetensors
+
+    header = check_safetensors(path)
+    keys = [k for k in header if k != "__metadata__"]
+    configs = single_file_configs_dir()
+    folder = configs / variant(family, header)
+    if not (folder / "model_index.json").is_file():
+        raise UserError(f"the bundled model configs are missing from {folder}; reinstall Noisebrush")
+    parts = tokenizers(configs, family, file_parts(keys))
+    cls = getattr(diffusers, PIPELINES[(family, False, "txt2img")])
+    try:
+        return cls.from_single_file(str(path), config=str(folder), local_files_only=True, torch_dtype=dtype, **parts)
+    except Exception as exc:  # a checkpoint whose keys or shapes do not match its variant's config
+        text = str(exc).strip().splitlines()
+        raise UserError(f"cannot load checkpoint {path.name}: {text[0] if text else type(exc).__name__}") from None
