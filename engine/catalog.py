@@ -185,12 +185,14 @@ def scan(folder: Path | None = None, depth: int = 2) -> list[ModelEntry]:
 
 
 def format_table(entries: list[ModelEntry]) -> str:
+    from noisebrush.engine.memory import footprint
     if not entries:
         return "no models found"
     rows = [("NAME", "FAMILY", "KIND", "FORMAT", "SIZE", "NOTE")]
     for e in entries:
         kind = e.role if e.role != "controlnet" else f"controlnet:{e.control_kind or '?'}"
         family = FAMILY_TITLES.get(e.family, "?")
-        rows.append((e.name, family, kind, e.format, f"{e.size_bytes / 1e6:.1f} MB", e.note))
+        need = footprint(e.path, e.family) if e.role == "base" and e.usable else None
+        rows.append((e.name, family, kind, e.format, f"{e.size_bytes / 1e6:.1f} MB", e.note or (need.describe() if need else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + ("  " + r[5] if r[5] else "") for r in rows)

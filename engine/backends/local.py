@@ -63,6 +63,7 @@ class LocalBackend:
 
     def list_models(self, folder: str | None = None) -> list[ModelInfo]:
         from noisebrush.engine.catalog import scan
+        from noisebrush.engine.memory import footprint
         from noisebrush.engine.paths import default_model_dir
 
         folder = folder or self.models_folder
@@ -71,6 +72,8 @@ class LocalBackend:
             if e.usable:
                 size = f"{e.size_bytes / 1e9:.1f} GB" if e.size_bytes >= 1e9 else f"{e.size_bytes / 1e6:.0f} MB"
                 title = f"{e.name} · {FAMILY_TITLES.get(e.family, '?')} · {size}"
+                need = footprint(e.path, e.family) if e.role == "base" else None
+                title += f" · {need.describe()}" if need else ""  # GPU memory at 16 bits, default size
                 kinds = own_controlnets(e.path) if e.role == "base" and e.path.is_dir() else None
                 found.append(ModelInfo(str(e.path), title, e.role, e.family, e.control_kind, kinds))
         return found
