@@ -12,7 +12,7 @@ from noisebrush.engine.controls import kind_from_name
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.flow import config_family, flow_family
 from noisebrush.engine.flow_single import missing_note, unsupported_flux
-from noisebrush.engine.loras import looks_like_lora
+from noisebrush.engine.loras import looks_like_lora, lora_family
 from noisebrush.engine.sources import PICKLE_SUFFIXES, check_safetensors
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
@@ -95,16 +95,6 @@ def classify_folder(path: Path) -> ModelEntry | None:
     return None
 
 
-def _lora_family(header: dict) -> str:
-    """SDXL LoRAs carry a second text encoder, or cross-attention 2048 wide in their to_k down-projections."""
-    if any("te2" in k or "text_encoder_2" in k for k in header):
-        return "sdxl"
-    for k, v in header.items():
-        if "attn2" in k and "to_k" in k and any(w in k for w in ("lora.down", "lora_down", "lora_A")):
-            return "sdxl" if v["shape"][-1] == 2048 else "sd15"
-    return "sd15"
-
-
 def _flow_file(keys: list[str]) -> tuple[str, str] | None:
     """(family, role) of an SD3 or Flux file, original or diffusers layout; None for any other file."""
     names = [k.removeprefix("model.diffusion_model.") for k in keys]
@@ -130,7 +120,7 @@ def classify_file(path: Path) -> ModelEntry | None:
         return ModelEntry(path.name, path, "single_file", "?", "?", None, _size(path), str(exc))
     keys = [k for k in header if k != "__metadata__"]
     if looks_like_lora(keys):
-        return ModelEntry(path.name, path, "single_file", _lora_family(header), "lora", None, _size(path))
+        return ModelEntry(path.name, path, "single_file", lora_family(header), "lora", None, _size(path))
     flow = _flow_file(keys)
     if flow is not None:
         family, role = flow

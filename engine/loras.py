@@ -17,6 +17,58 @@ def looks_like_lora(keys: list[str]) -> bool:
     return bool(keys) and any(any(w in k for w in LORA_KEY_WORDS) for k in keys[:200])
 
 
+# what a flow-matching LoRA's keys start with once the model prefix is gone (diffusers/peft: dots, kohya: underscores)
+FLOW_PREFIXES = ("transformer.", "base_model.model.", "lora_transformer_", "lora_unet_", "diffusion_model.")
+FLUX_BLOCKS = ("double_blocks", "single_blocks", "single_transformer_blocks")  # BFL's and diffusers' Flux names
+FLUX_WIDTH = 3072  # Flux.1's hidden size; SD3 Medium/3.5 Medium are 1536 wide, SD3.5 Large 2432
+
+
+def _flow_family(header: dict) -> str | None:
+    """"flux" or "sd3" for a LoRA over a flow transformer, None for a UNet's (whose blocks are down/mid/up)."""
+    widths = []
+    for key, value in header.items():
+        rest = key
+        for prefix in FLOW_PREFIXES:
+            rest = rest.removeprefix(prefix)
+        if rest.startswith(FLUX_BLOCKS):
+            return "flux"
+        if rest.startswith("joint_blocks"):  # Stability's / kohya's SD3 names
+            return "sd3"
+        if rest.startswith("transformer_blocks") and key.startswith(("transformer.", "lora_transformer_", "base_model.")):
+            if any(w in key for w in ("lora_A", "lora_down", "lora.down")) and isinstance(value, dict):
+                widths.append(value.get("shape", [0])[-1])
+    if not widths:
+        return None
+    return "flux" if FLUX_WIDTH in widths else "sd3"  # diffusers' names are the same for both: the width tells
+
+
+def lora_family(header: dict) -> str:
+    """The family a LoRA was trained for: SD3 or Flux by their transformer blocks; SDXL by its second text encoder
+    or 2048-wide cross-attention; SD1.5 otherwise."""
+    flow = _flow_family(header)
+    if flow is not None:
+        return flow
+    if any("te2" in k or "text_encoder_2" in k for k in header):
+        return "sdxl"
+    for k, v in header.items():
+        if "attn2" in k and "to_k" in k and any(w in k for w in ("lora.down", "lora_down", "lora_A")):
+            return "sdxl" if v["shape"][-1] == 2048 else "sd15"
+    return "sd15"
+
+
+def check_lora_family(name: str, header: dict, model: Any) -> None:
+    """Refuse a LoRA made for another family before loading it, where its keys say so for sure (a flow
+    transformer's, or SDXL's); an SD1.5-looking one is left to diffusers, which knows the shapes."""
+    from noisebrush.engine.flow import article
+    from noisebrush.engine.models import FAMILY_NAMES
+
+    family = lora_family(header)
+    sure = family != "sd15" or model.family in ("sd3", "flux")
+    if family != model.family and sure:
+        raise UserError(f"LoRA {name} is {article(FAMILY_NAMES[family])} LoRA, but {model.name} is "
+                        f"{article(FAMILY_NAMES[model.family])} model: it does not fit; choose a LoRA made for it")  # fmt: skip
+
+
 def adapter_name(path: str) -> str:
     return "nb_" + hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:12]
 
@@ -39,6 +91,7 @@ def apply_loras(pipe: Any, model: Any, loras: tuple) -> None:
         header = check_safetensors(path)
         if not looks_like_lora([k for k in header if k != "__metadata__"]):
             raise UserError(f"{path.name} is not a LoRA (none of its weights are LoRA weights)")
+        check_lora_family(path.name, header, model)
         name = adapter_name(spec.path)
         try:
             pipe.load_lora_weights(str(path), adapter_name=name)
