@@ -20,6 +20,7 @@ from noisebrush.engine.edit import extend
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished
 from noisebrush.engine.pose import people_from_json, people_to_json
+from noisebrush.engine.prompt_loras import apply_tags
 from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
 from noisebrush.gui.document import Document, qimage_to_rgba
 
@@ -120,10 +121,12 @@ class AppState(QObject):
             s = self.settings
         missing = self.kinds_without_controlnet()
         controls = tuple(c for c in self.doc.active_specs(s.width, s.height) if c.kind not in missing)
+        # A1111's <lora:name:w> tags in the prompt join the LoRA list's (by file name, among the LoRAs found)
+        prompt, loras = apply_tags(s.prompt, tuple(LoraSpec(p, w) for p, w in s.loras),
+                                   [m.ref for m in self.models if m.role == "lora"], "the LoRA list")  # fmt: skip
         req = GenerationRequest(
-            prompt=s.prompt, negative_prompt=s.negative, controls=controls, steps=s.steps, guidance=s.guidance,
-            seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model,
-            loras=tuple(LoraSpec(p, w) for p, w in s.loras),
+            prompt=prompt, negative_prompt=s.negative, controls=controls, steps=s.steps, guidance=s.guidance,
+            seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model, loras=loras,
         )  # fmt: skip
         return req if s.mode == "generate" else self._edit_request(req)
 

@@ -81,10 +81,17 @@ def _build_request(args: argparse.Namespace, notes: list[str], local: bool = Tru
     loras = tuple(base.loras) if base and not args.lora else ()
     for spec in args.lora:
         loras += (LoraSpec(*_path_weight(spec)),)
+    prompt = pick(args.prompt, base and base.prompt, "")
+    if "<lora:" in prompt.lower():  # A1111's tags: the models folder's LoRAs by file name (a server finds its own)
+        from noisebrush.engine.catalog import models_dir, scan
+        from noisebrush.engine.prompt_loras import apply_tags
+
+        found = [str(e.path) for e in scan(models_dir()) if e.role == "lora"] if local else None
+        prompt, loras = apply_tags(prompt, loras, found, str(models_dir()) if local else "the server")
     default_strength = 1.0 if mask is not None else 0.75
     seed = pick(args.seed, base and base.seed, None)
     req = GenerationRequest(
-        prompt=pick(args.prompt, base and base.prompt, ""),
+        prompt=prompt,
         negative_prompt=pick(args.negative, base and base.negative_prompt, ""),
         controls=tuple(controls), steps=steps, guidance=guidance, seed=None if seed == -1 else seed, width=width,
         height=height, scheduler=args.scheduler or (base.scheduler if base else d.scheduler), init_image=init,

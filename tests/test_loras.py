@@ -90,3 +90,52 @@ def test_cli_lora_flag_and_the_models_listing(tiny_model, lora, tmp_path, capsys
     shutil.copy(lora, tmp_path / "my-style.safetensors")
     assert main(["models", "--dir", str(tmp_path)]) == 0
     assert any("my-style.safetensors" in line and "lora" in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_a1111_lora_tags_in_the_prompt_become_the_requests_loras():
+    from noisebrush.engine.errors import UserError
+    from noisebrush.engine.prompt_loras import apply_tags, split_tags
+
+    text, tags = split_tags("a cat, <lora:ink_style:0.6> in a hat <LORA:Film Grain>, night")
+    assert text == "a cat, in a hat, night" and tags == [("ink_style", 0.6), ("Film Grain", 1.0)]
+    found = ["/m/loras/ink_style.safetensors", "/m/loras/film grain.safetensors", "/m/loras/other.safetensors"]
+    listed = (LoraSpec("/m/loras/ink_style.safetensors", 1.0),)
+    prompt, loras = apply_tags("a cat <lora:ink_style:0.6> <lora:film grain:-0.5>", listed, found)
+    assert prompt == "a cat"
+    assert loras == (LoraSpec(found[0], 0.6), LoraSpec(found[1], -0.5))  # a tag sets a listed LoRA's weight
+    with pytest.raises(UserError, match="no LoRA called 'inkk'"):
+        apply_tags("a cat <lora:inkk:1>", (), found)
+    assert apply_tags("<lora:ink:1> a cat", (), None) == ("a cat", (LoraSpec("ink", 1.0),))  # a server resolves it
+
+
+def test_cli_takes_a_lora_tag_from_the_models_folder_and_writes_it_back(tiny_model, lora, tmp_path, monkeypatch):
+    import shutil
+
+    from PIL import Image
+
+    from noisebrush.cli import main
+
+    models = tmp_path / "models"
+    (models / "loras").mkdir(parents=True)
+    shutil.copy(lora, models / "loras" / "ink.safetensors")
+    monkeypatch.setenv("NOISEBRUSH_MODELS", str(models))
+    out = tmp_path / "o.png"
+    assert main(["generate", "--prompt", "a cat <lora:ink:0.7>", "--model", tiny_model, "--steps", "2",
+                 "--width", "64", "--height", "64", "--seed", "3", "--out", str(out)]) == 0  # fmt: skip
+    saved = read_request(out)
+    assert saved.prompt == "a cat" and saved.loras == (LoraSpec(str(models / "loras" / "ink.safetensors"), 0.7),)
+    assert Image.open(out).text["parameters"].startswith("a cat <lora:ink:0.7>")
+    assert main(["generate", "--prompt", "a cat <lora:nope>", "--model", tiny_model, "--out", str(out)]) == 2
+
+
+def test_the_window_reads_lora_tags_typed_into_the_prompt(fake_window):
+    from noisebrush.engine.backends.base import ModelInfo
+
+    w = fake_window
+    w.state.set_models([ModelInfo("/m/loras/ink.safetensors", "ink", "lora", "sd15")])
+    w.state.update(prompt="a fox <lora:ink:0.4>")
+    req = w.capture_request()
+    assert req.prompt == "a fox" and req.loras == (LoraSpec("/m/loras/ink.safetensors", 0.4),)
+    w.state.update(prompt="a fox <lora:gone:1>")
+    w.generate()  # a tag naming no LoRA is a clear error, not a silent miss
+    assert "no LoRA called 'gone'" in w.banner.label.text() and w.state.job is None

@@ -54,6 +54,8 @@ def _pick(name: str, available: tuple[str, ...], what: str, server: str) -> str:
     if name in available:
         return name
     matches = [a for a in available if _basename(a) == _basename(name)]
+    if not matches:  # "ink" for ink.safetensors, as A1111's <lora:ink:0.8> names it
+        matches = [a for a in available if _basename(a).rsplit(".", 1)[0] == _basename(name)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
