@@ -113,3 +113,40 @@ def test_preview_frames_in_both_formats_and_only_ours():
     assert preview_frame(struct.pack(">I", 3) + b"text", "p1", "s") is None
     with pytest.raises(UserError, match="broken preview"):
         preview_frame(struct.pack(">II", 1, 1) + b"not a jpeg", "p1", "s")
+
+
+class _Answers:
+    """What a server says about itself, for the choice policy alone (test_comfy.py runs real servers)."""
+
+    def __init__(self, name: str, models: ServerModels, queue: int = 0) -> None:
+        self.name, self._models, self.queue = name, models, queue
+
+    def models(self) -> ServerModels:
+        return self._models
+
+    def queue_remaining(self) -> int:
+        return self.queue
+
+
+def _backend(*answers: _Answers):
+    from noisebrush.engine.backends.comfy import ComfyBackend, _Server
+
+    backend = ComfyBackend([f"http://{a.name}" for a in answers])
+    backend._servers = [_Server(a) for a in answers]
+    return backend
+
+
+def test_a_job_goes_to_a_server_that_has_what_it_needs_then_the_idle_then_the_fast_one():
+    no_scribble = ServerModels(("v1-5.safetensors",), ("control_v11f1p_sd15_depth.pth",))
+    scribble = ControlSpec("scribble", MAP)
+    backend = _backend(_Answers("a", no_scribble), _Answers("b", MODELS, queue=3))
+    assert backend._choose(req(controls=(scribble,)), set()).name == "b"  # busy, but the only one that can
+    busy, idle = _Answers("busy", MODELS, queue=1), _Answers("idle", MODELS)
+    backend = _backend(busy, idle)
+    assert backend._choose(req(), set()).name == "idle"
+    fast, slow = _Answers("fast", MODELS, queue=2), _Answers("slow", MODELS, queue=1)
+    backend = _backend(fast, slow)
+    backend._servers[0].seconds_per_step, backend._servers[1].seconds_per_step = 0.1, 1.0
+    assert backend._choose(req(), set()).name == "fast"  # 3 × 0.1 s beats 2 × 1 s
+    with pytest.raises(UserError, match="a has no scribble ControlNet"):
+        _backend(_Answers("a", no_scribble))._choose(req(controls=(scribble,)), set())

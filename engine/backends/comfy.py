@@ -23,7 +23,7 @@ from PIL import Image
 
 from noisebrush.engine.backends.base import Emit, ModelInfo, Stopped
 from noisebrush.engine.backends.comfy_client import ComfyClient, ServerConfig, ServerError
-from noisebrush.engine.backends.comfy_workflow import OUTPUT_NODE, ServerModels, Uploads, build_workflow, checkpoint_for
+from noisebrush.engine.backends.comfy_workflow import OUTPUT_NODE, ServerModels, Uploads, build_workflow
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished, Preview, Progress
 from noisebrush.engine.masks import feathered, paste_back
@@ -92,6 +92,13 @@ def preview_frame(data: bytes, prompt_id: str, server: str) -> np.ndarray | None
     return None
 
 
+def _dry_run(request: GenerationRequest, models: ServerModels, server: str) -> None:
+    """UserError unless the server has everything the request needs (checkpoint, ControlNets, LoRAs, sampler):
+    checked before choosing it, so no picture is uploaded to a server that cannot run the job."""
+    uploads = Uploads(tuple("-" for _ in request.active_controls()), "-", "-")
+    build_workflow(request, 0, uploads, models, server)
+
+
 class ComfyBackend:
     name = "comfyui"
 
@@ -123,7 +130,7 @@ class ComfyBackend:
                 reasons.append(f"{s.name} stopped answering {DOWN_FOR_S - (s.down_until - now):.0f} s ago")
                 continue
             try:
-                checkpoint_for(request, s.known_models(), s.name)
+                _dry_run(request, s.known_models(), s.name)
                 found.append((s, s.client.queue_remaining()))
             except ServerError as exc:
                 if exc.down:
