@@ -222,7 +222,7 @@ def test_the_model_list_and_server_test_say_what_each_server_has(server):
     assert models[("controlnet", CONTROLNET)].control_kind == "scribble"
     assert models[("base", CHECKPOINT)].source == server.url.split("//")[1]
     (line,) = backend.server_info()
-    assert line.startswith("✓") and "ComfyUI 0.3.64" in line and "1 checkpoint, 1 ControlNet, 1 LoRA" in line
+    assert line.startswith("✓") and "ComfyUI 0.3.64" in line and f"1 checkpoint, 1 ControlNet, 1 LoRA ({CHECKPOINT})" in line
 
 
 def test_the_window_switched_to_a_server_paints_its_previews_on_the_canvas(server, qtbot, tmp_path):

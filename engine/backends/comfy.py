@@ -56,6 +56,14 @@ def _count(names: tuple[str, ...], what: str) -> str:
     return f"{len(names)} {what}{'' if len(names) == 1 else 's'}"
 
 
+def _first(names: tuple[str, ...], n: int = 3) -> str:
+    """The first few checkpoint names, so a person sees at a glance whether their model is there."""
+    if not names:
+        return ""
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return f" ({', '.join(names[:n])}{more})"
+
+
 def _png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=1)
@@ -302,7 +310,7 @@ class ComfyBackend:
         return list(found.values())
 
     def server_info(self) -> list[str]:
-        """One line per server, as Settings → Test shows it: version, device, free memory, model counts."""
+        """One line per server, as Settings → Test shows it: version, device, free memory, what models it has."""
         lines = []
         for s in self._servers:
             try:
@@ -318,7 +326,7 @@ class ComfyBackend:
             lines.append(f"✓ {s.name}: ComfyUI {system.get('comfyui_version', '?')}, {dev.get('name', 'no device')}"
                          + (f", {free / 2**30:.1f} GB free" if free is not None else "")
                          + f"; {_count(s.models.checkpoints, 'checkpoint')}, {_count(s.models.controlnets, 'ControlNet')}, "
-                         f"{_count(s.models.loras, 'LoRA')}")  # fmt: skip
+                         f"{_count(s.models.loras, 'LoRA')}" + _first(s.models.checkpoints))  # fmt: skip
         return lines
 
     def close(self) -> None:
