@@ -11,7 +11,8 @@ from pathlib import Path
 from noisebrush.engine.controls import kind_from_name
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.flow import config_family, flow_family
-from noisebrush.engine.flow_single import missing_note, unsupported_flux
+from noisebrush.engine.flow_single import lacking, missing_note, unsupported_flux
+from noisebrush.engine.gguf_files import INSTALL_GGUF, gguf_available, gguf_header, is_gguf
 from noisebrush.engine.loras import looks_like_lora, lora_family
 from noisebrush.engine.sources import PICKLE_SUFFIXES, check_safetensors
 
@@ -27,7 +28,9 @@ class ModelEntry:
     role: str  # "base" | "controlnet" | "?"
     control_kind: str | None
     size_bytes: int
-    note: str = ""
+    note: str = ""  # why it cannot be used ("" when it can)
+    detail: str = ""  # what else to know: where a transformer-only file's text encoders and VAE come from
+    companion: Path | None = None  # that diffusers folder (engine/companions.py)
 
     @property
     def usable(self) -> bool:
@@ -109,9 +112,43 @@ def _flow_file(keys: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def _flow_entry(path: Path, header: dict, family: str, role: str, fmt: str) -> ModelEntry:
+    """An SD3 or Flux file: usable when it carries its VAE and text encoders, or when a diffusers folder of its family
+    on this computer lends them (a companion); otherwise named with what it lacks and where to get it."""
+    from noisebrush.engine.companions import find_companion
+
+    keys = [k for k in header if k != "__metadata__"]
+    companion = None
+    if role == "controlnet":
+        note = f"single-file {FAMILY_TITLES[family]} ControlNets are not supported yet: use the diffusers folder"
+    else:
+        note = unsupported_flux(header) if family == "flux" else ""
+        if not note and lacking(family, keys):
+            companion = find_companion(path, family)
+            note = "" if companion else missing_note(family, keys)
+    detail = companion.note if companion else ""
+    return ModelEntry(path.name, path, fmt, family, role, None, _size(path), note, detail, companion and companion.path)
+
+
+def _gguf_entry(path: Path) -> ModelEntry:
+    """A GGUF file (city96's quantized transformers): its family from the tensor names, as for safetensors."""
+    if not gguf_available():
+        return ModelEntry(path.name, path, "gguf", "?", "base", None, _size(path), INSTALL_GGUF)
+    try:
+        header = gguf_header(path)
+    except UserError as exc:
+        return ModelEntry(path.name, path, "gguf", "?", "?", None, _size(path), str(exc))
+    flow = _flow_file([k for k in header if k != "__metadata__"])
+    if flow is None:  # a language model's GGUF, say
+        return ModelEntry(path.name, path, "gguf", "?", "?", None, _size(path), "not an SD3 or Flux transformer")
+    return _flow_entry(path, header, *flow, "gguf")
+
+
 def classify_file(path: Path) -> ModelEntry | None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return ModelEntry(path.name, path, "pickle", "?", "?", None, _size(path), "pickle checkpoint: not opened (unsafe)")
+    if is_gguf(path):
+        return _gguf_entry(path)
     if path.suffix.lower() != ".safetensors":
         return None
     try:
@@ -123,12 +160,7 @@ def classify_file(path: Path) -> ModelEntry | None:
         return ModelEntry(path.name, path, "single_file", lora_family(header), "lora", None, _size(path))
     flow = _flow_file(keys)
     if flow is not None:
-        family, role = flow
-        if role == "controlnet":
-            note = f"single-file {FAMILY_TITLES[family]} ControlNets are not supported yet: use the diffusers folder"
-        else:  # a base checkpoint loads when it carries its VAE and text encoders (engine/flow_single.py)
-            note = (unsupported_flux(header) if family == "flux" else "") or missing_note(family, keys)
-        return ModelEntry(path.name, path, "single_file", family, role, None, _size(path), note)
+        return _flow_entry(path, header, *flow, "single_file")
     if any(k.startswith(("control_model.", "controlnet_cond_embedding")) for k in keys):
         ctx = next((v["shape"][-1] for k, v in header.items() if k.endswith("attn2.to_k.weight")), None)
         # SDXL ControlNets carry SDXL's added time/text embedding; 2048-wide cross-attention says so too
@@ -144,9 +176,12 @@ def classify_file(path: Path) -> ModelEntry | None:
 
 def scan(folder: Path | None = None, depth: int = 2) -> list[ModelEntry]:
     """Every model under `folder` (two levels deep), sorted by role and name."""
+    from noisebrush.engine.companions import remember_root
+
     root = Path(folder) if folder is not None else models_dir()
     if not root.is_dir():
         return []
+    remember_root(root)  # transformer-only files anywhere find their companions here too
     found: list[ModelEntry] = []
 
     def walk(d: Path, level: int) -> None:
@@ -182,7 +217,8 @@ def format_table(entries: list[ModelEntry]) -> str:
     for e in entries:
         kind = e.role if e.role != "controlnet" else f"controlnet:{e.control_kind or '?'}"
         family = FAMILY_TITLES.get(e.family, "?")
-        need = footprint(e.path, e.family) if e.role == "base" and e.usable else None
-        rows.append((e.name, family, kind, e.format, f"{e.size_bytes / 1e6:.1f} MB", e.note or (need.describe() if need else "")))
+        need = footprint(e.path, e.family, e.companion) if e.role == "base" and e.usable else None
+        note = e.note or "; ".join(t for t in (e.detail, need.describe() if need else "") if t)
+        rows.append((e.name, family, kind, e.format, f"{e.size_bytes / 1e6:.1f} MB", note))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + ("  " + r[5] if r[5] else "") for r in rows)

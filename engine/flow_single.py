@@ -1,8 +1,9 @@
 """Single-file SD3/SD3.5 and Flux.1 checkpoints: which parts a file holds, which bundled config folder fits it, and
 opening it offline with diffusers' from_single_file.
 
-Many such files hold the transformer alone (flux1-dev.safetensors, sd3.5_large.safetensors); the text encoders and
-the VAE then live elsewhere, and such a file is named with what it lacks rather than half-loaded. Files that carry
+Many such files hold the transformer alone (flux1-dev.safetensors, sd3.5_large.safetensors, every GGUF); they run
+with the text encoders and VAE of a diffusers folder of the family found on this computer (engine/companions.py), and
+without one are named with what they lack and where to get it rather than half-loaded. Files that carry
 everything (ComfyUI's all-in-one checkpoints, sd3_medium_incl_clips*.safetensors) load with the configs in
 assets/configs/<variant> and the tokenizers bundled once (CLIP in sd15/tokenizer, T5 in t5-tokenizer).
 No torch at import: the catalog reads files through here.
@@ -32,18 +33,24 @@ def file_parts(keys: list[str]) -> set[str]:
     return {part for part, prefixes in PART_PREFIXES.items() if any(k.startswith(prefixes) for k in keys)}
 
 
+def lacking(family: str, keys: list[str]) -> list[str]:
+    """The parts a file lacks to run alone (all of them for a transformer-only file)."""
+    return [p for p in NEEDED[family] if p not in file_parts(keys)]
+
+
 def missing_note(family: str, keys: list[str]) -> str:
     """Why a single-file base model cannot run alone ("" when it can): the parts it lacks, and the way out."""
     from noisebrush.engine.catalog import FAMILY_TITLES
+    from noisebrush.engine.companions import HOW_TO_GET
 
-    lacking = [p for p in NEEDED[family] if p not in file_parts(keys)]
-    if not lacking:
+    lacking_parts = lacking(family, keys)
+    if not lacking_parts:
         return ""
-    encoders = [PART_TITLES[p] for p in lacking if p != "vae"]
-    items = ["VAE"] if "vae" in lacking else []
+    encoders = [PART_TITLES[p] for p in lacking_parts if p != "vae"]
+    items = ["VAE"] if "vae" in lacking_parts else []
     if encoders:
         items.append(f"text encoder{'s' if len(encoders) > 1 else ''} ({', '.join(encoders)})")
-    return f"{FAMILY_TITLES[family]} transformer only, without its {' and '.join(items)}: use the diffusers folder of this model"
+    return f"{FAMILY_TITLES[family]} transformer only, without its {' and '.join(items)}: {HOW_TO_GET[family]}"
 
 
 def variant(family: str, header: dict) -> str:
@@ -66,6 +73,14 @@ def unsupported_flux(header: dict) -> str:
     return ""
 
 
+def read_header(path: Path) -> dict:
+    """A checkpoint's tensor table: the safetensors header, or a GGUF file's in the same shape (engine/gguf_files.py)."""
+    from noisebrush.engine.gguf_files import gguf_header, is_gguf
+    from noisebrush.engine.sources import check_safetensors
+
+    return gguf_header(path) if is_gguf(path) else check_safetensors(path)
+
+
 def single_file_family(path: Path) -> str | None:
     """"sd3" or "flux" for a flow-matching base checkpoint file, else None (an SD1.5/SDXL file, or not a model)."""
     from noisebrush.engine.catalog import classify_file
@@ -83,11 +98,10 @@ def single_file_defaults(path: Path) -> Any:
     """Slider defaults for a flow checkpoint file (None for others): Flux schnell's guidance is unused."""
     from noisebrush.engine.flow import FLOW_SCHEDULER
     from noisebrush.engine.models import ModelDefaults
-    from noisebrush.engine.sources import check_safetensors
 
     try:
         family = single_file_family(path)
-        header = check_safetensors(path) if family else {}
+        header = read_header(path) if family else {}
     except UserError:
         return None
     if family is None:
@@ -123,20 +137,28 @@ def open_single_file(path: Path, family: str, dtype: Any):
     """A flow pipeline from a checkpoint file, with the bundled configs of its variant and no network."""
     import diffusers
 
+    from noisebrush.engine.companions import find_companion, open_with_companion
     from noisebrush.engine.flow import PIPELINES
+    from noisebrush.engine.gguf_files import is_gguf
     from noisebrush.engine.paths import single_file_configs_dir
-    from noisebrush.engine.sources import check_safetensors
 
-    header = check_safetensors(path)
+    header = read_header(path)
     keys = [k for k in header if k != "__metadata__"]
     configs = single_file_configs_dir()
     folder = configs / variant(family, header)
     if not (folder / "model_index.json").is_file():
         raise UserError(f"the bundled model configs are missing from {folder}; reinstall Noisebrush")
-    parts = tokenizers(configs, family, file_parts(keys))
-    cls = getattr(diffusers, PIPELINES[(family, False, "txt2img")])
     try:
+        if lacking(family, keys):  # a transformer-only file (GGUF ones always): the rest from a companion folder
+            companion = find_companion(path, family)
+            if companion is None:
+                raise UserError(f"{path.name}: {missing_note(family, keys)}")
+            return open_with_companion(path, family, folder, companion.path, dtype, is_gguf(path))
+        parts = tokenizers(configs, family, file_parts(keys))
+        cls = getattr(diffusers, PIPELINES[(family, False, "txt2img")])
         return cls.from_single_file(str(path), config=str(folder), local_files_only=True, torch_dtype=dtype, **parts)
+    except UserError:
+        raise
     except Exception as exc:  # a checkpoint whose keys or shapes do not match its variant's config
         text = str(exc).strip().splitlines()
         raise UserError(f"cannot load checkpoint {path.name}: {text[0] if text else type(exc).__name__}") from None

@@ -1,7 +1,9 @@
 """How much GPU memory a base model needs, for the model picker: counted from the safetensors headers (shapes only,
 no weights read, no torch) and a working margin per family at its default size.
 
-Weights count 2 bytes per parameter, as they run in fp16/bf16 whatever the file stores (fp32 and fp8 files alike).
+Weights count 2 bytes per parameter, as they run in fp16/bf16 whatever the file stores (fp32 and fp8 files alike),
+except GGUF transformers, which stay quantized on the GPU: their stored size. A transformer-only file adds the text
+encoders and VAE of the diffusers folder it borrows them from (its companion).
 The margin is the larger of the denoiser's activations and the VAE decode at the family's default size (see
 bench/results/flow-memory.md): about 1 GB at 512 px for SD1.5, 3 GB at 1024 px for the others. With model CPU offload
 only the largest part and the margin are on the GPU at once.
@@ -75,6 +77,11 @@ def _file_part(key: str) -> str:
 
 def file_parts(path: Path) -> dict[str, int]:
     """Bytes at 16 bits of each part of a single-file checkpoint: denoiser, text encoders, VAE."""
+    if path.suffix.lower() == ".gguf":  # a transformer alone, quantized
+        from noisebrush.engine.gguf_files import gguf_weight_bytes
+
+        size = gguf_weight_bytes(path)
+        return {"denoiser": size} if size else {}
     parts: dict[str, int] = {}
     for key, entry in _header(path).items():
         part = _file_part(key)
@@ -110,11 +117,15 @@ def folder_parts(folder: Path) -> dict[str, int]:
     return parts
 
 
-def footprint(path: Path, family: str) -> Footprint | None:
-    """What a base model (folder or single file) needs on the GPU; None when it cannot be told."""
+def footprint(path: Path, family: str, companion: Path | None = None) -> Footprint | None:
+    """What a base model (folder or single file) needs on the GPU; None when it cannot be told. `companion`: the
+    diffusers folder whose parts other than the transformer a transformer-only file runs with."""
     if family not in MARGIN:
         return None
     parts = folder_parts(path) if path.is_dir() else file_parts(path)
     if not parts:
         return None
+    if companion is not None:  # only the file's transformer runs; everything else is the companion's
+        parts = {"denoiser": parts.get("denoiser", 0)}
+        parts.update({k: v for k, v in folder_parts(companion).items() if k != "transformer"})
     return Footprint(sum(parts.values()), max(parts.values()), int(MARGIN[family]))

@@ -94,8 +94,13 @@ def resolve_source(
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
             refuse_pickle(path)
+        if path.suffix.lower() == ".gguf":  # a quantized transformer (engine/gguf_files.py)
+            from noisebrush.engine.gguf_files import gguf_header
+
+            gguf_header(path)
+            return ModelSource("single_file", ref, path)
         if path.suffix.lower() != ".safetensors":
-            raise UserError(f"{path.name}: expected a .safetensors checkpoint or a diffusers model folder")
+            raise UserError(f"{path.name}: expected a .safetensors or .gguf checkpoint, or a diffusers model folder")
         check_safetensors(path)
         return ModelSource("single_file", ref, path)
     if path.is_dir():

@@ -186,12 +186,12 @@ class Files(QObject):
 
     # --- models ----------------------------------------------------------------------------
     def browse_model(self, what: str = "file") -> None:
-        """A checkpoint file (.safetensors) or, with what="folder", a diffusers folder."""
+        """A checkpoint file (.safetensors, .gguf) or, with what="folder", a diffusers folder."""
         if what == "folder":
             ref = QFileDialog.getExistingDirectory(self.window, "Choose a diffusers model folder")
         else:
             ref, _ = QFileDialog.getOpenFileName(self.window, "Choose a model checkpoint", str(models_dir()),
-                                                 "Safetensors checkpoints (*.safetensors)")  # fmt: skip
+                                                 "Checkpoints (*.safetensors *.gguf)")  # fmt: skip
         if not ref:
             return
         from noisebrush.engine.models import resolve_model_dir

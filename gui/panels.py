@@ -82,7 +82,7 @@ class GenerationPanel(QWidget):
         self.browse_model = QToolButton(text="…", toolTip="Choose a checkpoint file or a diffusers folder")
         self.browse_model.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         browse = QMenu(self.browse_model)
-        browse.addAction("Checkpoint file (.safetensors)…", lambda: self.model_browse_requested.emit("file"))
+        browse.addAction("Checkpoint file (.safetensors, .gguf)…", lambda: self.model_browse_requested.emit("file"))
         browse.addAction("Diffusers folder…", lambda: self.model_browse_requested.emit("folder"))
         self.browse_model.setMenu(browse)
         self.steps = slider(1, 100, 20)

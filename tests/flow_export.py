@@ -222,3 +222,37 @@ def _tokenizers(configs: Path) -> tuple:
     clip = configs / "sd15" / "tokenizer"
     return (CLIPTokenizer.from_pretrained(clip), CLIPTokenizer.from_pretrained(clip, pad_token="!"),
             T5TokenizerFast.from_pretrained(configs / "t5-tokenizer"))  # fmt: skip
+
+
+def write_transformer_only(all_in_one: Path, path: Path, strip_prefix: bool) -> Path:
+    """The transformer of an all-in-one file alone, as BFL ships flux1-dev.safetensors (no prefix) and Stability
+    sd3.5_large.safetensors (model.diffusion_model.)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v for k, v in load_file(str(all_in_one)).items() if k.startswith(DIT)}
+    save_file({(k.removeprefix(DIT) if strip_prefix else k): v for k, v in tensors.items()}, str(path))
+    return path
+
+
+def write_gguf(source: Path, path: Path, arch: str, qtype: str = "F16") -> Path:
+    """A transformer-only file as city96's converter writes it: keys without the prefix, 1-D tensors in F32, the rest
+    in `qtype`, falling back to F16 for a tensor whose shape the quantization cannot take."""
+    import gguf
+    from safetensors.torch import load_file
+
+    writer = gguf.GGUFWriter(path=None, arch=arch)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for key, tensor in load_file(str(source)).items():
+        data = tensor.float().numpy()
+        kind = gguf.GGMLQuantizationType.F32 if data.ndim == 1 else gguf.GGMLQuantizationType[qtype]
+        try:
+            stored = gguf.quants.quantize(data, kind)
+        except (gguf.QuantError, NotImplementedError):
+            kind = gguf.GGMLQuantizationType.F16
+            stored = gguf.quants.quantize(data, kind)
+        writer.add_tensor(key.removeprefix(DIT), stored, raw_dtype=kind)
+    writer.write_header_to_file(path=path)
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

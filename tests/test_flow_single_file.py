@@ -94,9 +94,18 @@ def test_a_single_file_generates_what_its_diffusers_folder_does_with_previews(fi
     assert np.abs(outs[0] - outs[1]).max() <= 1  # the same weights, converted back by diffusers
 
 
-def test_files_without_their_text_encoders_or_vae_say_what_they_lack(tmp_path, capsys):
+def test_files_without_their_text_encoders_or_vae_say_what_they_lack(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
     from safetensors.torch import save_file
 
+    from noisebrush.engine import companions
+
+    # no diffusers folder of either family anywhere a companion is looked for (engine/companions.py)
+    monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path / "none"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(companions, "_scanned_roots", [])
+    tmp_path = tmp_path / "downloads" / "models"  # its parent holds nothing else
+    tmp_path.mkdir(parents=True)
     t = torch.zeros(2, 2)
     files = {  # the key names of the published files
         "flux1-dev.safetensors": {"double_blocks.0.img_attn.qkv.weight": t, "guidance_in.in_layer.weight": t},
@@ -110,13 +119,12 @@ def test_files_without_their_text_encoders_or_vae_say_what_they_lack(tmp_path, c
     for name, tensors in files.items():
         save_file({k: v.clone() for k, v in tensors.items()}, str(tmp_path / name))
     notes = {e.name: e.note for e in scan(tmp_path) if not e.usable}
+    sd3_way_out = "put the diffusers folder of SD3.5 Large, SD3.5 Medium or SD3 Medium in your models folder"
     assert notes == {
-        "flux1-dev.safetensors": "Flux transformer only, without its VAE and text encoders (CLIP-L, T5-XXL): use the "
-        "diffusers folder of this model",
-        "sd3.5_large.safetensors": "SD3 transformer only, without its text encoders (CLIP-L, CLIP-G): use the diffusers "
-        "folder of this model",
-        "sd3_medium_incl_clips.safetensors": "SD3 transformer only, without its text encoder (CLIP-G): use the diffusers "
-        "folder of this model",
+        "flux1-dev.safetensors": "Flux transformer only, without its VAE and text encoders (CLIP-L, T5-XXL): put the "
+        "diffusers folder of FLUX.1-dev (or schnell) in your models folder",
+        "sd3.5_large.safetensors": f"SD3 transformer only, without its text encoders (CLIP-L, CLIP-G): {sd3_way_out}",
+        "sd3_medium_incl_clips.safetensors": f"SD3 transformer only, without its text encoder (CLIP-G): {sd3_way_out}",
         "flux1-fill-dev.safetensors": "a Flux Fill or Depth/Canny checkpoint (384 input channels): not supported yet",
     }  # fmt: skip
     code = main(["generate", "--prompt", "x", "--model", str(tmp_path / "flux1-dev.safetensors"), "--out",

@@ -72,8 +72,9 @@ class LocalBackend:
             if e.usable:
                 size = f"{e.size_bytes / 1e9:.1f} GB" if e.size_bytes >= 1e9 else f"{e.size_bytes / 1e6:.0f} MB"
                 title = f"{e.name} · {FAMILY_TITLES.get(e.family, '?')} · {size}"
-                need = footprint(e.path, e.family) if e.role == "base" else None
+                need = footprint(e.path, e.family, e.companion) if e.role == "base" else None
                 title += f" · {need.describe()}" if need else ""  # GPU memory at 16 bits, default size
+                title += f" · {e.detail}" if e.detail else ""  # a transformer-only file's text encoders and VAE
                 kinds = own_controlnets(e.path) if e.role == "base" and e.path.is_dir() else None
                 found.append(ModelInfo(str(e.path), title, e.role, e.family, e.control_kind, kinds))
         return found
