@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flow_export import flux_converter_any_width, write_flux_file, write_gguf, write_sd3_file, write_transformer_only
+from helpers import circle_sketch
 from PIL import Image
+from tiny_flow import flux_controlnet
 
 from noisebrush.cli import main
 from noisebrush.engine import catalog, companions
@@ -33,6 +35,8 @@ def models(tmp_path_factory) -> Path:
     write_transformer_only(sd3, models / "sd3_medium.safetensors", strip_prefix=False)
     write_gguf(models / "flux1-dev.safetensors", models / "flux1-dev-F16.gguf", "flux")
     write_gguf(models / "flux1-dev.safetensors", models / "flux1-dev-Q8_0.gguf", "flux", "Q8_0")
+    write_gguf(models / "sd3_medium.safetensors", models / "sd3_medium-F16.gguf", "sd3")
+    flux_controlnet().save_pretrained(root / "flux-scribble")  # the widths of write_flux_file's transformer
     return models
 
 
@@ -54,7 +58,8 @@ def here(models, tmp_path, monkeypatch) -> Path:
 
 def test_transformer_only_files_are_listed_usable_with_their_companion(here):
     entries = {e.name: e for e in scan(here)}
-    files = ("flux1-dev.safetensors", "flux1-dev-F16.gguf", "flux1-dev-Q8_0.gguf", "sd3_medium.safetensors")
+    files = ("flux1-dev.safetensors", "flux1-dev-F16.gguf", "flux1-dev-Q8_0.gguf", "sd3_medium.safetensors",
+             "sd3_medium-F16.gguf")
     for name in files:
         e = entries[name]
         assert e.usable and e.role == "base", (name, e.note)
@@ -110,10 +115,10 @@ def test_without_a_companion_the_file_says_what_to_get(here, tmp_path, monkeypat
     assert code == 2 and FLUX_WAY_OUT in capsys.readouterr().err
 
 
-def _generate(model: Path, out: Path, capsys) -> np.ndarray:
+def _generate(model: Path, out: Path, capsys, *flags: str) -> np.ndarray:
     previews = out.with_suffix("")
     code = main(["generate", "--prompt", "a red circle", "--model", str(model), "--steps", "3", "--width", "64",
-                 "--height", "64", "--seed", "3", "--previews", str(previews), "--out", str(out)])  # fmt: skip
+                 "--height", "64", "--seed", "3", "--previews", str(previews), "--out", str(out), *flags])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert len(list(previews.iterdir())) == 3  # a preview per step
     return np.asarray(Image.open(out)).astype(int)
@@ -123,12 +128,22 @@ def _generate(model: Path, out: Path, capsys) -> np.ndarray:
     ("flux1-dev.safetensors", "FLUX.1-dev", 1),  # the same weights, converted back by diffusers
     ("sd3_medium.safetensors", "sd3-medium", 1),
     ("flux1-dev-F16.gguf", "FLUX.1-dev", 3),  # weights rounded to 16 bits
+    ("sd3_medium-F16.gguf", "sd3-medium", 3),
 ])  # fmt: skip
 def test_a_transformer_only_file_generates_what_its_companion_folder_does(here, tmp_path, capsys, file, folder, levels):
     got = _generate(here / file, tmp_path / "file.png", capsys)
     want = _generate(here / folder, tmp_path / "folder.png", capsys)
     assert got.shape == (64, 64, 3)
     assert np.abs(got - want).max() <= levels
+
+
+def test_a_transformer_only_file_takes_controlnets_as_its_companion_folder_does(here, tmp_path, capsys):
+    Image.fromarray(circle_sketch()).save(tmp_path / "s.png")
+    control = ["--control", f"scribble={tmp_path / 's.png'}", "--controlnet", f"scribble={here.parent / 'flux-scribble'}"]
+    got = _generate(here / "flux1-dev.safetensors", tmp_path / "file.png", capsys, *control)
+    want = _generate(here / "FLUX.1-dev", tmp_path / "folder.png", capsys, *control)
+    plain = _generate(here / "flux1-dev.safetensors", tmp_path / "plain.png", capsys)
+    assert np.abs(got - want).max() <= 1 and np.abs(got - plain).mean() > 1
 
 
 def test_a_q8_gguf_generates_close_to_the_unquantized_model(here, tmp_path, capsys):
