@@ -43,3 +43,19 @@ def fake_window(qtbot, tmp_path):
     w.backend = backend
     yield w
     w.close()
+
+
+@pytest.fixture
+def lonely_folder(tmp_path, monkeypatch) -> Path:
+    """An empty folder with no diffusers folder anywhere a transformer-only file looks for a companion (its folder,
+    its parent, the models folder, folders scanned before, the Hugging Face cache): see engine/companions.py."""
+    import huggingface_hub.constants
+
+    from noisebrush.engine import companions
+
+    monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path / "no-models"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "no-hub"))
+    monkeypatch.setattr(companions, "_scanned_roots", [])
+    folder = tmp_path / "downloads" / "models"
+    folder.mkdir(parents=True)
+    return folder

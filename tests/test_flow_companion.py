@@ -100,10 +100,8 @@ def test_a_cached_hub_snapshot_serves_as_companion(here, tmp_path, monkeypatch):
     assert found is not None and (found.path, found.name) == (snapshot, "black-forest-labs/FLUX.1-schnell")
 
 
-def test_without_a_companion_the_file_says_what_to_get(here, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path / "empty"))
-    lonely = tmp_path / "a" / "b"
-    lonely.mkdir(parents=True)
+def test_without_a_companion_the_file_says_what_to_get(here, lonely_folder, tmp_path, capsys):
+    lonely = lonely_folder
     for name in ("flux1-dev.safetensors", "flux1-dev-Q8_0.gguf"):
         shutil.copy(here / name, lonely)
     notes = {e.name: e.note for e in scan(lonely)}

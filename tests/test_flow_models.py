@@ -209,8 +209,10 @@ def test_the_gui_names_the_guidance_the_model_has(fake_window, flow_models):
     assert title() == "CFG"
 
 
-def test_single_flow_files_are_named_and_refused_with_the_way_out(tmp_path, capsys):
+def test_single_flow_files_are_named_and_refused_with_the_way_out(lonely_folder, capsys):
     from safetensors.torch import save_file
+
+    tmp_path = lonely_folder
 
     files = {
         "sd3_medium.safetensors": "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight",

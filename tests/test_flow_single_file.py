@@ -94,18 +94,10 @@ def test_a_single_file_generates_what_its_diffusers_folder_does_with_previews(fi
     assert np.abs(outs[0] - outs[1]).max() <= 1  # the same weights, converted back by diffusers
 
 
-def test_files_without_their_text_encoders_or_vae_say_what_they_lack(tmp_path, capsys, monkeypatch):
-    import huggingface_hub.constants
+def test_files_without_their_text_encoders_or_vae_say_what_they_lack(lonely_folder, capsys):
     from safetensors.torch import save_file
 
-    from noisebrush.engine import companions
-
-    # no diffusers folder of either family anywhere a companion is looked for (engine/companions.py)
-    monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path / "none"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(companions, "_scanned_roots", [])
-    tmp_path = tmp_path / "downloads" / "models"  # its parent holds nothing else
-    tmp_path.mkdir(parents=True)
+    tmp_path = lonely_folder  # no diffusers folder of either family anywhere a companion is looked for
     t = torch.zeros(2, 2)
     files = {  # the key names of the published files
         "flux1-dev.safetensors": {"double_blocks.0.img_attn.qkv.weight": t, "guidance_in.in_layer.weight": t},
