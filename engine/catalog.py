@@ -23,8 +23,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 class ModelEntry:
     name: str
     path: Path
-    format: str  # "diffusers" | "single_file" | "pickle"
-    family: str  # "sd15" | "sdxl" | "?"
+    format: str  # "diffusers" | "single_file" | "gguf" | "pickle"
+    family: str  # "sd15" | "sdxl" | "sd3" | "flux" | "?"
     role: str  # "base" | "controlnet" | "?"
     control_kind: str | None
     size_bytes: int

@@ -164,3 +164,14 @@ def test_a_gguf_transformer_stays_quantized_and_borrows_the_rest(here):
     got = model.components["text_encoder"].state_dict()
     assert all(torch.equal(got[k], lent[k]) for k in lent)
     assert model_defaults(str(here / "flux1-dev-Q8_0.gguf")).guidance_kind == "distilled"  # dev: a guidance embedding
+
+
+def test_the_catalog_finds_companions_and_reads_ggufs_without_torch(here):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom pathlib import Path\nfrom noisebrush.engine.catalog import format_table, scan\n"
+            f"table = format_table(scan(Path({str(here)!r})))\nassert 'text encoders and VAE from FLUX.1-dev' in table\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers', 'transformers'}))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr or out.stdout
