@@ -4,8 +4,8 @@ any GGUF) its text encoders, tokenizers and VAE.
 The most common Flux and SD3.5 downloads hold the transformer alone; the rest of the pipeline is the same across a
 family (Flux dev and schnell share CLIP-L, T5 and the VAE; SD3 and SD3.5 share CLIP-L, CLIP-G, T5 and the VAE), so
 any diffusers folder of the family found on this computer serves. Searched, in order: the file's own folder (the
-published repos put the file beside their diffusers folders), the models folder and folders scanned this session,
-the file's parent folder (each two levels down), and the Hugging Face cache snapshots of the published ids.
+published repos put the file beside their diffusers folders), the models folder and folders scanned this session
+(each two levels down), and the Hugging Face cache snapshots of the published ids.
 No torch at import: the catalog finds companions through here.
 """
 
@@ -104,10 +104,8 @@ def find_companion(path: Path, family: str) -> Companion | None:
     from noisebrush.engine.catalog import models_dir
     from noisebrush.engine.models import model_folder_name
 
-    here = path.parent
-    roots = [here, models_dir(), *_scanned_roots]
-    if here.parent != here:
-        roots.append(here.parent)
+    # Not the file's parent: a file in ~/Downloads would walk all of ~/*/* on every scan.
+    roots = [path.parent, models_dir(), *_scanned_roots]
     seen: set[Path] = set()
     for root in roots:
         for folder in _folders(root):
