@@ -108,3 +108,17 @@ def test_an_installed_copy_has_no_bare_engine_or_gui_and_finds_its_model(tmp_pat
     assert out.returncode == 0, out.stderr
     tops, found, where = out.stdout.split("\n")[:3]
     assert tops == "['noisebrush']" and found == "True" and where.startswith(str(target))
+
+
+def test_the_lock_files_pin_every_runtime_dependency():
+    """An installer that runs pip --no-deps from the locks must not miss a package pyproject.toml asks for."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    for flavour in ("cpu", "cuda"):
+        text = (ROOT / "packaging" / "requirements" / f"linux-{flavour}.txt").read_text()
+        pinned = {norm(line.split("==")[0]) for line in text.splitlines() if "==" in line}
+        missing = [d for d in wanted if norm(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) not in pinned]
+        assert not missing, f"linux-{flavour}.txt lacks {missing}"
