@@ -47,6 +47,12 @@ class LoadOptions:
     attention: str = "auto"  # "auto": PyTorch picks; "flash" | "efficient" | "cudnn" | "math" force one kernel (CUDA)
     compile: bool = False  # torch.compile the UNet and ControlNets: slow first run, kernels cached on disk
     cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms per shape (CUDA)
+    # layer by layer to the GPU: Flux or SD3.5 Large in a few GB of GPU memory, at several times the time (CUDA)
+    sequential_offload: bool = False
+
+    @property
+    def offloads(self) -> bool:
+        return self.cpu_offload or self.sequential_offload
 
 
 def choose(options: LoadOptions, prefer: str | None = None) -> DeviceChoice:

@@ -259,9 +259,19 @@ class LoadedModel:
         prepare(self, controlnets)  # the speed options of self.options, applied once per module
         pipe = cls(**parts)
         pipe.set_progress_bar_config(disable=True)
-        if self.options.cpu_offload and self.device.device == "cuda":
-            pipe.enable_model_cpu_offload()
+        offload(pipe, self.options, self.device.device)
         return pipe
+
+
+def offload(pipe: Any, options: LoadOptions, device: str) -> None:
+    """Model offload moves each model to the GPU while it runs; sequential offload each layer (least memory, slowest).
+    Both need CUDA (accelerate's hooks); elsewhere the models stay where they are."""
+    if device != "cuda":
+        return
+    if options.sequential_offload:
+        pipe.enable_sequential_cpu_offload()
+    elif options.cpu_offload:
+        pipe.enable_model_cpu_offload()
 
 
 def single_file_config(role: str, path: Path) -> Path:
@@ -331,7 +341,7 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
     flow = flow_family(path) if folder else single_file_family(path)
     device = flow_device(flow, device)
     pipe = open_flow_pipeline(path, flow, device.dtype) if flow else _open_pipeline(path, device, extra)
-    if not (options.cpu_offload and device.device == "cuda"):
+    if not (options.offloads and device.device == "cuda"):
         pipe.to(device.device)
     if options.attention_slicing:
         pipe.enable_attention_slicing()

@@ -8,7 +8,8 @@ from PySide6.QtWidgets import QLabel, QMessageBox, QSpinBox, QToolBar
 LOAD_OPTION_TITLES = {
     "fp16": "Half precision on the GPU",
     "attention_slicing": "Attention slicing (less GPU memory)",
-    "cpu_offload": "Model CPU offload (least GPU memory, slower)",
+    "cpu_offload": "Model CPU offload (less GPU memory, slower)",
+    "sequential_offload": "Sequential CPU offload (least GPU memory: Flux in a few GB; much slower)",
     "vae_tiling": "VAE tiling (large images)",
     "taesd": "Sharper previews with a tiny autoencoder, when found",
 }

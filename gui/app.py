@@ -32,6 +32,7 @@ def load_options(settings: QSettings) -> LoadOptions:
         fp16=None if not on("fp16") else True,
         attention_slicing=on("attention_slicing"),
         cpu_offload=on("cpu_offload"),
+        sequential_offload=on("sequential_offload"),
         vae_tiling=on("vae_tiling"),
         preview_decoder="auto" if on("taesd") else "linear",
     )

@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     mem.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None, help="half precision (default: on CUDA)")
     mem.add_argument("--attention-slicing", action="store_true", help="compute attention in slices")
     mem.add_argument("--cpu-offload", action="store_true", help="keep models on the CPU until they run (CUDA)")
+    mem.add_argument("--sequential-offload", action="store_true",
+                     help="move the model to the GPU layer by layer: least memory, much slower (CUDA)")  # fmt: skip
     mem.add_argument("--vae-tiling", action="store_true", help="decode large images in tiles")
     g.add_argument("--preview-decoder", choices=["auto", "linear", "taesd"], default="auto",
                    help="previews by a linear map or a tiny autoencoder (auto: TAESD when one is found)")  # fmt: skip

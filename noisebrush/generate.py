@@ -235,7 +235,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         token = args.server_token or os.environ.get("NOISEBRUSH_SERVER_TOKEN", "")
         backend = ComfyBackend([ServerConfig(url, token) for url in args.server])
     req = _build_request(args, notes, local=backend is None)
-    memory = LoadOptions(args.fp16, args.attention_slicing, args.cpu_offload, args.vae_tiling, args.preview_decoder)
+    memory = LoadOptions(args.fp16, args.attention_slicing, args.cpu_offload, args.vae_tiling, args.preview_decoder,
+                         sequential_offload=args.sequential_offload)  # fmt: skip
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     previews = Path(args.previews) if args.previews else None

@@ -230,3 +230,28 @@ def test_single_flow_files_are_named_and_refused_with_the_way_out(lonely_folder,
     flux = str(tmp_path / "flux1-dev.safetensors")
     code = main(["generate", "--prompt", "x", "--model", flux, "--out", str(tmp_path / "o.png")])
     assert code == 2 and "Flux transformer only, without its VAE and text encoders" in capsys.readouterr().err
+
+
+def test_offload_options_pick_accelerates_hooks_on_cuda_only():
+    from noisebrush.cli import _parser
+    from noisebrush.engine.device import LoadOptions
+    from noisebrush.engine.models import offload
+
+    class Pipe:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def enable_sequential_cpu_offload(self) -> None:
+            self.calls.append("sequential")
+
+        def enable_model_cpu_offload(self) -> None:
+            self.calls.append("model")
+
+    for options, device, want in ((LoadOptions(sequential_offload=True, cpu_offload=True), "cuda", ["sequential"]),
+                                  (LoadOptions(cpu_offload=True), "cuda", ["model"]),
+                                  (LoadOptions(sequential_offload=True), "cpu", [])):  # fmt: skip
+        pipe = Pipe()
+        offload(pipe, options, device)
+        assert pipe.calls == want
+    args = _parser().parse_args(["generate", "--prompt", "x", "--sequential-offload", "--out", "o.png"])
+    assert args.sequential_offload
