@@ -27,6 +27,17 @@ def _cat(sd: dict, *names: str) -> torch.Tensor:
     return torch.cat([sd[n] for n in names], dim=0)
 
 
+def _finish(sd: dict, out: dict, simple: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The renames both layouts share: plain prefixes, and the final layer's modulation (shift and scale swapped)."""
+    for k, v in sd.items():
+        for d, l in simple.items():
+            if k.startswith(d + "."):
+                out[l + k[len(d) :]] = v
+    for kind in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap(sd[f"norm_out.linear.{kind}"])
+    return {DIT + k: v for k, v in out.items()}
+
+
 def sd3_to_original(transformer: Any) -> dict[str, torch.Tensor]:
     sd = transformer.state_dict()
     out = {"pos_embed": sd["pos_embed.pos_embed"], "context_embedder.weight": sd["context_embedder.weight"],
@@ -51,13 +62,7 @@ def sd3_to_original(transformer: Any) -> dict[str, torch.Tensor]:
         for kind in ("weight", "bias"):
             out[f"{o}x_block.attn.qkv.{kind}"] = _cat(sd, *(f"{b}attn.to_{p}.{kind}" for p in "qkv"))
             out[f"{o}context_block.attn.qkv.{kind}"] = _cat(sd, *(f"{b}attn.add_{p}_proj.{kind}" for p in "qkv"))
-    for k, v in sd.items():
-        for d, l in simple.items():
-            if k.startswith(d + "."):
-                out[l + k[len(d) :]] = v
-    for kind in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap(sd[f"norm_out.linear.{kind}"])
-    return {DIT + k: v for k, v in out.items()}
+    return _finish(sd, out, simple)
 
 
 def flux_to_original(transformer: Any) -> dict[str, torch.Tensor]:
@@ -90,13 +95,7 @@ def flux_to_original(transformer: Any) -> dict[str, torch.Tensor]:
         out[f"{o}norm.key_norm.scale"] = sd[f"{b}attn.norm_k.weight"]
         for kind in ("weight", "bias"):
             out[f"{o}linear1.{kind}"] = _cat(sd, *(f"{b}attn.to_{p}.{kind}" for p in "qkv"), f"{b}proj_mlp.{kind}")
-    for k, v in sd.items():
-        for d, l in simple.items():
-            if k.startswith(d + "."):
-                out[l + k[len(d) :]] = v
-    for kind in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap(sd[f"norm_out.linear.{kind}"])
-    return {DIT + k: v for k, v in out.items()}
+    return _finish(sd, out, simple)
 
 
 def hf_text_to_original(text_encoder: Any, prefix: str) -> dict[str, torch.Tensor]:
