@@ -52,3 +52,25 @@ def test_every_stroke_style_draws_near_the_outline():
         ys, xs = np.nonzero(canvas[..., 0] > 127)
         assert len(xs) > 60, style
         assert xs.min() > 10 and xs.max() < 118, style  # overshoot stays a few pixels
+
+
+def test_spawned_pool_workers_draw_the_vocabulary_world_too():
+    """A GPU run draws its pools in spawned workers, which import train_diffusion afresh: the world must travel
+    with the job, or they silently draw the old ten-colour world."""
+    import multiprocessing
+
+    from training import train_diffusion
+
+    hook = ("training.train_vocab", {"share": 1.0, "focus_share": 1.0})
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        _, old = pool.apply(train_diffusion.draw_chunk, ((5, 0, 6, 64, False),))
+        _, new = pool.apply(train_diffusion.draw_chunk, ((5, 0, 6, 64, False, hook),))
+    from training.world import generate
+
+    rng = np.random.default_rng(1)
+    old_words = {w.strip(",.:") for _ in range(400) for w in generate(rng, 64).caption.split()}  # "sky", "earth"…
+    names = [n for n in set(load_vocab().train) - old_words if " " not in n]
+    says_new_name = lambda caption: any(f" {n} " in f" {caption} " for n in names)  # noqa: E731
+    assert not any(says_new_name(c) for c in old), old  # the ten-colour world
+    assert any(says_new_name(c) for c in new), new
+    assert new != old

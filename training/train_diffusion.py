@@ -144,10 +144,26 @@ def _draw(rng: np.random.Generator, count: int, size: int, focus: bool) -> tuple
     return sample_arrays(samples, size // 8, targets=focus), [s.caption for s in samples]
 
 
-def draw_chunk(job: tuple[int, int, int, int, bool]) -> tuple[dict[str, np.ndarray], list[str]]:
+# Another world for the pools (training/train_vocab.py): (module, argument) whose install(argument) swaps this
+# module's generate / multi_shape_scene / phrase_targets. Kept as data so that spawned pool workers, which import
+# this module afresh, install it too; a patch made only in the parent would leave them drawing the old world.
+world_hook: tuple[str, dict] | None = None
+
+
+def install_world(hook: tuple[str, dict] | None) -> None:
+    global world_hook
+    if hook is not None and hook != world_hook:
+        import importlib
+
+        importlib.import_module(hook[0]).install(hook[1])
+        world_hook = hook
+
+
+def draw_chunk(job: tuple) -> tuple[dict[str, np.ndarray], list[str]]:
     """One worker's share of a parallel pool: `count` samples seeded by (seed, chunk), so the pool does not
-    depend on the number of workers."""
-    seed, chunk, count, size, focus = job
+    depend on the number of workers. A sixth item, the parent's world_hook, installs its world here first."""
+    seed, chunk, count, size, focus, *hook = job
+    install_world(hook[0] if hook else None)
     return _draw(np.random.default_rng([seed, chunk]), count, size, focus)
 
 
@@ -174,7 +190,7 @@ def build_pool(vae: AutoencoderKL, path: Path, n: int, size: int, seed: int, foc
     pool: dict[str, np.ndarray] = {}
     if workers:
         chunk = 256
-        jobs = [(seed, c, min(chunk, n - c * chunk), size, focus) for c in range(-(-n // chunk))]
+        jobs = [(seed, c, min(chunk, n - c * chunk), size, focus, world_hook) for c in range(-(-n // chunk))]
         procs = multiprocessing.get_context("spawn").Pool(workers)
         chunks = procs.imap(draw_chunk, jobs)
     else:

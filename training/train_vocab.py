@@ -61,15 +61,23 @@ def phrase_targets(sample: Sample, tokenizer: Callable, lat_size: int) -> tuple[
     return masks, tokens
 
 
+def install(mix: dict) -> None:
+    """Swap train_diffusion's world for the mixed one (in the trainer, and in each spawned pool worker)."""
+    if getattr(train_diffusion.generate, "vocab_mix", None) == mix:
+        return
+    train_diffusion.generate = mixed_world(mix["share"])  # type: ignore[assignment]
+    train_diffusion.generate.vocab_mix = mix  # type: ignore[attr-defined]
+    train_diffusion.multi_shape_scene = mixed_focus(mix["focus_share"])  # type: ignore[assignment]
+    train_diffusion.phrase_targets = phrase_targets  # type: ignore[assignment]
+
+
 def main() -> None:
     argv = sys.argv[1:]
     path = argv[argv.index("--config") + 1] if "--config" in argv else "training/configs/diffusion-vocab.json"
     if "--config" not in argv:
         sys.argv[1:1] = ["--config", path]
     mix = load_config(path).get("vocab", {"share": 0.6, "focus_share": 0.7})
-    train_diffusion.generate = mixed_world(mix["share"])  # type: ignore[assignment]
-    train_diffusion.multi_shape_scene = mixed_focus(mix["focus_share"])  # type: ignore[assignment]
-    train_diffusion.phrase_targets = phrase_targets  # type: ignore[assignment]
+    train_diffusion.install_world((__name__ if __name__ != "__main__" else "training.train_vocab", mix))
     print("vocab mix:", json.dumps(mix), flush=True)
     train_diffusion.main()
 
