@@ -24,21 +24,30 @@ WORD, POSITION = "embeddings.word_embeddings.weight", "embeddings.position_embed
 
 
 def caption_token_ids(tokenizer, n_captions: int = 3000) -> np.ndarray:
-    """Token ids of every string literal of training/world.py, plus those of sampled captions (a check)."""
+    """Token ids of every string literal of the training worlds (world.py, vocab_world.py) and of every colour name
+    (colour_vocab.json: training and held out, so the bench can run there too), plus those of sampled captions of
+    both worlds (a check)."""
+    from training.colour_vocab import load_vocab
+    from training.vocab_world import vocab_scene
     from training.world import generate
 
-    source = Path(__file__).resolve().parents[1] / "world.py"
+    here = Path(__file__).resolve().parents[1]
     literals = [
-        n.value for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        n.value
+        for source in (here / "world.py", here / "vocab_world.py")
+        for n in ast.walk(ast.parse(source.read_text()))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
     ]
+    vocab = load_vocab()
     ids = set(tokenizer.all_special_ids)
-    for text in literals:
+    for text in [*literals, *vocab.names("train"), *vocab.names("held_out")]:
         ids.update(tokenizer(text)["input_ids"])
     rng = np.random.default_rng(12345)
     captions = [generate(rng, 128).caption for _ in range(n_captions)]
+    captions += [vocab_scene(rng, 128).caption for _ in range(n_captions)]
     seen = {i for row in tokenizer(captions, truncation=True)["input_ids"] for i in row}
     if not seen <= ids:
-        raise SystemExit(f"captions use tokens that no literal of world.py has: {sorted(seen - ids)[:10]}")
+        raise SystemExit(f"captions use tokens that no literal or colour name has: {sorted(seen - ids)[:10]}")
     return np.array(sorted(ids))
 
 

@@ -13,7 +13,7 @@ RUN=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['out_dir'
 for a in "$@"; do case $a in out_dir=*) RUN=${a#out_dir=} ;; esac; done
 B=$(( ${END_S:-500} - ($(date +%s) - T0) ))
 echo "training budget $B s"
-timeout $((B + 40)) python3 -m training.train_diffusion --config "$CONFIG" time_budget_s=$B "$@" 2>&1 \
+timeout $((B + 40)) python3 -m ${MODULE:-training.train_diffusion} --config "$CONFIG" time_budget_s=$B "$@" 2>&1 \
     | grep --line-buffered -v "Loading weights" | tee "$OUT/train.log" \
     | grep --line-buffered -E "^(step +[0-9]*000 |time|pool .*0000/|warm|Trace|  File|[A-Za-z]*Error)"
 echo "train exit ${PIPESTATUS[0]} at $(( $(date +%s) - T0 )) s"
