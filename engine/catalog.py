@@ -98,7 +98,7 @@ def classify_folder(path: Path) -> ModelEntry | None:
     return None
 
 
-def _flow_file(keys: list[str]) -> tuple[str, str] | None:
+def flow_file(keys: list[str]) -> tuple[str, str] | None:
     """(family, role) of an SD3 or Flux file, original or diffusers layout; None for any other file."""
     names = [k.removeprefix("model.diffusion_model.") for k in keys]
     if any(k.startswith(("controlnet_x_embedder", "controlnet_single_blocks", "input_hint_block")) for k in names):
@@ -138,7 +138,7 @@ def _gguf_entry(path: Path) -> ModelEntry:
         header = gguf_header(path)
     except UserError as exc:
         return ModelEntry(path.name, path, "gguf", "?", "?", None, _size(path), str(exc))
-    flow = _flow_file([k for k in header if k != "__metadata__"])
+    flow = flow_file([k for k in header if k != "__metadata__"])
     if flow is None:  # a language model's GGUF, say
         return ModelEntry(path.name, path, "gguf", "?", "?", None, _size(path), "not an SD3 or Flux transformer")
     return _flow_entry(path, header, *flow, "gguf")
@@ -158,7 +158,7 @@ def classify_file(path: Path) -> ModelEntry | None:
     keys = [k for k in header if k != "__metadata__"]
     if looks_like_lora(keys):
         return ModelEntry(path.name, path, "single_file", lora_family(header), "lora", None, _size(path))
-    flow = _flow_file(keys)
+    flow = flow_file(keys)
     if flow is not None:
         return _flow_entry(path, header, *flow, "single_file")
     if any(k.startswith(("control_model.", "controlnet_cond_embedding")) for k in keys):

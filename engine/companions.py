@@ -11,7 +11,6 @@ No torch at import: the catalog finds companions through here.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,21 +46,13 @@ def remember_root(folder: Path) -> None:
         _scanned_roots.append(folder)
 
 
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def serves(folder: Path, family: str) -> bool:
     """A diffusers folder of `family` with every part a transformer-only file lacks (its own transformer may be absent)."""
-    from noisebrush.engine.flow import flow_family
+    from noisebrush.engine.flow import flow_family, json_object
 
     if flow_family(folder) != family:
         return False
-    index = _json(folder / "model_index.json")
+    index = json_object(folder / "model_index.json")
     for part in PARTS:
         entry, sub = index.get(part), folder / part
         if not (isinstance(entry, list) and None not in entry and sub.is_dir()):
@@ -126,15 +117,13 @@ def open_with_companion(path: Path, family: str, configs: Path, companion: Path,
     size and schnell does not, so a schnell folder lending its encoders to a dev file must not lend its scheduler."""
     import diffusers
 
-    from noisebrush.engine.flow import PIPELINES
+    from noisebrush.engine.flow import PIPELINES, TRANSFORMER_CLASS, empty_parts
 
-    cls = getattr(diffusers, "FluxTransformer2DModel" if family == "flux" else "SD3Transformer2DModel")
+    cls = getattr(diffusers, TRANSFORMER_CLASS[family])
     quant = {"quantization_config": diffusers.GGUFQuantizationConfig(compute_dtype=dtype)} if gguf else {}
     transformer = cls.from_single_file(str(path), config=str(configs), subfolder="transformer", local_files_only=True,
                                        torch_dtype=dtype, **quant)  # fmt: skip
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_pretrained(configs / "scheduler")
-    index = _json(companion / "model_index.json")
-    empty = {k: None for k, v in index.items() if isinstance(v, list) and v in ([None, None], []) and k != "transformer"}
     pipe_cls = getattr(diffusers, PIPELINES[(family, False, "txt2img")])
     return pipe_cls.from_pretrained(companion, transformer=transformer, scheduler=scheduler, torch_dtype=dtype,
-                                    local_files_only=True, **empty)  # fmt: skip
+                                    local_files_only=True, **empty_parts(companion, "transformer"))  # fmt: skip

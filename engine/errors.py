@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A problem the user can fix (bad file, bad setting, wrong model). The message is shown as is."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's exception as one line for a message (its type where it says nothing)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from noisebrush.engine.errors import UserError
+from noisebrush.engine.errors import UserError, first_line
 
 FLOW_FAMILIES = ("sd3", "flux")
 TRANSFORMER_FAMILY = {"SD3Transformer2DModel": "sd3", "FluxTransformer2DModel": "flux"}
+TRANSFORMER_CLASS = {family: cls for cls, family in TRANSFORMER_FAMILY.items()}
 CONTROLNET_FAMILY = {"SD3ControlNetModel": "sd3", "FluxControlNetModel": "flux"}
 NET_CLASS = {"sd3": "SD3ControlNetModel", "flux": "FluxControlNetModel"}  # the rest: ControlNetModel
 COMPONENTS = {
@@ -60,7 +61,8 @@ FLUX_BIAS = (-0.0329, -0.0718, -0.0851)
 LATENT_RGB = {"sd3": (SD3_LATENT_RGB, SD3_BIAS), "flux": (FLUX_LATENT_RGB, FLUX_BIAS)}
 
 
-def _json(path: Path) -> dict:
+def json_object(path: Path) -> dict:
+    """A JSON file's object, or {} when it is missing, unreadable or not an object (configs that may be absent)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
@@ -70,10 +72,10 @@ def _json(path: Path) -> dict:
 
 def flow_family(folder: Path) -> str | None:
     """The family of a diffusers folder ("sd3" or "flux": a transformer, not a UNet), else None."""
-    cls = _json(folder / "transformer" / "config.json").get("_class_name")
+    cls = json_object(folder / "transformer" / "config.json").get("_class_name")
     if cls in TRANSFORMER_FAMILY:
         return TRANSFORMER_FAMILY[cls]
-    index = str(_json(folder / "model_index.json").get("_class_name", ""))
+    index = str(json_object(folder / "model_index.json").get("_class_name", ""))
     if index.startswith("StableDiffusion3"):
         return "sd3"
     if index.startswith("Flux"):
@@ -81,14 +83,15 @@ def flow_family(folder: Path) -> str | None:
     return None
 
 
-def config_family(cfg: dict) -> str:
-    """The family of a ControlNet's (or UNet's) config: SD3 and Flux by class, the UNet families by their widths."""
+def config_family(cfg: dict, default: str = "?") -> str:
+    """The family of a ControlNet's (or UNet's) config: SD3 and Flux by class, the UNet families by their widths;
+    `default` for a config that names no width."""
     cls = cfg.get("_class_name")
     if cls in CONTROLNET_FAMILY:
         return CONTROLNET_FAMILY[cls]
     if cfg.get("addition_embed_type") == "text_time" or cfg.get("cross_attention_dim") == 2048:
         return "sdxl"
-    return "sd15" if cfg.get("cross_attention_dim") else "?"
+    return "sd15" if cfg.get("cross_attention_dim") else default
 
 
 def article(title: str) -> str:
@@ -137,6 +140,12 @@ def pipeline_name(family: str, with_controls: bool, mode: str) -> str:
     return name
 
 
+def empty_parts(folder: Path, *keep: str) -> dict[str, None]:
+    """The parts a folder's model_index.json leaves empty, as None keyword arguments (but those in `keep`)."""
+    index = json_object(folder / "model_index.json")
+    return {k: None for k, v in index.items() if isinstance(v, list) and v in ([None, None], []) and k not in keep}
+
+
 def open_flow_pipeline(path: Path, family: str, dtype: Any):
     """from_pretrained, with the parts model_index.json leaves empty passed as None (SD3 without T5 is a real
     setup; diffusers refuses to load it unless told)."""
@@ -146,14 +155,11 @@ def open_flow_pipeline(path: Path, family: str, dtype: Any):
         from noisebrush.engine.flow_single import open_single_file
 
         return open_single_file(path, family, dtype)
-    index = _json(path / "model_index.json")
-    empty = {k: None for k, v in index.items() if isinstance(v, list) and v in ([None, None], [])}
     cls = getattr(diffusers, PIPELINES[(family, False, "txt2img")])
     try:
-        return cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, **empty)
+        return cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, **empty_parts(path))
     except Exception as exc:  # diffusers raises many kinds for a bad folder
-        text = str(exc).strip().splitlines()
-        raise UserError(f"cannot load model {path}: {text[0] if text else type(exc).__name__}") from None
+        raise UserError(f"cannot load model {path}: {first_line(exc)}") from None
 
 
 def guidance_kind(folder: Path, family: str) -> str:
@@ -161,15 +167,20 @@ def guidance_kind(folder: Path, family: str) -> str:
     embedding, no CFG) or "none" (Flux schnell ignores it)."""
     if family != "flux":
         return "cfg"
-    embeds = _json(folder / "transformer" / "config.json").get("guidance_embeds", True)
+    embeds = json_object(folder / "transformer" / "config.json").get("guidance_embeds", True)
     return "distilled" if embeds else "none"
 
 
 def flow_defaults(folder: Path, family: str):
-    """Slider defaults for a flow model: 1024 px, 28 steps; SD3 CFG 7, Flux dev 3.5 distilled, schnell 4 steps."""
+    """Slider defaults for a flow model folder."""
+    return family_defaults(family, guidance_kind(folder, family))
+
+
+def family_defaults(family: str, kind: str):
+    """Slider defaults by family and kind of guidance: 1024 px, 28 steps; SD3 CFG 7, Flux dev 3.5 distilled,
+    schnell (guidance unused) 4 steps."""
     from noisebrush.engine.models import ModelDefaults
 
-    kind = guidance_kind(folder, family)
     if kind == "none":
         return ModelDefaults(1024, 1024, 4, 0.0, FLOW_SCHEDULER, kind)
     return ModelDefaults(1024, 1024, 28, 3.5 if family == "flux" else 7.0, FLOW_SCHEDULER, kind)

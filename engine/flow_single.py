@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from noisebrush.engine.errors import UserError
+from noisebrush.engine.errors import UserError, first_line
 
 # where each part lives in an original-layout (ComfyUI / Stability) checkpoint
 PART_PREFIXES = {
@@ -95,21 +95,23 @@ def single_file_family(path: Path) -> str | None:
 
 
 def single_file_defaults(path: Path) -> Any:
-    """Slider defaults for a flow checkpoint file (None for others): Flux schnell's guidance is unused."""
-    from noisebrush.engine.flow import FLOW_SCHEDULER
-    from noisebrush.engine.models import ModelDefaults
+    """Slider defaults for a flow checkpoint file (None for others): Flux schnell's guidance is unused.
+
+    Read from the header alone: the GUI asks on its own thread, where a companion search does not belong."""
+    from noisebrush.engine.catalog import flow_file
+    from noisebrush.engine.flow import family_defaults
 
     try:
-        family = single_file_family(path)
-        header = read_header(path) if family else {}
-    except UserError:
+        header = read_header(path)
+    except (UserError, OSError):
         return None
-    if family is None:
+    flow = flow_file([k for k in header if k != "__metadata__"])
+    if flow is None or flow[1] != "base":
         return None
-    if variant(family, header) == "flux-schnell":
-        return ModelDefaults(1024, 1024, 4, 0.0, FLOW_SCHEDULER, "none")
-    return ModelDefaults(1024, 1024, 28, 3.5 if family == "flux" else 7.0, FLOW_SCHEDULER,
-                         "distilled" if family == "flux" else "cfg")  # fmt: skip
+    family = flow[0]
+    if family == "sd3":
+        return family_defaults(family, "cfg")
+    return family_defaults(family, "none" if variant(family, header) == "flux-schnell" else "distilled")
 
 
 def tokenizers(configs: Path, family: str, parts: set[str]) -> dict[str, Any]:
@@ -160,5 +162,4 @@ def open_single_file(path: Path, family: str, dtype: Any):
     except UserError:
         raise
     except Exception as exc:  # a checkpoint whose keys or shapes do not match its variant's config
-        text = str(exc).strip().splitlines()
-        raise UserError(f"cannot load checkpoint {path.name}: {text[0] if text else type(exc).__name__}") from None
+        raise UserError(f"cannot load checkpoint {path.name}: {first_line(exc)}") from None

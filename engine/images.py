@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -69,13 +70,17 @@ def regular_file(path: Path) -> None:
 def read_image(path: str | Path) -> LoadedImage:
     """Any image file → RGB uint8. Raises UserError for missing, unreadable, truncated or huge files."""
     path = Path(path)
-    name = path.name
     regular_file(path)
+    return decode_image(path, path.name)
+
+
+def decode_image(source: Path | BinaryIO, name: str) -> LoadedImage:
+    """An image file or stream (a server's answer) → RGB uint8, with the same limits and one-line errors."""
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise UserError(f"{name}: {img.width}×{img.height} is too large (limit {MAX_PIXELS // 1_000_000} MP)")
                 frames = getattr(img, "n_frames", 1)

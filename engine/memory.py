@@ -11,9 +11,7 @@ only the largest part and the margin are on the GPU at once.
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,16 +46,14 @@ def _gb(n: int) -> str:
 
 
 def _header(path: Path) -> dict:
-    """A safetensors header, or {} for anything unreadable (the picker shows no estimate then)."""
+    """A safetensors header, or {} for anything unreadable or damaged (the picker shows no estimate then)."""
+    from noisebrush.engine.errors import UserError
+    from noisebrush.engine.sources import check_safetensors
+
     try:
-        with path.open("rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100_000_000:
-                return {}
-            data = json.loads(f.read(n))
-    except (OSError, ValueError, struct.error, UnicodeDecodeError, RecursionError):
+        return check_safetensors(path)
+    except (UserError, OSError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _params(entry: dict) -> int:
@@ -98,12 +94,10 @@ def _weight_files(folder: Path) -> list[Path]:
 
 def folder_parts(folder: Path) -> dict[str, int]:
     """Bytes at 16 bits of each component a diffusers folder's model_index.json names."""
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
+    from noisebrush.engine.flow import json_object
+
     parts: dict[str, int] = {}
-    for name, value in index.items() if isinstance(index, dict) else ():
+    for name, value in json_object(folder / "model_index.json").items():
         if not isinstance(value, list) or not (folder / name).is_dir():
             continue
         total = 0

@@ -12,9 +12,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from noisebrush.engine.device import DeviceChoice, LoadOptions
-from noisebrush.engine.errors import UserError
+from noisebrush.engine.errors import UserError, first_line
 from noisebrush.engine.flow import COMPONENTS as FLOW_COMPONENTS
-from noisebrush.engine.flow import FLOW_FAMILIES
+from noisebrush.engine.flow import (
+    FLOW_FAMILIES,
+    FLOW_SCHEDULER,
+    NET_CLASS,
+    check_family,
+    check_flow_controlnet_fits,
+    config_family,
+    flow_defaults,
+    flow_device,
+    flow_family,
+    open_flow_pipeline,
+    pipeline_name,
+)
 
 if TYPE_CHECKING:  # previews import torch: the GUI reads model defaults from here without it
     from noisebrush.engine.previews import LinearPreview, TinyAutoencoderPreview
@@ -116,13 +128,12 @@ def model_defaults(ref: str) -> ModelDefaults:
         from noisebrush.engine.flow_single import single_file_defaults
 
         return single_file_defaults(folder) or ModelDefaults()
-    from noisebrush.engine.flow import flow_defaults, flow_family
 
     family = flow_family(folder)
     meta = read_model_meta(folder).get("defaults")
     if meta:  # a file's own defaults win; a flow family's kind of guidance is a fact of the model, not a default
         known = ModelDefaults.__dataclass_fields__
-        base = {"scheduler": "Euler", "guidance_kind": flow_defaults(folder, family).guidance_kind} if family else {}
+        base = {"scheduler": FLOW_SCHEDULER, "guidance_kind": flow_defaults(folder, family).guidance_kind} if family else {}
         return ModelDefaults(**{**base, **{k: v for k, v in meta.items() if k in known}})
     if family is not None:
         return flow_defaults(folder, family)
@@ -137,9 +148,8 @@ def model_defaults(ref: str) -> ModelDefaults:
 
 
 def _family(unet_config: Any) -> str:
-    if unet_config.get("addition_embed_type") == "text_time" or unet_config.get("cross_attention_dim") == 2048:
-        return "sdxl"
-    return "sd15"
+    """SDXL or SD1.5 by a UNet's widths (one that names none counts as SD1.5)."""
+    return config_family(unet_config, default="sd15")
 
 
 FAMILY_NAMES = {"sd15": "SD1.5-family", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux"}
@@ -157,10 +167,9 @@ COMPONENTS = {
 
 def check_controlnet_fits(cn_config: dict, unet_config: Any, vae_factor: int, cn_name: str, base_name: str) -> None:
     """Refuse a ControlNet that cannot drive this base, before any weights are read."""
-    from noisebrush.engine.flow import check_family, config_family
 
-    cn_family = config_family(cn_config)  # a UNet ControlNet that names no width: its widths are checked below
-    check_family("sd15" if cn_family == "?" else cn_family, _family(unet_config), cn_name, base_name)
+    # a UNet ControlNet that names no width counts as SD1.5: its widths are checked below
+    check_family(config_family(cn_config, default="sd15"), _family(unet_config), cn_name, base_name)
     if cn_config.get("cross_attention_dim") != unet_config.get("cross_attention_dim") or list(
         cn_config.get("block_out_channels", [])
     ) != list(unet_config.get("block_out_channels", [])):
@@ -208,7 +217,6 @@ class LoadedModel:
         if key not in self.controlnets:
             import diffusers
 
-            from noisebrush.engine.flow import NET_CLASS, check_family, check_flow_controlnet_fits, config_family
 
             single = path.is_file()
             cfg_path = single_file_config("controlnet", path) / "config.json" if single else path / "config.json"
@@ -228,7 +236,7 @@ class LoadedModel:
                 else:
                     net = net_class.from_pretrained(path, torch_dtype=self.device.dtype, local_files_only=True)
             except Exception as exc:  # diffusers raises many kinds for a bad folder
-                raise UserError(f"cannot load ControlNet {path}: {_first_line(exc)}") from None
+                raise UserError(f"cannot load ControlNet {path}: {first_line(exc)}") from None
             self.controlnets[key] = net.to(self.device.device).eval()
         return self.controlnets[key]
 
@@ -240,7 +248,6 @@ class LoadedModel:
         import diffusers
 
         if self.family in FLOW_FAMILIES:
-            from noisebrush.engine.flow import pipeline_name
 
             name = pipeline_name(self.family, bool(controlnets), mode)
         else:
@@ -293,11 +300,6 @@ def single_file_config(role: str, path: Path) -> Path:
     return folder
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
     """A diffusers folder via from_pretrained, a .safetensors checkpoint via from_single_file with bundled configs."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -312,7 +314,7 @@ def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
                                                                  local_files_only=True)  # fmt: skip
             return StableDiffusionPipeline.from_single_file(str(path), config=str(config), **common)
         except Exception as exc:  # a checkpoint whose keys or shapes do not match the family's config
-            raise UserError(f"cannot load checkpoint {path.name}: {_first_line(exc)}") from None
+            raise UserError(f"cannot load checkpoint {path.name}: {first_line(exc)}") from None
     index = read_json_object(path / "model_index.json")
     if "unet" not in index or "vae" not in index:
         raise UserError(f"{path} is not a Stable Diffusion pipeline folder (model_index.json names no unet/vae)")
@@ -321,7 +323,7 @@ def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
             return StableDiffusionXLPipeline.from_pretrained(path, torch_dtype=device.dtype, local_files_only=True, **extra)
         return StableDiffusionPipeline.from_pretrained(path, **common, **extra)
     except Exception as exc:  # diffusers raises many kinds for a bad folder
-        raise UserError(f"cannot load model {path}: {_first_line(exc)}") from None
+        raise UserError(f"cannot load model {path}: {first_line(exc)}") from None
 
 
 def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None) -> LoadedModel:
@@ -335,7 +337,6 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
         from noisebrush.engine.text_encoder import load_minilm
 
         extra["tokenizer"], extra["text_encoder"] = load_minilm()
-    from noisebrush.engine.flow import flow_device, flow_family, open_flow_pipeline
     from noisebrush.engine.flow_single import single_file_family
 
     flow = flow_family(path) if folder else single_file_family(path)

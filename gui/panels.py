@@ -71,8 +71,7 @@ class GenerationPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self._showing = False  # True while widgets are set from the model: their signals are no edits
-        # (model, whether it is LCM-trained, what its guidance is: "cfg" | "distilled" | "none"), read once per model
-        self._lcm_model: tuple[str | None, bool, str] = (None, False, "cfg")
+        self._lcm_model: tuple[str | None, bool] = (None, False)  # (model, whether it is LCM-trained), once per model
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Describe the picture…")
         self.prompt.setFixedHeight(52)
@@ -229,7 +228,7 @@ class GenerationPanel(QWidget):
 
         if self._lcm_model[0] != v.model:  # read once per model, not on every keystroke in the prompt
             d = model_defaults(v.model)
-            self._lcm_model = (v.model, d.scheduler == "LCM", d.guidance_kind)
+            self._lcm_model = (v.model, d.scheduler == "LCM")
             self._label_guidance(d.guidance_kind)
         lcm = v.scheduler == "LCM" or self._lcm_model[1]
         names = [n for n in SCHEDULER_NAMES if n != "LCM" or lcm]

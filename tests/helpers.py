@@ -61,3 +61,18 @@ def open_window(qtbot, tmp_path, engine=None, **kw):
     w.show()
     qtbot.waitExposed(w)
     return w
+
+
+def add_random_lora(model, seed: int, scale: float):
+    """A rank-4 peft LoRA on a UNet's or transformer's attention projections, with random up-weights of `scale`
+    (a fresh LoRA's are zero: it would change nothing). Returns the model."""
+    import torch
+    from peft import LoraConfig
+
+    model.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                 target_modules=["to_k", "to_q", "to_v", "to_out.0"]))  # fmt: skip
+    torch.manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, scale)
+    return model

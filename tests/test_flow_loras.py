@@ -19,16 +19,11 @@ from noisebrush.engine.request import GenerationRequest, LoraSpec
 def write_flow_lora(folder: Path, model: Path, family: str, seed: int = 1) -> str:
     """A LoRA over the tiny transformer's attention (peft, saved by the pipeline as diffusers writes it)."""
     from diffusers import FluxPipeline, FluxTransformer2DModel, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from peft import LoraConfig, get_peft_model_state_dict
+    from helpers import add_random_lora
+    from peft import get_peft_model_state_dict
 
     cls = FluxTransformer2DModel if family == "flux" else SD3Transformer2DModel
-    transformer = cls.from_pretrained(model / "transformer")
-    transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                                       target_modules=["to_k", "to_q", "to_v", "to_out.0"]))  # fmt: skip
-    torch.manual_seed(seed)
-    for name, p in transformer.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_(0, 1.0)
+    transformer = add_random_lora(cls.from_pretrained(model / "transformer"), seed, 1.0)
     pipe = FluxPipeline if family == "flux" else StableDiffusion3Pipeline
     pipe.save_lora_weights(str(folder), transformer_lora_layers=get_peft_model_state_dict(transformer),
                            safe_serialization=True)  # fmt: skip

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers import circle_sketch, logged_engine
 
 from noisebrush.engine.events import Failed, Finished
@@ -18,16 +17,11 @@ def write_tiny_lora(folder: Path, cross_attention_dim: int = 384, seed: int = 1)
     """A LoRA over the tiny UNet's attention, in diffusers' format, with weights large enough to show."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, get_peft_model_state_dict
+    from helpers import add_random_lora
+    from peft import get_peft_model_state_dict
     from tiny_model import tiny_unet
 
-    unet = tiny_unet(cross_attention_dim)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))  # fmt: skip
-    torch.manual_seed(seed)
-    for name, p in unet.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_(0, 2.0)
+    unet = add_random_lora(tiny_unet(cross_attention_dim), seed, 2.0)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
     return str(folder / "pytorch_lora_weights.safetensors")

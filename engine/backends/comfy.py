@@ -26,11 +26,11 @@ from noisebrush.engine.backends.comfy_client import ComfyClient, ServerConfig, S
 from noisebrush.engine.backends.comfy_workflow import OUTPUT_NODE, ServerModels, Uploads, build_workflow
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished, Preview, Progress
+from noisebrush.engine.images import decode_image
 from noisebrush.engine.masks import feathered, paste_back
 from noisebrush.engine.request import MAX_SEED, GenerationRequest
 
 DOWN_FOR_S = 30.0  # a server that stopped answering is skipped this long before it is tried again
-MAX_PREVIEW_PIXELS = 4096 * 4096
 
 
 @dataclass
@@ -71,13 +71,10 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _decode(data: bytes, what: str, server: str) -> np.ndarray:
-    """An image the server sent, as RGB uint8; refused when it is not a sane picture."""
+    """An image the server sent, as RGB uint8, with the limits every opened picture has (engine/images.py)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PREVIEW_PIXELS:
-                raise ServerError(f"{server} sent a {img.width}×{img.height} {what}; refused")
-            return np.array(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return decode_image(io.BytesIO(data), what).image
+    except UserError as exc:
         raise ServerError(f"{server} sent a broken {what} ({exc})") from None
 
 
