@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QBrush,
@@ -48,6 +49,7 @@ class Canvas(QWidget):
         self.scale = 1.0
         self.offset = QPointF(0, 0)
         self._stroke_before: QImage | None = None
+        self._stroke_source: np.ndarray | None = None  # the layer's exact map before the stroke (undo brings it back)
         self._last: QPointF | None = None
         self._pressure = 1.0
         self._pan_from: QPointF | None = None
@@ -275,7 +277,7 @@ class Canvas(QWidget):
 
     def _begin(self, pos: QPointF) -> None:
         layer = self.doc.layer(self.active_layer)
-        self._stroke_before = layer.image.copy()
+        self._stroke_before, self._stroke_source = layer.image.copy(), layer.source()
         self._last = self.to_doc(pos)
         self._dab(self._last, self._last)
 
@@ -340,7 +342,7 @@ class Canvas(QWidget):
         before, self._stroke_before, self._last = self._stroke_before, None, None
         name = "Mask rectangle" if self._rect_from is not None else "Erase" if self.tool == "eraser" else "Stroke"
         self._rect_from = None
-        self.doc.undo_stack.push(ImageEdit(layer, before, layer.image.copy(), name))
+        self.doc.undo_stack.push(ImageEdit(layer, before, layer.image.copy(), name, source_before=self._stroke_source))
         self.stroke_finished.emit(self.active_layer)
 
     def mousePressEvent(self, e: QMouseEvent) -> None:  # noqa: N802

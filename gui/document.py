@@ -99,6 +99,10 @@ class ControlLayer(QObject):
         self._version = 0  # bumped on every change; keys the cached control map
         self._spec_cache: tuple[tuple, ControlSpec | None] | None = None
         self._display_cache: tuple[int, QImage] | None = None
+        # The map the pixels were set from (a restored PNG's), keyed by the image's cacheKey, which any stroke,
+        # clear or undo changes: while they are untouched, capture sends that map exactly. Going through the
+        # 512 px layer and back would resample it, and a restored file would no longer reproduce its picture.
+        self._source: tuple[int, np.ndarray] | None = None
         self.changed.connect(self._bump)
 
     def _bump(self) -> None:
@@ -126,8 +130,27 @@ class ControlLayer(QObject):
             self._display_cache = (self._version, self.render_pose_image())
         return self._display_cache[1]
 
+    def set_pixels(self, image: QImage, people: list[Person], source: np.ndarray | None) -> None:
+        """New pixels (and skeletons), with the map they were made from if any; emits `changed`."""
+        self.image, self.people = image, people
+        self._source = (image.cacheKey(), source) if source is not None else None
+        self.changed.emit()
+
+    def source(self) -> np.ndarray | None:
+        """The map the layer was set from, while its pixels are untouched."""
+        if self._source is None or self.people or self._source[0] != self.image.cacheKey():
+            return None
+        return self._source[1]
+
+    def source_at(self, width: int, height: int) -> np.ndarray | None:
+        source = self.source()
+        return source if source is not None and source.shape[:2] == (height, width) else None
+
     def control_image(self, width: int, height: int, rgba: np.ndarray | None = None) -> np.ndarray:
         """The engine's convention at output size (the kind's map_from_layer)."""
+        source = self.source_at(width, height)
+        if source is not None:
+            return source.copy()
         rgb = self.info.map_from_layer(qimage_to_rgba(self.display_image()) if rgba is None else rgba)
         if rgb.shape[:2] != (height, width):
             interp = cv2.INTER_AREA if rgb.shape[1] > width else cv2.INTER_LINEAR
@@ -155,21 +178,20 @@ class ImageEdit(QUndoCommand):
     """One stroke, clear or load on one layer: the layer's image before and after."""
 
     def __init__(self, layer: ControlLayer, before: QImage, after: QImage, text: str,
-                 people_before: list[Person] | None = None, people_after: list[Person] | None = None) -> None:  # fmt: skip
+                 people_before: list[Person] | None = None, people_after: list[Person] | None = None,
+                 source_after: np.ndarray | None = None, source_before: np.ndarray | None = None) -> None:  # fmt: skip
         super().__init__(text)
         self.layer, self.before, self.after = layer, before, after
         self.people_before = [p.copy() for p in (people_before if people_before is not None else layer.people)]
         self.people_after = [p.copy() for p in (people_after if people_after is not None else layer.people)]
+        # the exact maps (ControlLayer.source) of the pixels before and after: they travel with undo/redo
+        self.source_before, self.source_after = source_before, source_after
 
     def redo(self) -> None:
-        self.layer.image = self.after.copy()
-        self.layer.people = [p.copy() for p in self.people_after]
-        self.layer.changed.emit()
+        self.layer.set_pixels(self.after.copy(), [p.copy() for p in self.people_after], self.source_after)
 
     def undo(self) -> None:
-        self.layer.image = self.before.copy()
-        self.layer.people = [p.copy() for p in self.people_before]
-        self.layer.changed.emit()
+        self.layer.set_pixels(self.before.copy(), [p.copy() for p in self.people_before], self.source_before)
 
 
 class Document(QObject):
@@ -194,6 +216,9 @@ class Document(QObject):
 
     def edit_image(self, width: int, height: int) -> np.ndarray | None:
         """The Image layer as an RGB picture at output size (transparent shows as the paper), or None if empty."""
+        source = self.edit_layers["image"].source_at(width, height)  # a result put here by Edit this, or restored
+        if source is not None:
+            return source.copy()
         rgba = qimage_to_rgba(self.edit_layers["image"].image)
         if not rgba[..., 3].any():
             return None
@@ -203,6 +228,9 @@ class Document(QObject):
 
     def edit_mask(self, width: int, height: int) -> np.ndarray | None:
         """The Mask layer at output size (white = repaint), or None if nothing is masked."""
+        source = self.edit_layers["mask"].source_at(width, height)
+        if source is not None and source.any():
+            return source.max(axis=2)
         alpha = qimage_to_rgba(self.edit_layers["mask"].image)[..., 3]
         if not alpha.any():
             return None
@@ -219,15 +247,17 @@ class Document(QObject):
     def rect(self) -> QRect:
         return QRect(0, 0, self.size.width(), self.size.height())
 
-    def set_layer_image(self, kind: str, image: QImage, text: str, people: list[Person] | None = None) -> None:
-        """Replace a layer's pixels (and skeletons) undoably."""
+    def set_layer_image(self, kind: str, image: QImage, text: str, people: list[Person] | None = None,
+                        source: np.ndarray | None = None) -> None:  # fmt: skip
+        """Replace a layer's pixels (and skeletons) undoably; `source`: the map they were made from."""
         layer = self.layer(kind)
         img = image.convertToFormat(QImage.Format.Format_ARGB32_Premultiplied)
         if img.size() != self.size:
             from PySide6.QtCore import Qt
 
             img = img.scaled(self.size, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
-        self.undo_stack.push(ImageEdit(layer, layer.image.copy(), img, text, layer.people, people if people is not None else []))
+        self.undo_stack.push(ImageEdit(layer, layer.image.copy(), img, text, layer.people,
+                                       people if people is not None else [], source, layer.source()))  # fmt: skip
 
     def set_layer_from_map(self, kind: str, rgb: np.ndarray, people: list[Person] | None, text: str) -> None:
         """A map in the engine's convention → the layer as the person sees it (undoable).
@@ -236,7 +266,9 @@ class Document(QObject):
         """
         layer = self.layer(kind)
         rgba = np.zeros(rgb.shape[:2] + (4,), np.uint8) if people is not None else layer.info.layer_from_map(rgb)
-        self.set_layer_image(kind, rgb_to_qimage_argb(rgba[..., :3], rgba[..., 3]), text, people)
+        # a skeleton is rendered again, the same at the same size: only pixel maps are kept as they came
+        source = rgb.copy() if people is None else None
+        self.set_layer_image(kind, rgb_to_qimage_argb(rgba[..., :3], rgba[..., 3]), text, people, source)
 
     def set_layer_settings(self, kind: str, origin: str = "user", **changes: object) -> frozenset[str]:
         """Change a layer's settings; emits layer_settings_changed with the fields that really changed."""

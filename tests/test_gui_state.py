@@ -261,3 +261,32 @@ def test_loras_are_picked_weighted_and_removed_in_the_panel(window, qtbot):
                                                                    LoraSpec("/loras/style-a.safetensors", 0.3))),
                                     trusted=False)  # fmt: skip
     assert w.state.settings.loras == (("/loras/style-a.safetensors", 0.3),) and any("LoRAs" in n for n in notes)
+
+
+def test_a_reopened_png_sends_exactly_the_maps_it_holds_until_they_are_edited(window, qtbot, tmp_path):
+    """Its maps go into 512 px layers; captured back untouched they must be the saved maps bit for bit, or the same
+    seed no longer gives the same picture (seen on a ComfyUI server: a restored scribble differed by 40 levels)."""
+    from noisebrush.engine.metadata import save_png
+    from noisebrush.engine.request import ControlSpec, GenerationRequest
+
+    rng = np.random.default_rng(3)
+    scribble = np.zeros((96, 128, 3), np.uint8)
+    scribble[rng.integers(0, 96, 200), rng.integers(0, 128, 200)] = 255  # single pixels: resampling blurs them
+    depth = np.repeat(rng.integers(0, 256, (96, 128, 1), dtype=np.uint8), 3, axis=2)
+    picture = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    mask = np.zeros((96, 128), np.uint8)
+    mask[10:40, 20:90] = 255
+    req = GenerationRequest("x", width=128, height=96, seed=5, controls=(ControlSpec("scribble", scribble),
+                            ControlSpec("depth", depth)), init_image=picture, mask=mask, strength=0.8)  # fmt: skip
+    path = save_png(np.zeros((96, 128, 3), np.uint8), req, tmp_path / "r.png")
+    with qtbot.waitSignal(window.files.files_read, timeout=10000):
+        window.open_files([str(path)])
+    again = window.capture_request()
+    maps = {c.kind: c.image for c in again.controls}
+    assert np.array_equal(maps["scribble"], scribble) and np.array_equal(maps["depth"], depth)
+    assert np.array_equal(again.init_image, picture) and np.array_equal(again.mask, mask)
+    sent = lambda: {c.kind: c.image for c in window.capture_request().controls}["scribble"]  # noqa: E731
+    stroke(window)  # an edit: the layer is what is sent now
+    assert not np.array_equal(sent(), scribble)
+    window.undo_action.trigger()  # and undoing it brings the exact map back
+    assert np.array_equal(sent(), scribble)
