@@ -148,7 +148,9 @@ def build(family: str, tiny: bool, device: DeviceChoice, options: LoadOptions, s
     """A LoadedModel over random-weight modules shaped by assets/configs/<family> and controlnet-<family>, with the
     ControlNets of KINDS already in its cache (as if loaded from <tmp>/controlnets/<kind>)."""
     import diffusers
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from noisebrush.engine.paths import clip_tokenizers
 
     torch.manual_seed(seed)
     src = CONFIGS / family
@@ -177,7 +179,7 @@ def build(family: str, tiny: bool, device: DeviceChoice, options: LoadOptions, s
         with torch.device(dev):
             te = cls(_text_config(src / enc, tiny, cls.__name__))
         comps[enc] = te.to(dtype=dtype).eval().requires_grad_(False)
-        comps[tok] = CLIPTokenizer.from_pretrained(str(src / tok))
+        comps[tok] = clip_tokenizers()[tok]
     model = LoadedModel(f"random-{family}{'-tiny' if tiny else ''}", folder, family, comps,
                         LinearPreview.for_model(None, family), ModelDefaults(), device, options)  # fmt: skip
     for kind in KINDS:

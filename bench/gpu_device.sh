@@ -1,8 +1,8 @@
 #!/bin/bash
 # bench/gpu.py on a lent GPU machine: PyTorch and transformers are there, diffusers is not, and there is no network.
 #
-# Here, once:   bash bench/gpu_device.sh prepare    fills .gpu/bench (git-ignored) with the diffusers wheel of .venv
-# There:        bash bench/gpu_device.sh run        (the device tool's run, carry [".gpu/bench"], timeout_s 400)
+# Here, once:   sh training/lent_gpu/prepare.sh     fills .gpu/ (git-ignored) with .venv's diffusers, trimmed, as a tar
+# There:        bash bench/gpu_device.sh run        (the device tool's run, carry [".gpu"], timeout_s 400)
 #               unpacks diffusers, runs the main matrix (MAIN_S s budget) then the torch.compile rows (COMPILE_S s
 #               cap), and writes $OUT/gpu.md (the table), $OUT/gpu.jsonl (every figure) and $OUT/gpu.log.
 # Rehearse here on the CPU, as on a bare machine (no editable install, diffusers from the wheel):
@@ -10,19 +10,7 @@
 #                   bash bench/gpu_device.sh run
 set -u
 cd "$(dirname "$0")/.."
-case "${1:-}" in
-prepare)
-    V=${PYTHON:-.venv/bin/python}
-    VERSION=$($V -c 'import diffusers; print(diffusers.__version__)') || exit 1
-    rm -rf .gpu/bench && mkdir -p .gpu/bench
-    $V -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-        -d .gpu/bench "diffusers==$VERSION" || exit 1
-    du -sh .gpu/bench
-    git ls-files -co --exclude-standard -z | du -ch --files0-from=- | tail -1 | sed 's/total/travels with the working tree (limit 64 MiB, .gpu\/bench besides)/'
-    exit 0 ;;
-run) ;;
-*) echo "usage: bash bench/gpu_device.sh prepare|run" >&2; exit 2 ;;
-esac
+[ "${1:-}" = run ] || { echo "usage: bash bench/gpu_device.sh run   (after sh training/lent_gpu/prepare.sh here)" >&2; exit 2; }
 
 T0=$(date +%s)
 PY=${PY:-python3}
@@ -31,9 +19,8 @@ MAIN_S=${MAIN_S:-210}
 COMPILE_S=${COMPILE_S:-125}
 mkdir -p "$OUT"
 SITE=$(mktemp -d /tmp/nb-site.XXXX)
-WHEEL=$(ls .gpu/bench/diffusers-*.whl 2>/dev/null | head -1)
-if [ -z "$WHEEL" ]; then echo "no diffusers wheel in .gpu/bench: run 'bash bench/gpu_device.sh prepare' here first"; exit 1; fi
-$PY -m zipfile -e "$WHEEL" "$SITE" || exit 1
+if [ ! -f .gpu/site.tar.xz ]; then echo "no .gpu/site.tar.xz: run 'sh training/lent_gpu/prepare.sh' here first"; exit 1; fi
+$PY -c "import sys, tarfile; tarfile.open('.gpu/site.tar.xz').extractall(sys.argv[1], filter='data')" "$SITE" || exit 1
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/nb-inductor}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.log"

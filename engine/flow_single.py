@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from noisebrush.engine.errors import UserError, first_line
+from noisebrush.engine.paths import clip_tokenizers
 
 # where each part lives in an original-layout (ComfyUI / Stability) checkpoint
 PART_PREFIXES = {
@@ -115,19 +116,16 @@ def single_file_defaults(path: Path) -> Any:
 
 
 def tokenizers(configs: Path, family: str, parts: set[str]) -> dict[str, Any]:
-    """The tokenizers, bundled once for all variants: CLIP-L, OpenCLIP-G (same BPE, padded with "!") and T5."""
-    from transformers import CLIPTokenizer, T5TokenizerFast
+    """The tokenizers, bundled once for all variants: CLIP-L, OpenCLIP-G and T5."""
+    from transformers import T5TokenizerFast
 
-    clip = configs / "sd15" / "tokenizer"
     t5 = configs / "t5-tokenizer"
-    for folder in (clip, t5):
-        if not folder.is_dir():
-            raise UserError(f"the bundled tokenizers are missing from {folder}; reinstall Noisebrush")
-    found: dict[str, Any] = {"tokenizer": CLIPTokenizer.from_pretrained(clip)}
+    if not t5.is_dir():
+        raise UserError(f"the bundled tokenizers are missing from {t5}; reinstall Noisebrush")
+    found: dict[str, Any] = clip_tokenizers()
     if family == "flux":
         found["tokenizer_2"] = T5TokenizerFast.from_pretrained(t5)
         return found
-    found["tokenizer_2"] = CLIPTokenizer.from_pretrained(clip, pad_token="!")
     if "t5" in parts:
         found["tokenizer_3"] = T5TokenizerFast.from_pretrained(t5)
     else:  # an SD3 checkpoint with its CLIPs only: T5 stays off, as in SD3's own "without T5" setup

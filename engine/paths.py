@@ -30,3 +30,16 @@ def single_file_configs_dir() -> Path:
 
 def default_model_dir() -> Path:
     return assets_dir() / "models" / "default"
+
+
+def clip_tokenizers() -> dict:
+    """CLIP-L's tokenizer and OpenCLIP-G's (same BPE, padded with "!"), from the one copy bundled with the SD1.5
+    configs: SDXL, SD3 and Flux single files all use them (a copy per family would be 1.5 MB each)."""
+    from transformers import CLIPTokenizer
+
+    from noisebrush.engine.errors import UserError
+
+    clip = single_file_configs_dir() / "sd15" / "tokenizer"
+    if not clip.is_dir():
+        raise UserError(f"the bundled tokenizers are missing from {clip}; reinstall Noisebrush")
+    return {"tokenizer": CLIPTokenizer.from_pretrained(clip), "tokenizer_2": CLIPTokenizer.from_pretrained(clip, pad_token="!")}

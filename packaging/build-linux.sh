@@ -6,7 +6,6 @@ cd "$(dirname "$0")/.."
 VENV="${BUILD_VENV:-.venv}"
 test -x "$VENV/bin/python" || python3 -m venv "$VENV"
 # the bundle is built from the same locked versions the installer uses (CPU build: the bundle carries no CUDA)
-"$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r packaging/requirements/hashed.txt
 "$VENV/bin/python" -m pip install -q -r packaging/requirements/linux-cpu.txt
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 "$VENV/bin/python" -m pip install -q pyinstaller

