@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from noisebrush.engine.device import DeviceChoice, LoadOptions
 from noisebrush.engine.errors import UserError, first_line
+from noisebrush.engine.few_step import FewStep, read_few_step
 from noisebrush.engine.flow import COMPONENTS as FLOW_COMPONENTS
 from noisebrush.engine.flow import (
     FLOW_FAMILIES,
@@ -46,6 +47,7 @@ class ModelDefaults:
     guidance: float = 7.0
     scheduler: str = "DPM++ 2M"
     guidance_kind: str = "cfg"  # "cfg", "distilled" (Flux dev: an embedding, not CFG) or "none" (Flux schnell)
+    few_step: FewStep | None = None  # engine/few_step.py: a distilled path at a few steps
 
 
 def resolve_model_dir(ref: str) -> Path:
@@ -120,6 +122,14 @@ def model_folder_name(folder: Path) -> str:
     return folder.name
 
 
+def meta_defaults(folder: Path | None, meta: dict[str, Any], base: dict[str, Any] | None = None) -> ModelDefaults:
+    """noisebrush.json's defaults (over `base`) and its few-step path."""
+    known = set(ModelDefaults.__dataclass_fields__) - {"few_step"}
+    given = meta.get("defaults") if isinstance(meta.get("defaults"), dict) else {}
+    fields = {**(base or {}), **{k: v for k, v in given.items() if k in known}}
+    return ModelDefaults(**fields, few_step=read_few_step(folder, meta))
+
+
 def model_defaults(ref: str) -> ModelDefaults:
     """Slider defaults for a model, read without importing torch: its noisebrush.json, else few-step detection."""
     try:
@@ -132,11 +142,10 @@ def model_defaults(ref: str) -> ModelDefaults:
         return single_file_defaults(folder) or ModelDefaults()
 
     family = flow_family(folder)
-    meta = read_model_meta(folder).get("defaults")
-    if meta:  # a file's own defaults win; a flow family's kind of guidance is a fact of the model, not a default
-        known = ModelDefaults.__dataclass_fields__
+    meta = read_model_meta(folder)
+    if meta.get("defaults"):  # a file's own defaults win; a flow family's kind of guidance is a fact of the model
         base = {"scheduler": FLOW_SCHEDULER, "guidance_kind": flow_defaults(folder, family).guidance_kind} if family else {}
-        return ModelDefaults(**{**base, **{k: v for k, v in meta.items() if k in known}})
+        return meta_defaults(folder, meta, base)
     if family is not None:
         return flow_defaults(folder, family)
     found = few_step_defaults(folder) or ModelDefaults()
@@ -355,8 +364,7 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
     for module in components.values():
         if hasattr(module, "eval"):
             module.eval()
-    known = ModelDefaults.__dataclass_fields__
-    defaults = ModelDefaults(**{k: v for k, v in meta.get("defaults", {}).items() if k in known})
+    defaults = meta_defaults(folder, meta)
     from noisebrush.engine.previews import load_preview
 
     preview = load_preview(folder, family, options.preview_decoder, device.device, device.dtype)

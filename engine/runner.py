@@ -21,7 +21,7 @@ from noisebrush.engine.loras import apply_loras
 from noisebrush.engine.masks import feathered, paste_back
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
-from noisebrush.engine.request import MAX_SEED, GenerationRequest
+from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
 from noisebrush.engine.schedulers import make_scheduler
 from noisebrush.engine.union import union_kwargs
 
@@ -91,14 +91,19 @@ class Runner:
         if cancelled.is_set():
             raise Stopped(0)
         flow = model.family in FLOW_FAMILIES
+        few_step = model.defaults.few_step
+        guidance, loras = req.guidance, req.loras
         if flow:  # their own flow-matching sampler, whatever the request names; the result says which ran
             scheduler, req = flow_scheduler(model), req.replace(scheduler=FLOW_SCHEDULER)
+        elif few_step is not None and req.steps <= few_step.steps:  # the distilled path (engine/few_step.py)
+            scheduler = make_scheduler(few_step.scheduler, model.components["scheduler"].config)
+            guidance, loras = few_step.guidance, (*loras, LoraSpec(few_step.lora, 1.0))
         else:
             scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
         unpack = flux_unpacker(req.height, req.width, model.vae_factor) if model.family == "flux" else None
         tap = X0Tap(scheduler, unpack)
         pipe = model.pipeline(nets, req.mode, scheduler=scheduler)
-        apply_loras(pipe, model, req.loras)
+        apply_loras(pipe, model, loras)
         seed = req.seed if req.seed is not None else random.randint(0, MAX_SEED)
         generator = torch.Generator("cpu").manual_seed(seed)
         last_emit = [float("-inf")]
@@ -119,7 +124,7 @@ class Runner:
         kwargs: dict = dict(
             **embeds,
             num_inference_steps=req.steps,
-            guidance_scale=req.guidance,
+            guidance_scale=guidance,
             generator=generator,
             output_type="np",
             callback_on_step_end=on_step_end,

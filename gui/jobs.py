@@ -60,7 +60,7 @@ class Jobs(QObject):
         self.state, self.bridge = state, bridge
         self.batch: list[int] = []  # variations still to come, in order; the first is state.job
         self.live = LiveScheduler(live_delay_ms, self)
-        self.live.fire.connect(lambda: self.generate(latest_wins=True))
+        self.live.fire.connect(lambda: self.generate(latest_wins=True, live_frame=True))
         bridge.started.connect(self._on_started)
         bridge.progress.connect(lambda job, msg: job == state.job and self.status.emit(msg, 0))
         bridge.preview.connect(self._on_preview)
@@ -71,9 +71,9 @@ class Jobs(QObject):
         state.doc.layer_settings_changed.connect(self._on_layer_settings_changed)
 
     # --- requests --------------------------------------------------------------------------
-    def generate(self, latest_wins: bool = False) -> int | None:
+    def generate(self, latest_wins: bool = False, live_frame: bool = False) -> int | None:
         try:
-            req = self.state.capture_request()
+            req = self.state.capture_request(live_frame)
             req.validate()
         except UserError as exc:
             self.error.emit(str(exc))

@@ -230,12 +230,22 @@ class GenerationPanel(QWidget):
             d = model_defaults(v.model)
             self._lcm_model = (v.model, d.scheduler == "LCM")
             self._label_guidance(d.guidance_kind)
+            self._label_live(d.few_step.steps if d.few_step else None)
         lcm = v.scheduler == "LCM" or self._lcm_model[1]
         names = [n for n in SCHEDULER_NAMES if n != "LCM" or lcm]
         if names != [self.scheduler.itemText(i) for i in range(self.scheduler.count())]:
             self.scheduler.clear()
             self.scheduler.addItems(names)
         self.scheduler.setToolTip("" if lcm else "LCM is offered for LCM-trained models")
+
+    def _label_live(self, few_steps: int | None) -> None:
+        """Live frames on a model with a few-step path take it (AppState.capture_request): say so."""
+        self.live.setText(f"Live ({few_steps} steps)" if few_steps else "Live")
+        self.live.setToolTip(
+            "Regenerate after every stroke or change"
+            + (f", in {few_steps} steps on this model's distilled few-step path; Generate uses the Steps slider"
+               if few_steps else "")
+        )  # fmt: skip
 
     def _label_guidance(self, kind: str) -> None:
         """Flux dev's guidance is distilled into the model (an input, not CFG); Flux schnell ignores it."""

@@ -19,6 +19,7 @@ from noisebrush.engine.backends.base import ModelInfo
 from noisebrush.engine.edit import extend
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished
+from noisebrush.engine.few_step import FewStep
 from noisebrush.engine.pose import people_from_json, people_to_json
 from noisebrush.engine.prompt_loras import apply_tags
 from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
@@ -83,6 +84,7 @@ class AppState(QObject):
         self.job: int | None = None
         self.last_result: Finished | None = None
         self.history: list[Finished] = []
+        self._few_step: tuple[str | None, FewStep | None] = (None, None)  # (model, its few-step path)
         self.live_slot: Finished | None = None  # the front history item while live mode makes frames
         self.editor_of: dict[int, dict] = {}  # job id → what a saved PNG needs beyond the request (the skeleton)
         self.models: list[ModelInfo] = []
@@ -109,11 +111,12 @@ class AppState(QObject):
         self.update(origin, seed=random.randint(0, MAX_SEED))
 
     # --- requests --------------------------------------------------------------------------
-    def capture_request(self) -> GenerationRequest:
+    def capture_request(self, live_frame: bool = False) -> GenerationRequest:
         """Freeze the sketch and settings into one request (GUI thread).
 
         The seed policy: an unlocked seed is drawn anew for each Generate, but kept while live mode runs, so the
-        picture does not jump with every stroke (New seed is the explicit action).
+        picture does not jump with every stroke (New seed is the explicit action). A live frame on a model with a
+        few-step path (engine/few_step.py) takes that many steps; Generate keeps the Steps slider's.
         """
         s = self.settings
         if not s.seed_locked and not s.live:
@@ -125,10 +128,21 @@ class AppState(QObject):
         prompt, loras = apply_tags(s.prompt, tuple(LoraSpec(p, w) for p, w in s.loras),
                                    [m.ref for m in self.models if m.role == "lora"], "the LoRA list")  # fmt: skip
         req = GenerationRequest(
-            prompt=prompt, negative_prompt=s.negative, controls=controls, steps=s.steps, guidance=s.guidance,
+            prompt=prompt, negative_prompt=s.negative, controls=controls, steps=self._steps(live_frame), guidance=s.guidance,
             seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model, loras=loras,
         )  # fmt: skip
         return req if s.mode == "generate" else self._edit_request(req)
+
+    def _steps(self, live_frame: bool) -> int:
+        steps, model = self.settings.steps, self.settings.model
+        if not live_frame:
+            return steps
+        if self._few_step[0] != model:  # a small JSON read, once per model
+            from noisebrush.engine.models import model_defaults
+
+            self._few_step = (model, model_defaults(model).few_step)
+        few = self._few_step[1]
+        return min(steps, few.steps) if few else steps
 
     def _edit_request(self, req: GenerationRequest) -> GenerationRequest:
         """Refine, inpaint or extend the Image layer's picture."""
