@@ -1,6 +1,6 @@
 """Quality of the embedded model on held-out world cases (seeds never used in training).
 
-    python bench/model_quality.py [--model FOLDER] [--n 100] [--steps 20] [--scheduler NAME] [--guidance 5]
+    python bench/model_quality.py [--model FOLDER] [--n 100] [--steps 20] [--scheduler NAME] [--guidance 5] [--lora F]
 
 Prints the edge F-score (scribble), colour accuracy, depth adherence, pose adherence,
 guidance G vs 1, and the end-to-end speed of the same number of steps at 128 px through the engine (which takes
@@ -25,8 +25,9 @@ from PIL import Image  # noqa: E402
 from noisebrush.engine.device import default_threads, pick_device  # noqa: E402
 from noisebrush.engine.engine import Engine  # noqa: E402
 from noisebrush.engine.events import Finished  # noqa: E402
+from noisebrush.engine.loras import apply_loras  # noqa: E402
 from noisebrush.engine.models import load_base  # noqa: E402
-from noisebrush.engine.request import ControlSpec, GenerationRequest  # noqa: E402
+from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec  # noqa: E402
 from noisebrush.engine.schedulers import make_scheduler  # noqa: E402
 from training.metrics import color_checks, depth_fscore, limb_coverage, output_background, scribble_fscore  # noqa: E402
 from training.world import generate  # noqa: E402
@@ -35,15 +36,17 @@ HELD_OUT_SEED = 990_001  # training uses seeds < 1000 (see training/configs)
 
 
 class Generator:
-    def __init__(self, ref: str, steps: int, scheduler: str) -> None:
+    def __init__(self, ref: str, steps: int, scheduler: str = "DPM++ 2M", lora: str = "") -> None:
         self.model = load_base(ref, pick_device())
         self.steps = steps
         self.scheduler = scheduler
+        self.loras = (LoraSpec(lora, 1.0),) if lora else ()  # a few-step LoRA to try before it ships
 
     def __call__(self, sample, kind: str | None, guidance: float = 5.0, seed: int = 0) -> np.ndarray:
         nets = [self.model.controlnet(kind)] if kind else []
         sched = make_scheduler(self.scheduler, self.model.components["scheduler"].config)
         pipe = self.model.pipeline(nets, "txt2img", scheduler=sched)
+        apply_loras(pipe, self.model, self.loras)
         kw = {"image": Image.fromarray(sample.control(kind))} if kind else {}
         size = sample.image.shape[0]
         out = pipe(prompt=sample.caption, num_inference_steps=self.steps, guidance_scale=guidance, width=size, height=size,
@@ -51,16 +54,22 @@ class Generator:
         return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def sampling_args(ap: argparse.ArgumentParser) -> None:
+    """The options both model benches take: model, steps, sampler, guidance and a LoRA to try."""
     ap.add_argument("--model", default="")
-    ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--scheduler", default="DPM++ 2M")
     ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--lora", default="", help="a LoRA at weight 1 (a few-step candidate: with --scheduler LCM --guidance 1)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sampling_args(ap)
+    ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--save", help="write a contact sheet of the first cases here")
     args = ap.parse_args()
-    gen = Generator(args.model, args.steps, args.scheduler)
+    gen = Generator(args.model, args.steps, args.scheduler, args.lora)
     g = args.guidance
     rng = np.random.default_rng(HELD_OUT_SEED)
     t0 = time.perf_counter()

@@ -136,34 +136,34 @@ def _recolour(s: VocabSample, fg: str, bg: str) -> VocabSample:
 
 
 def main() -> None:
-    from bench.model_quality import Generator
+    from bench.model_quality import Generator, sampling_args
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="")
+    sampling_args(ap)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--n-issue", type=int, default=30)
     ap.add_argument("--sets", default="names,templates,strokes,issue")
-    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--save", help="a contact sheet of each set's first cases (scribble, output, truth)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as the model card's speed figure, and "
                     "robust on shared cores, where 2 threads stall on each other)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    gen = Generator(args.model, args.steps)
+    gen = Generator(args.model, args.steps, args.scheduler, args.lora)
     results, sheet = {}, []
     for which in args.sets.split(","):
         rng, scores, t0 = np.random.default_rng(SEEDS[which]), Scores(), time.perf_counter()
         for i in range(args.n_issue if which == "issue" else args.n):
             s = make_case(which, rng)
-            out = gen(s, "scribble", 5.0, seed=i)
+            out = gen(s, "scribble", args.guidance, seed=i)
             score(out, s, scores)
             if i < 3:
                 sheet.append(np.concatenate([s.scribble, out, s.image], axis=1))
         results[which] = scores.summary() | {"seconds": round(time.perf_counter() - t0)}
         print(f"{which}: {json.dumps(results[which])}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model or "embedded", "steps": args.steps, **results}, indent=1))
+        how = {"model": args.model or "embedded", "steps": args.steps, "scheduler": args.scheduler, "guidance": args.guidance}
+        Path(args.json).write_text(json.dumps({**how, "lora": args.lora, **results}, indent=1))
     if args.save and sheet:
         from PIL import Image
 
