@@ -95,9 +95,11 @@ class Runner:
         guidance, loras = req.guidance, req.loras
         if flow:  # their own flow-matching sampler, whatever the request names; the result says which ran
             scheduler, req = flow_scheduler(model), req.replace(scheduler=FLOW_SCHEDULER)
-        elif few_step is not None and req.steps <= few_step.steps:  # the distilled path (engine/few_step.py)
+        elif few_step is not None and req.steps <= few_step.steps:  # the few-step path (engine/few_step.py)
             scheduler = make_scheduler(few_step.scheduler, model.components["scheduler"].config)
-            guidance, loras = few_step.guidance, (*loras, LoraSpec(few_step.lora, 1.0))
+            guidance = few_step.guidance
+            if few_step.lora:
+                loras = (*loras, LoraSpec(few_step.lora, 1.0))
         else:
             scheduler = make_scheduler(req.scheduler, model.components["scheduler"].config)
         unpack = flux_unpacker(req.height, req.width, model.vae_factor) if model.family == "flux" else None

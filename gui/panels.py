@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from noisebrush.engine.events import Finished
+from noisebrush.engine.few_step import FewStep
 from noisebrush.engine.request import MAX_SEED
 from noisebrush.engine.schedulers import SCHEDULER_NAMES
 from noisebrush.gui.engine_bridge import to_qimage
@@ -230,7 +231,7 @@ class GenerationPanel(QWidget):
             d = model_defaults(v.model)
             self._lcm_model = (v.model, d.scheduler == "LCM")
             self._label_guidance(d.guidance_kind)
-            self._label_live(d.few_step.steps if d.few_step else None)
+            self._label_live(d.few_step)
         lcm = v.scheduler == "LCM" or self._lcm_model[1]
         names = [n for n in SCHEDULER_NAMES if n != "LCM" or lcm]
         if names != [self.scheduler.itemText(i) for i in range(self.scheduler.count())]:
@@ -238,14 +239,16 @@ class GenerationPanel(QWidget):
             self.scheduler.addItems(names)
         self.scheduler.setToolTip("" if lcm else "LCM is offered for LCM-trained models")
 
-    def _label_live(self, few_steps: int | None) -> None:
+    def _label_live(self, few: FewStep | None) -> None:
         """Live frames on a model with a few-step path take it (AppState.capture_request): say so."""
-        self.live.setText(f"Live ({few_steps} steps)" if few_steps else "Live")
-        self.live.setToolTip(
-            "Regenerate after every stroke or change"
-            + (f", in {few_steps} steps on this model's distilled few-step path; Generate uses the Steps slider"
-               if few_steps else "")
-        )  # fmt: skip
+        tip = "Regenerate after every stroke or change"
+        if few is None:
+            self.live.setText("Live")
+            self.live.setToolTip(tip)
+            return
+        how = few.scheduler + (", no CFG" if few.guidance <= 1 else "")
+        self.live.setText(f"Live ({few.steps} steps)")
+        self.live.setToolTip(f"{tip}, in {few.steps} steps on this model's few-step path ({how}); Generate uses the Steps slider")
 
     def _label_guidance(self, kind: str) -> None:
         """Flux dev's guidance is distilled into the model (an input, not CFG); Flux schnell ignores it."""

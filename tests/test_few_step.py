@@ -1,4 +1,4 @@
-"""A model's few-step path (engine/few_step.py): at its step count or fewer, its distilled LoRA, LCM and no CFG."""
+"""A model's few-step path (engine/few_step.py): at its step count or fewer, LCM, no CFG and its LoRA if it has one."""
 
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def test_a_few_step_block_is_read_only_when_it_is_whole_and_its_lora_is_inside_t
     folder = Path(few_step_model)
     found = model_defaults(few_step_model).few_step
     assert found == FewStep(4, str((folder / "fewstep" / "pytorch_lora_weights.safetensors").resolve()), "LCM", 1.0)
-    assert model_defaults("").few_step is None or model_defaults("").few_step.steps == 4  # the embedded model's
+    assert model_defaults("").few_step == FewStep(4, None, "LCM", 1.0)  # the embedded model's: no LoRA
+    assert read_few_step(folder, {"few_step": {"steps": 2}}) == FewStep(2)
     (tmp_path / "x.safetensors").write_bytes(b"")
     for block in ({"steps": "many", "lora": "fewstep/pytorch_lora_weights.safetensors"}, {"lora": "x"}, [],
                   {"steps": 4, "lora": "missing.safetensors"}, {"steps": 4, "lora": "../x.safetensors"},
@@ -88,5 +89,5 @@ def test_live_frames_take_the_few_steps_and_generate_the_slider(fake_window, few
     state.update("user", steps=3)  # fewer on the slider: live frames take those
     assert state.capture_request(live_frame=True).steps == 3
     state.update("user", model="", steps=20)
-    few = model_defaults("").few_step
-    assert state.capture_request(live_frame=True).steps == (few.steps if few else 20)
+    assert state.capture_request(live_frame=True).steps == 4  # the embedded model's few steps
+    assert fake_window.panel.live.text() == "Live (4 steps)"

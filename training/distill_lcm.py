@@ -22,7 +22,16 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
 from training.common import LossLog, load_state, save_state, start_run
-from training.train_diffusion import KINDS, NOISE_SCHEDULE, control_tensor, encode_text, learning_rate, load_pools, rows
+from training.train_diffusion import (
+    KINDS,
+    NOISE_SCHEDULE,
+    control_tensor,
+    encode_text,
+    learning_rate,
+    load_pools,
+    phase_setting,
+    rows,
+)
 
 # LoRA targets: every attention and feed-forward projection and every conv of the ResNet blocks (LCM-LoRA's set)
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2",
@@ -135,7 +144,7 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = learning_rate(cfg, step)
         groups = []
-        for kind, share in cfg["mix"].items():
+        for kind, share in phase_setting(cfg, step, "mix", cfg["mix"]).items():
             c = int(round(share * cfg["batch_size"]))
             groups.append((kind, rng.choice(person_idx if kind == "pose" else n, size=c)))
         idx = np.concatenate([g[1] for g in groups])

@@ -1,0 +1,63 @@
+"""Put retrained parts into an exported model folder, leaving the rest as it is.
+
+    python -m training.install_parts [--out assets/models/default] [--vae runs/vae_corner3/model]
+                                     [--few-step 4] [--few-step-lora runs/distill-lcm/lora-N/pytorch_lora_weights.safetensors]
+
+--vae: a decoder fine-tune (the encoder unchanged, so the UNet's latents stay what it learnt), stored in fp16.
+--few-step N: noisebrush.json's few_step block (engine/few_step.py): N steps or fewer sample with LCM, no CFG;
+with --few-step-lora, an LCM-LoRA from training/distill_lcm.py too. A LoRA belongs to the UNet it was distilled
+from: training/export.py, which writes a new UNet, writes no few_step block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+FEW_STEP_FILE = "fewstep/pytorch_lora_weights.safetensors"
+
+
+def install_vae(src: Path, out: Path) -> None:
+    import torch
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(src, torch_dtype=torch.float32)
+    tmp = out / "vae.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.to(torch.float16).save_pretrained(tmp)
+    shutil.rmtree(out / "vae")
+    tmp.rename(out / "vae")
+
+
+def install_few_step(out: Path, steps: int, lora: Path | None = None) -> None:
+    block: dict = {"steps": steps, "scheduler": "LCM", "guidance": 1.0}
+    shutil.rmtree(out / Path(FEW_STEP_FILE).parent, ignore_errors=True)
+    if lora:
+        (out / FEW_STEP_FILE).parent.mkdir()
+        shutil.copy(lora, out / FEW_STEP_FILE)
+        block["lora"] = FEW_STEP_FILE
+    meta_path = out / "noisebrush.json"
+    meta = json.loads(meta_path.read_text())
+    meta["few_step"] = block
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path("assets/models/default"))
+    ap.add_argument("--vae", type=Path)
+    ap.add_argument("--few-step", type=int, help="steps of the few-step path (4)")
+    ap.add_argument("--few-step-lora", type=Path)
+    args = ap.parse_args()
+    if args.vae:
+        install_vae(args.vae, args.out)
+    if args.few_step:
+        install_few_step(args.out, args.few_step, args.few_step_lora)
+    total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file() and p.suffix == ".safetensors")
+    print(f"{args.out}: {total / 1e6:.1f} MB of weights")
+
+
+if __name__ == "__main__":
+    main()
