@@ -31,7 +31,7 @@ PAPER = QColor(*PAPER_RGB)
 
 class Canvas(QWidget):
     stroke_finished = Signal(str)  # layer kind; also the end of a pose drag
-    pose_dragged = Signal()  # a joint or person moved (many times during one drag)
+    drag_moved = Signal()  # a joint, a person or a stroke in progress moved (many times during one drag)
     files_dropped = Signal(list)  # local paths
     zoom_changed = Signal(float)
 
@@ -259,7 +259,7 @@ class Canvas(QWidget):
             people[n] = people[n].translated(d.x() - start.x(), d.y() - start.y())
         layer.people = people
         layer.changed.emit()
-        self.pose_dragged.emit()
+        self.drag_moved.emit()
 
     def _pose_release(self) -> None:
         mode, n, i, start, before = self._drag
@@ -331,9 +331,10 @@ class Canvas(QWidget):
             p.fillRect(QRectF(self._rect_from, cur).normalized(), QColor(*MASK_RGB))
             p.end()
             self.update()
-            return
-        self._dab(self._last, cur)
-        self._last = cur
+        else:
+            self._dab(self._last, cur)
+            self._last = cur
+        self.drag_moved.emit()  # live mode draws while the stroke goes on, not only after it
 
     def _end(self) -> None:
         if self._stroke_before is None:

@@ -17,12 +17,12 @@ from noisebrush.gui.document import LAYER_REQUEST_FIELDS
 from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
 from noisebrush.gui.state import NOT_IN_REQUEST, AppState
 
-LIVE_MAX_WAIT_S = 0.4  # while a joint is dragged without pause, still regenerate this often
+LIVE_MAX_WAIT_S = 0.4  # while a stroke or a joint drag goes on without pause, still regenerate this often
 
 
 class LiveScheduler(QObject):
     """Debounce with a deadline: `fire` comes `delay_ms` after the last poke, or LIVE_MAX_WAIT_S after the first
-    of a continuous run of pokes (a joint being dragged), whichever is sooner."""
+    of a continuous run of pokes (a stroke being drawn, a joint being dragged), whichever is sooner."""
 
     fire = Signal()
 
@@ -114,7 +114,7 @@ class Jobs(QObject):
 
     # --- what starts a live frame ----------------------------------------------------------
     def edited(self) -> None:
-        """A stroke, a joint drag or a loaded map: in live mode, a new frame soon."""
+        """A stroke (going on or ended), a joint drag or a loaded map: in live mode, a new frame soon."""
         if self.state.settings.live:
             self.live.poke()
 

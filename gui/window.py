@@ -94,7 +94,7 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.layers_panel.load_requested.connect(files.load_layer_dialog)
         self.layers_panel.clear_requested.connect(self.doc.clear_layer)
         self.canvas.stroke_finished.connect(self._on_stroke)
-        self.canvas.pose_dragged.connect(jobs.edited)
+        self.canvas.drag_moved.connect(jobs.edited)
         self.canvas.files_dropped.connect(self.open_files)
 
     def _side_dock(self) -> None:

@@ -109,6 +109,33 @@ def test_live_mode_two_quick_strokes_give_one_result_from_the_second(make_window
     assert np.array_equal(finished[0].params.controls[0].image, expected)
 
 
+def test_live_mode_draws_while_a_long_stroke_goes_on(make_window, qtbot):
+    """A stroke still being drawn gets frames (every LIVE_MAX_WAIT_S), each from the ink so far; its end one more."""
+    from noisebrush.gui.jobs import LIVE_MAX_WAIT_S
+
+    w = make_window(live_debounce_ms=150)
+    w.panel.steps.setValue(2)
+    with qtbot.waitSignal(w.bridge.finished, timeout=60000):  # switching live on makes a frame of the empty sketch
+        w.panel.live.setChecked(True)
+    started = []
+    w.bridge.started.connect(started.append)
+    rect = w.canvas.doc_rect_on_screen()
+    at = lambda x: QPoint(int(rect.left() + x * rect.width()), int(rect.center().y()))  # noqa: E731
+    QTest.mousePress(w.canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at(0.1))
+    for i in range(1, 13):
+        QTest.mouseMove(w.canvas, at(0.1 + 0.06 * i))
+        qtbot.wait(int(LIVE_MAX_WAIT_S * 1000 / 4))
+    assert started, "no frame started while the stroke went on"
+    mid = w.doc.layers["scribble"].control_image(64, 64)
+    QTest.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at(0.82))
+    finished = []
+    w.bridge.finished.connect(lambda job, ev: finished.append(ev))
+    qtbot.waitUntil(lambda: bool(finished) and w.job is None, timeout=60000)
+    assert len(started) >= 2  # during the stroke, and after it
+    assert np.array_equal(finished[-1].params.controls[0].image, w.doc.layers["scribble"].control_image(64, 64))
+    assert mid.sum() > 0
+
+
 def test_sliders_reach_the_request(make_window):
     w = make_window()
     p = w.panel
