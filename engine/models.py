@@ -47,7 +47,7 @@ class ModelDefaults:
     guidance: float = 7.0
     scheduler: str = "DPM++ 2M"
     guidance_kind: str = "cfg"  # "cfg", "distilled" (Flux dev: an embedding, not CFG) or "none" (Flux schnell)
-    few_step: FewStep | None = None  # engine/few_step.py: a distilled path at a few steps
+    few_step: FewStep | None = None  # engine/few_step.py: its own sampler (and LoRA) at a few steps
 
 
 def resolve_model_dir(ref: str) -> Path:

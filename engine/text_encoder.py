@@ -50,6 +50,10 @@ def load_minilm():
     from transformers import BertConfig, BertModel
 
     folder = minilm_dir()
+    if not (folder / "model.safetensors").is_file():
+        from noisebrush.engine.errors import UserError
+
+        raise UserError(f"the embedded model's text encoder is missing from {folder}; reinstall Noisebrush")
     encoder = BertModel(BertConfig.from_json_file(folder / "config.json"), add_pooling_layer=False)
     encoder.load_state_dict(dequantize(load_file(folder / "model.safetensors")))
     encoder.eval().requires_grad_(False)
