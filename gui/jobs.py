@@ -44,6 +44,13 @@ class LiveScheduler(QObject):
             return
         self.timer.start()
 
+    def frame_done(self) -> None:
+        """The engine finished a frame: a change already waiting starts the next one now, not after the debounce,
+        so a stroke that goes on gets frames back to back when they are fast (the deadline covers slow ones)."""
+        if self.timer.isActive():
+            self.timer.stop()
+            self.fire.emit()
+
     def stop(self) -> None:
         self.timer.stop()
 
@@ -148,6 +155,8 @@ class Jobs(QObject):
         self._end()
         self.succeeded.emit()
         self.status.emit(f"Done in {ev.elapsed_s:.2f} s · seed {ev.params.seed} · {ev.params.width}×{ev.params.height}", 0)
+        if self.state.settings.live:
+            self.live.frame_done()
 
     def _on_failed(self, job: int, message: str) -> None:
         if job == self.state.job:

@@ -136,6 +136,27 @@ def test_live_mode_draws_while_a_long_stroke_goes_on(make_window, qtbot):
     assert mid.sum() > 0
 
 
+def test_live_mode_starts_a_waiting_change_as_soon_as_a_frame_finishes(make_window, qtbot):
+    """Frames back to back while the sketch keeps changing: a change that came during a frame does not wait for the
+    debounce once the engine is free."""
+    import time
+
+    w = make_window(live_debounce_ms=3000)
+    w.panel.steps.setValue(2)
+    with qtbot.waitSignal(w.bridge.finished, timeout=60000):
+        w.panel.live.setChecked(True)
+        w.jobs.live.fire.emit()  # the first frame now, not after 3 s
+    started, finished = [], []
+    w.bridge.started.connect(lambda job: started.append((job, time.perf_counter())))
+    w.bridge.finished.connect(lambda job, ev: finished.append((ev, time.perf_counter())))
+    stroke(w.canvas, [(0.2, 0.5), (0.5, 0.5)])  # waits 3 s for its frame…
+    w.jobs.live.fire.emit()  # …unless one starts now (as the deadline would start it during a long stroke)
+    stroke(w.canvas, [(0.5, 0.2), (0.5, 0.8)])  # a change while that frame runs
+    qtbot.waitUntil(lambda: len(finished) >= 2, timeout=60000)
+    assert finished[1][1] - finished[0][1] < 2.0  # the second frame did not wait out the 3 s debounce
+    assert np.array_equal(finished[1][0].params.controls[0].image, w.doc.layers["scribble"].control_image(64, 64))
+
+
 def test_sliders_reach_the_request(make_window):
     w = make_window()
     p = w.panel
