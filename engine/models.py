@@ -7,7 +7,7 @@ controls never reloads the base. Pipelines are cheap views over the same compone
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +146,12 @@ def model_defaults(ref: str) -> ModelDefaults:
     if meta.get("defaults"):  # a file's own defaults win; a flow family's kind of guidance is a fact of the model
         base = {"scheduler": FLOW_SCHEDULER, "guidance_kind": flow_defaults(folder, family).guidance_kind} if family else {}
         return meta_defaults(folder, meta, base)
+    # a few-step block holds without slider defaults too: the engine (load_base) reads it either way
+    return replace(_detected_defaults(folder, family), few_step=read_few_step(folder, meta))
+
+
+def _detected_defaults(folder: Path, family: str | None) -> ModelDefaults:
+    """Defaults of a folder whose noisebrush.json sets none: by its family, its scheduler and its name."""
     if family is not None:
         return flow_defaults(folder, family)
     found = few_step_defaults(folder) or ModelDefaults()
@@ -154,7 +160,7 @@ def model_defaults(ref: str) -> ModelDefaults:
     except (OSError, json.JSONDecodeError):
         return found
     if _family(unet) == "sdxl":  # SDXL is trained at 1024 px
-        return ModelDefaults(1024, 1024, found.steps, found.guidance, found.scheduler)
+        return replace(found, width=1024, height=1024)
     return found
 
 
@@ -178,7 +184,6 @@ COMPONENTS = {
 
 def check_controlnet_fits(cn_config: dict, unet_config: Any, vae_factor: int, cn_name: str, base_name: str) -> None:
     """Refuse a ControlNet that cannot drive this base, before any weights are read."""
-
     # a UNet ControlNet that names no width counts as SD1.5: its widths are checked below
     check_family(config_family(cn_config, default="sd15"), _family(unet_config), cn_name, base_name)
     if cn_config.get("cross_attention_dim") != unet_config.get("cross_attention_dim") or list(
@@ -228,7 +233,6 @@ class LoadedModel:
         if key not in self.controlnets:
             import diffusers
 
-
             single = path.is_file()
             cfg_path = single_file_config("controlnet", path) / "config.json" if single else path / "config.json"
             cfg = read_json_object(cfg_path)
@@ -259,7 +263,6 @@ class LoadedModel:
         import diffusers
 
         if self.family in FLOW_FAMILIES:
-
             name = pipeline_name(self.family, bool(controlnets), mode)
         else:
             union = "Union" if controlnets and type(controlnets[0]).__name__ == "ControlNetUnionModel" else ""

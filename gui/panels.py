@@ -72,7 +72,7 @@ class GenerationPanel(QWidget):
         super().__init__(parent)
         self.state = state
         self._showing = False  # True while widgets are set from the model: their signals are no edits
-        self._lcm_model: tuple[str | None, bool] = (None, False)  # (model, whether it is LCM-trained), once per model
+        self._labelled_for: str | None = None  # the model the guidance and Live labels were last set for
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Describe the picture…")
         self.prompt.setFixedHeight(52)
@@ -225,14 +225,12 @@ class GenerationPanel(QWidget):
 
     def _offer_samplers(self, v: GenerationSettings) -> None:
         """LCM only for models trained for it (elsewhere it gives a wash of colour), or when a file asks for it."""
-        from noisebrush.engine.models import model_defaults  # a small JSON read, no torch
-
-        if self._lcm_model[0] != v.model:  # read once per model, not on every keystroke in the prompt
-            d = model_defaults(v.model)
-            self._lcm_model = (v.model, d.scheduler == "LCM")
+        d = self.state.model_defaults()
+        if self._labelled_for != v.model:
+            self._labelled_for = v.model
             self._label_guidance(d.guidance_kind)
             self._label_live(d.few_step)
-        lcm = v.scheduler == "LCM" or self._lcm_model[1]
+        lcm = v.scheduler == "LCM" or d.scheduler == "LCM"
         names = [n for n in SCHEDULER_NAMES if n != "LCM" or lcm]
         if names != [self.scheduler.itemText(i) for i in range(self.scheduler.count())]:
             self.scheduler.clear()

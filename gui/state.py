@@ -19,7 +19,7 @@ from noisebrush.engine.backends.base import ModelInfo
 from noisebrush.engine.edit import extend
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished
-from noisebrush.engine.few_step import FewStep
+from noisebrush.engine.models import ModelDefaults, model_defaults
 from noisebrush.engine.pose import people_from_json, people_to_json
 from noisebrush.engine.prompt_loras import apply_tags
 from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
@@ -84,7 +84,7 @@ class AppState(QObject):
         self.job: int | None = None
         self.last_result: Finished | None = None
         self.history: list[Finished] = []
-        self._few_step: tuple[str | None, FewStep | None] = (None, None)  # (model, its few-step path)
+        self._defaults: tuple[str, ModelDefaults] | None = None  # (model, its defaults): model_defaults()
         self.live_slot: Finished | None = None  # the front history item while live mode makes frames
         self.editor_of: dict[int, dict] = {}  # job id → what a saved PNG needs beyond the request (the skeleton)
         self.models: list[ModelInfo] = []
@@ -133,16 +133,16 @@ class AppState(QObject):
         )  # fmt: skip
         return req if s.mode == "generate" else self._edit_request(req)
 
-    def _steps(self, live_frame: bool) -> int:
-        steps, model = self.settings.steps, self.settings.model
-        if not live_frame:
-            return steps
-        if self._few_step[0] != model:  # a small JSON read, once per model
-            from noisebrush.engine.models import model_defaults
+    def model_defaults(self) -> ModelDefaults:
+        """The current model's defaults (few-step path, LCM training, kind of guidance): read once per model."""
+        model = self.settings.model
+        if self._defaults is None or self._defaults[0] != model:  # a small JSON read, not on every keystroke
+            self._defaults = (model, model_defaults(model))
+        return self._defaults[1]
 
-            self._few_step = (model, model_defaults(model).few_step)
-        few = self._few_step[1]
-        return min(steps, few.steps) if few else steps
+    def _steps(self, live_frame: bool) -> int:
+        steps, few = self.settings.steps, self.model_defaults().few_step
+        return min(steps, few.steps) if live_frame and few else steps
 
     def _edit_request(self, req: GenerationRequest) -> GenerationRequest:
         """Refine, inpaint or extend the Image layer's picture."""

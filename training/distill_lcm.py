@@ -25,7 +25,7 @@ from training.common import LossLog, load_state, save_state, start_run
 from training.train_diffusion import (
     KINDS,
     NOISE_SCHEDULE,
-    control_tensor,
+    controlnet_residuals,
     encode_text,
     learning_rate,
     load_pools,
@@ -66,29 +66,6 @@ class Solver:
         """One DDIM step to t_prev (t_prev = -1 means the clean end: alpha 1 at t 0 is close enough)."""
         t_prev = t_prev.clamp(min=0)
         return expand(self.alpha[t_prev]) * x0 + expand(self.sigma[t_prev]) * eps
-
-
-def residuals(nets: dict, groups: list[tuple[str, np.ndarray]], pool: dict, x: torch.Tensor, t: torch.Tensor,
-              emb: torch.Tensor) -> dict:  # fmt: skip
-    """The frozen ControlNets' residuals for a batch grouped by control kind (zeros for "none" rows)."""
-    down: list[torch.Tensor] | None = None
-    mid = None
-    offset = 0
-    with torch.no_grad():
-        for kind, gi in groups:
-            sl = slice(offset, offset + len(gi))
-            offset += len(gi)
-            if kind == "none":
-                continue
-            d, m = nets[kind](x[sl], t[sl], emb[sl], control_tensor(pool, kind, gi), return_dict=False)
-            if down is None:
-                down = [r.new_zeros((len(x),) + r.shape[1:]) for r in d]
-                mid = m.new_zeros((len(x),) + m.shape[1:])
-            for full, r in zip([*down, mid], [*d, m]):
-                full[sl] = r
-    if down is None:
-        return {}
-    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
 def save_lora(student: UNet2DConditionModel, folder) -> None:
@@ -159,17 +136,18 @@ def main() -> None:
         c_skip, c_out = (expand(v) for v in boundary_scalings(t.float()))
         c_skip_prev, c_out_prev = (expand(v) for v in boundary_scalings(t_prev.clamp(min=0).float()))
 
-        res = residuals(nets, groups, pool, xt, t, emb)
+        with torch.no_grad():  # the ControlNets are frozen
+            res = controlnet_residuals(nets, groups, pool, xt, t, emb)
         eps = student(xt, t, emb, **res).sample
         pred = c_skip * xt + c_out * solver.x0(eps, t, xt)
         with torch.no_grad():
             eps_c = teacher(xt, t, emb, **res).sample
             none = uncond.expand(b, -1, -1)
-            eps_u = teacher(xt, t, none, **residuals(nets, groups, pool, xt, t, none)).sample
+            eps_u = teacher(xt, t, none, **controlnet_residuals(nets, groups, pool, xt, t, none)).sample
             x0_c, x0_u = solver.x0(eps_c, t, xt), solver.x0(eps_u, t, xt)
             x_prev = solver.step(x0_c + w * (x0_c - x0_u), eps_c + w * (eps_c - eps_u), t_prev)
             tp = t_prev.clamp(min=0)
-            eps_prev = student(x_prev, tp, emb, **residuals(nets, groups, pool, x_prev, tp, emb)).sample
+            eps_prev = student(x_prev, tp, emb, **controlnet_residuals(nets, groups, pool, x_prev, tp, emb)).sample
             target = c_skip_prev * x_prev + c_out_prev * solver.x0(eps_prev, tp, x_prev)
         c = cfg["huber_c"]
         loss = (torch.sqrt(F.mse_loss(pred, target, reduction="none") + c**2) - c).mean()

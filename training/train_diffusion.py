@@ -340,6 +340,28 @@ def control_tensor(pool: dict[str, torch.Tensor], kind: str, idx: np.ndarray) ->
     return arr.permute(0, 3, 1, 2).float().div(255.0)
 
 
+def controlnet_residuals(nets: dict, groups: list[tuple[str, np.ndarray]], pool: dict[str, torch.Tensor],
+                         x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> dict:  # fmt: skip
+    """The ControlNets' residuals for a batch grouped by control kind (zeros for "none" rows), as UNet kwargs.
+    Functional (index_put), so gradients reach ControlNets that train."""
+    down: list[torch.Tensor] | None = None
+    mid = None
+    offset = 0
+    for kind, gi in groups:
+        sl = slice(offset, offset + len(gi))
+        offset += len(gi)
+        if kind == "none":
+            continue
+        d, m = nets[kind](x[sl], t[sl], emb[sl], control_tensor(pool, kind, gi), return_dict=False)
+        if down is None:
+            down = [r.new_zeros((len(x),) + r.shape[1:]) for r in d]
+            mid = m.new_zeros((len(x),) + m.shape[1:])
+        at = (torch.arange(sl.start, sl.stop, device=x.device),)
+        down = [full.index_put(at, r) for full, r in zip(down, d)]
+        mid = mid.index_put(at, m)
+    return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
+
 def main() -> None:
     cfg, out = start_run("training/configs/diffusion.json")
     t_run = time.time()  # a time budget counts pool building too
@@ -422,23 +444,7 @@ def main() -> None:
         noise = torch.randn_like(x0)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), device=device)
         xt = sched.add_noise(x0, noise, t)
-        down_res: list[torch.Tensor] | None = None
-        mid_res = None
-        offset = 0
-        for kind, gi in groups:
-            sl = slice(offset, offset + len(gi))
-            offset += len(gi)
-            if kind == "none":
-                continue
-            cond = control_tensor(pool, kind, gi)
-            d, m = nets[kind](xt[sl], t[sl], emb[sl], cond, return_dict=False)
-            if down_res is None:
-                down_res = [r.new_zeros((len(idx),) + r.shape[1:]) for r in d]
-                mid_res = m.new_zeros((len(idx),) + m.shape[1:])
-            at = (torch.arange(sl.start, sl.stop, device=device),)
-            down_res = [full.index_put(at, r) for full, r in zip(down_res, d)]
-            mid_res = mid_res.index_put(at, m)
-        pred = unet(xt, t, emb, down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res).sample
+        pred = unet(xt, t, emb, **controlnet_residuals(nets, groups, pool, xt, t, emb)).sample
         is_focus = idx >= first_focus
         x0_floor = phase_setting(cfg, step, "x0_floor", (cfg.get("focus") or {}).get("x0_floor", 0.0))
         floor = torch.from_numpy(is_focus * x0_floor).float().to(device)
