@@ -18,6 +18,7 @@ from training.train_diffusion import (
     grow_into,
     learning_rate,
     loss_weights,
+    trainable_parameters,
 )
 from training.world import PALETTE, Sample, WorldObject
 
@@ -44,6 +45,22 @@ def test_growing_attention_keeps_what_the_model_computes():
     # and the new blocks are trainable: their projections get gradients
     grown(x, t, emb).sample.square().mean().backward()
     assert grown.down_blocks[0].attentions[0].proj_out.weight.grad.abs().sum() > 0
+
+
+def test_a_cross_attention_fine_tune_trains_only_the_text_path():
+    unet = tiny_unet()
+    modules = torch.nn.ModuleDict({"unet": unet, "cn_scribble": tiny_controlnet(unet, seed=1)})
+    trainable = trainable_parameters(modules, ["attn2."])
+    names = [n for n, p in modules.named_parameters() if p.requires_grad]
+    assert trainable and len(trainable) == len(names) < len(list(modules.parameters()))
+    assert all(".attn2." in n for n in names) and any(n.startswith("cn_scribble.") for n in names)
+    assert {n.rsplit(".", 2)[-2] for n in names} >= {"to_k", "to_v"}  # the token states' own projections
+    # the frozen rest gets no gradient
+    x, emb = torch.randn(1, 4, 8, 8), torch.randn(1, 6, 384)
+    unet(x, torch.tensor([500]), emb).sample.square().mean().backward()
+    assert unet.conv_in.weight.grad is None
+    assert unet.down_blocks[-1].attentions[0].transformer_blocks[0].attn2.to_v.weight.grad is not None
+    assert len(trainable_parameters(modules, None)) == len(list(modules.parameters()))  # no list: everything again
 
 
 def test_learning_rate_warms_up_then_decays_to_its_floor():

@@ -362,6 +362,14 @@ def controlnet_residuals(nets: dict, groups: list[tuple[str, np.ndarray]], pool:
     return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
 
+def trainable_parameters(modules: torch.nn.Module, only: list[str] | None) -> list[torch.nn.Parameter]:
+    """All parameters, or (a config's "train_only") those whose names hold one of these parts, the rest frozen:
+    a fine-tune of some layers (e.g. "attn2.", the cross-attention) keeps the rest as it was."""
+    for name, p in modules.named_parameters():
+        p.requires_grad_(not only or any(part in name for part in only))
+    return [p for p in modules.parameters() if p.requires_grad]
+
+
 def main() -> None:
     cfg, out = start_run("training/configs/diffusion.json")
     t_run = time.time()  # a time budget counts pool building too
@@ -399,7 +407,8 @@ def main() -> None:
     if ground:
         for name, module in modules.items():
             record_cross_attention(module, maps[name])
-    opt = torch.optim.AdamW(modules.parameters(), lr=cfg["lr"], weight_decay=1e-2)
+    trainable = trainable_parameters(modules, cfg.get("train_only"))
+    opt = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=1e-2)
     start = 0
     if state:
         opt.load_state_dict(state["optimizer"])
@@ -462,7 +471,7 @@ def main() -> None:
             loss = loss + ground["weight"] * parts["ground"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
         with torch.no_grad():
