@@ -43,6 +43,14 @@ def name_states(name: str, tokenizer, encoder) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float):
+    """Ridge regression on standardised features; returns the predictor."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    a = (x - mu) / sd
+    w = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ (y - y.mean(0)))
+    return lambda new: ((new - mu) / sd) @ w + y.mean(0)
+
+
 def to_rgb(lab_values: np.ndarray) -> np.ndarray:
     return np.clip(lab2rgb(lab_values.reshape(-1, 1, 3)).reshape(-1, 3), 0, 1) * 255
 
@@ -63,11 +71,9 @@ def main() -> None:
     x_held = np.stack([name_states(n, tokenizer, encoder) for n in held])
     y_train = lab(np.array([vocab.rgb(n) for n in train], float))
     truth = np.array([vocab.rgb(n) for n in held], float)
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    a, b = (x_train - mu) / sd, (x_held - mu) / sd
-    w = np.linalg.solve(a.T @ a + args.alpha * np.eye(a.shape[1]), a.T @ (y_train - y_train.mean(0)))
-    print(f"{len(train)} training names, {len(held)} held out; MiniLM states of {len(CONTEXTS)} contexts, {a.shape[1]}-d")
-    report("ridge regression states → CIELAB", to_rgb(b @ w + y_train.mean(0)), truth)
+    print(f"{len(train)} training names, {len(held)} held out; MiniLM states of {len(CONTEXTS)} contexts, {x_train.shape[1]}-d")
+    report("ridge regression states → CIELAB", to_rgb(fit_ridge(x_train, y_train, args.alpha)(x_held)), truth)
+    a, b = (x - x_train.mean(0) for x in (x_train, x_held))
     cos = (b / np.linalg.norm(b, axis=1, keepdims=True)) @ (a / np.linalg.norm(a, axis=1, keepdims=True)).T
     report("nearest training name (cosine)", to_rgb(y_train[cos.argmax(1)]), truth)
     palette = np.array(list(PALETTE.values()), float)
