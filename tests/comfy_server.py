@@ -49,6 +49,21 @@ def _locked(name: str) -> Iterator[None]:
         yield
 
 
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """extractall with the "data" filter, or (Python before 3.11.4, e.g. Debian's 3.11.2, which lacks it) with the
+    same refusals checked here: no member or link target outside dest, no devices."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    for m in tar.getmembers():
+        where = (root / m.name).resolve()
+        target = (where.parent / m.linkname).resolve() if m.issym() else (root / m.linkname).resolve()
+        if not where.is_relative_to(root) or m.isdev() or ((m.issym() or m.islnk()) and not target.is_relative_to(root)):
+            raise RuntimeError(f"{m.name}: outside the folder it unpacks to")
+    tar.extractall(dest)
+
+
 def _unpack(tarball: Path) -> Path:
     root = CACHE / tarball.name.removesuffix(".tar.gz")
     if not (root / "ComfyUI" / "main.py").is_file():
@@ -56,7 +71,7 @@ def _unpack(tarball: Path) -> Path:
         subprocess.run(["rm", "-rf", str(tmp)], check=True)
         tmp.mkdir(parents=True)
         with tarfile.open(tarball) as tar:
-            tar.extractall(tmp, filter="data")
+            _extract(tar, tmp)
         subprocess.run(["rm", "-rf", str(root)], check=True)
         tmp.rename(root)
     return root / "ComfyUI"
