@@ -422,7 +422,8 @@ def main() -> None:
     rng = np.random.default_rng(cfg["seed"] * 7919 + start)
     log = LossLog(out, cfg.get("log_every", 10))
     modules.train()
-    params, ema_params = list(modules.parameters()), list(ema.parameters())
+    # the EMA of a frozen weight is that weight: average only what trains
+    ema_params = [e for e, p in zip(ema.parameters(), modules.parameters()) if p.requires_grad]
     # With a time budget (a lent GPU's minutes), the pace of steps 10-40 sets how many steps the run takes.
     budget, t_pace = cfg.get("time_budget_s"), 0.0
     step = start
@@ -475,7 +476,7 @@ def main() -> None:
         opt.step()
         decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
         with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - decay)
+            torch._foreach_lerp_(ema_params, trainable, 1 - decay)
         if not math.isfinite(loss.item()):
             raise SystemExit(f"loss became {loss.item()} at step {step}")
         log.add(step, loss.item(), **{k: v.item() for k, v in parts.items()})
