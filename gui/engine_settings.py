@@ -6,7 +6,9 @@ previews and history work the same on either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, Qt, Signal
 from PySide6.QtWidgets import (
@@ -24,6 +26,8 @@ from PySide6.QtWidgets import (
 
 from noisebrush.engine.backends.base import Backend
 from noisebrush.engine.backends.comfy_client import ServerConfig
+from noisebrush.engine.backends.server_trust import origin_text, shown_fingerprint
+from noisebrush.engine.credentials import SecretStore
 from noisebrush.engine.errors import UserError
 from noisebrush.gui.tasks import Task
 from noisebrush.gui.widgets import row
@@ -31,28 +35,56 @@ from noisebrush.gui.widgets import row
 SERVER_DEFAULTS = {"width": 512, "height": 512, "steps": 20, "guidance": 7.0, "scheduler": "DPM++ 2M"}  # SD1.5's
 
 
+TOKEN_KEY = "comfyui-token"
+
+
+def secret_store(settings: QSettings) -> SecretStore:
+    """The keyring, or a file only the user can read beside the settings file (never the settings file itself)."""
+    return SecretStore(Path(settings.fileName()).with_name("secrets.json"))
+
+
 @dataclass(frozen=True)
 class EngineChoice:
     on_servers: bool = False
     urls: tuple[str, ...] = ()
-    token: str = ""
+    token: str = field(default="", repr=False)  # kept in the secret store, never in QSettings
+    pins: tuple[tuple[str, str], ...] = ()  # (origin, SHA-256) of self-signed certificates the person trusted
 
     @classmethod
     def load(cls, settings: QSettings) -> EngineChoice:
         urls = str(settings.value("engine/servers", "") or "")
+        store = secret_store(settings)
+        legacy = str(settings.value("engine/token", "") or "")
+        if legacy:  # versions before 0.x kept it in clear text in the settings: move it
+            store.set(TOKEN_KEY, legacy)
+            settings.remove("engine/token")
+            settings.sync()
+        try:
+            pins = json.loads(str(settings.value("engine/pins", "{}") or "{}"))
+        except ValueError:
+            pins = {}
+        pins = tuple(sorted((str(k), str(v)) for k, v in pins.items())) if isinstance(pins, dict) else ()
         return cls(settings.value("engine/on_servers", False, type=bool),
-                   tuple(u for u in urls.split() if u), str(settings.value("engine/token", "") or ""))  # fmt: skip
+                   tuple(u for u in urls.split() if u), store.get(TOKEN_KEY), pins)  # fmt: skip
 
     def save(self, settings: QSettings) -> None:
         settings.setValue("engine/on_servers", self.on_servers)
         settings.setValue("engine/servers", "\n".join(self.urls))
-        settings.setValue("engine/token", self.token)
+        settings.setValue("engine/pins", json.dumps(dict(self.pins)))
+        secret_store(settings).set(TOKEN_KEY, self.token)
+
+    def pinned(self, server_origin: str, fingerprint: str) -> EngineChoice:
+        """The same choice trusting one more self-signed certificate (replacing the old pin of that origin)."""
+        pins = dict(self.pins)
+        pins[server_origin] = fingerprint
+        return EngineChoice(self.on_servers, self.urls, self.token, tuple(sorted(pins.items())))
 
     def configs(self) -> list[ServerConfig]:
         """The servers, checked; UserError naming the first bad address."""
         if not self.urls:
             raise UserError("add at least one ComfyUI server address, e.g. http://127.0.0.1:8188")
-        return [ServerConfig(u, self.token) for u in self.urls]
+        pins = dict(self.pins)
+        return [ServerConfig(u, self.token, pins.get(origin_text(u), "")) for u in self.urls]
 
     def backend(self) -> Backend | None:
         """A ComfyUI backend for the servers; None for this computer (the engine's default local backend)."""
@@ -83,8 +115,15 @@ class EngineDialog(QDialog):
         self.token = QLineEdit(choice.token)
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("optional: a token for servers behind an authenticating proxy")
+        self.token.setToolTip("Sent only to these servers' own addresses, never through a redirect elsewhere; kept in "
+                              "the system keyring, or where there is none in a file only you can read")  # fmt: skip
         self.test_button = QPushButton("Test")
         self.test_button.clicked.connect(self.test)
+        self._pins = dict(choice.pins)
+        self._untrusted: tuple[str, str] | None = None  # (origin, fingerprint) the Trust button would pin
+        self.trust_button = QPushButton("")
+        self.trust_button.setVisible(False)
+        self.trust_button.clicked.connect(self.trust_certificate)
         self.report = QLabel("")
         self.report.setWordWrap(True)
         self.report.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -96,6 +135,7 @@ class EngineDialog(QDialog):
             lay.addWidget(w)
         lay.addLayout(row(self.token, self.test_button))
         lay.addWidget(self.report)
+        lay.addWidget(self.trust_button)
         lay.addWidget(buttons)
         self.servers.toggled.connect(self._enable)
         self._enable(self.servers.isChecked())
@@ -107,7 +147,8 @@ class EngineDialog(QDialog):
             w.setEnabled(on)
 
     def choice(self) -> EngineChoice:
-        return EngineChoice(self.servers.isChecked(), tuple(self.urls.toPlainText().split()), self.token.text().strip())
+        return EngineChoice(self.servers.isChecked(), tuple(self.urls.toPlainText().split()), self.token.text().strip(),
+                            tuple(sorted(self._pins.items())))  # fmt: skip
 
     def test(self) -> Task | None:
         from noisebrush.engine.backends.comfy import ComfyBackend
@@ -119,12 +160,33 @@ class EngineDialog(QDialog):
             return None
         self.report.setText("Asking the servers…")
         self.test_button.setEnabled(False)
-        task = self._test = Task(backend.server_info, parent=self)
-        task.done.connect(lambda lines: self.report.setText("\n".join(lines)))
+        self.trust_button.setVisible(False)
+        task = self._test = Task(lambda: (backend.server_info(), dict(backend.untrusted_certificates)), parent=self)
+        task.done.connect(self._tested)
         task.failed.connect(lambda msg: self.report.setText(f"✗ {msg}"))
         task.done.connect(lambda _: self.test_button.setEnabled(True))
         task.failed.connect(lambda _: self.test_button.setEnabled(True))
         return task.start()
+
+    def _tested(self, answer: tuple[list[str], dict[str, str]]) -> None:
+        lines, untrusted = answer
+        self.report.setText("\n".join(lines))
+        self._untrusted = next(iter(untrusted.items()), None)
+        if self._untrusted is not None:
+            server, fingerprint = self._untrusted
+            self.trust_button.setText(f"Trust {server}'s certificate (SHA-256 {shown_fingerprint(fingerprint)[:23]}…)")
+            self.trust_button.setToolTip("Compare the whole fingerprint above with the one your server shows first: "
+                                         "only this certificate is trusted, and only for this address")  # fmt: skip
+        self.trust_button.setVisible(self._untrusted is not None)
+
+    def trust_certificate(self) -> Task | None:
+        """Pin the certificate the last Test saw, then test again with it."""
+        if self._untrusted is None:
+            return None
+        server, fingerprint = self._untrusted
+        self._pins[server] = fingerprint
+        self._untrusted = None
+        return self.test()
 
     def accept(self) -> None:
         choice = self.choice()

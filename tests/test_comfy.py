@@ -274,3 +274,46 @@ def test_started_with_servers_saved_the_window_uses_their_model(server, qtbot, t
         assert w.bridge.engine.backend.servers == [server.url.split("//")[1]]
     finally:
         w.close()
+
+
+def test_a_token_is_nowhere_but_the_secret_store_after_a_run(server, qtbot, tmp_path, caplog, capfd):
+    """Issue 31: after generating on a server with a token, saving the picture and the project, an autosave and a
+    failed job, no file the app wrote, no log line and no message carries the token."""
+    import logging
+
+    from fake_backend import FakeBackend
+    from helpers import open_window
+    from test_gui import stroke
+
+    from noisebrush.gui.engine_settings import EngineChoice, secret_store
+
+    token = "nb-secret-" + "7c2d" * 8
+    caplog.set_level(logging.DEBUG)
+    w = open_window(qtbot, tmp_path, Engine(FakeBackend(step_s=0.01)))
+    messages: list[str] = []
+    try:
+        w.engine_switcher.error.connect(messages.append)
+        w.bridge.failed.connect(lambda job, msg: messages.append(msg))
+        with qtbot.waitSignal(w.files.models_scanned, timeout=30000):
+            w.engine_switcher.apply(EngineChoice(True, (server.url,), token))
+        qtbot.waitUntil(lambda: w.state.settings.model == CHECKPOINT, timeout=5000)
+        w.state.update(width=64, height=64, steps=3)
+        stroke(w.canvas, [(0.3, 0.3), (0.7, 0.7)])
+        with qtbot.waitSignal(w.bridge.finished, timeout=120000):
+            w.generate_action.trigger()
+        assert w.files.save_result(str(tmp_path / "out.png"))
+        assert w.projects.save(str(tmp_path / "out.ora"))
+        w.autosave_now()
+        w.state.update(model="no-such-checkpoint.safetensors")  # a failed job: its message must not carry it either
+        with qtbot.waitSignal(w.bridge.failed, timeout=60000):
+            w.generate_action.trigger()
+        w.settings.sync()
+        assert secret_store(w.settings).get("comfyui-token") == token  # kept, but only there
+    finally:
+        w.close()
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "secrets.json"]
+    assert any(p.suffix == ".ora" for p in written) and any("history" in p.parts for p in written)
+    leaks = [str(p) for p in written if token.encode() in p.read_bytes()]
+    out, err = capfd.readouterr()
+    assert leaks == [] and token not in caplog.text and token not in out + err
+    assert messages and not any(token in m for m in messages)

@@ -24,6 +24,7 @@ from PIL import Image
 from noisebrush.engine.backends.base import Emit, ModelInfo, Stopped
 from noisebrush.engine.backends.comfy_client import ComfyClient, ServerConfig, ServerError
 from noisebrush.engine.backends.comfy_workflow import OUTPUT_NODE, ServerModels, Uploads, build_workflow
+from noisebrush.engine.backends.server_trust import TrustError, origin_text
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished, Preview, Progress
 from noisebrush.engine.images import decode_image
@@ -117,6 +118,8 @@ class ComfyBackend:
         self._servers = [_Server(ComfyClient(c, timeout_s)) for c in configs]
         self.parallel_jobs = len(self._servers)
         self.silence_s = silence_s
+        # origin -> the SHA-256 fingerprint of a certificate the last server_info could not verify (to offer a pin)
+        self.untrusted_certificates: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -309,12 +312,15 @@ class ComfyBackend:
     def server_info(self) -> list[str]:
         """One line per server, as Settings → Test shows it: version, device, free memory, what models it has."""
         lines = []
+        self.untrusted_certificates.clear()
         for s in self._servers:
             try:
                 stats = s.client.system_stats()
                 s.models = s.client.models()
-            except ServerError as exc:
+            except UserError as exc:
                 lines.append(f"✗ {exc}")
+                if isinstance(exc, TrustError) and exc.fingerprint:
+                    self.untrusted_certificates[origin_text(s.client.config.url)] = exc.fingerprint
                 continue
             system = stats["system"]
             devices = stats.get("devices") if isinstance(stats.get("devices"), list) else []

@@ -11,10 +11,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from noisebrush.engine.backends import server_trust
 from noisebrush.engine.backends.comfy_workflow import ServerModels
+from noisebrush.engine.backends.server_trust import TrustError
 from noisebrush.engine.errors import UserError
 
 MAX_JSON_BYTES = 32 << 20  # /object_info of a server with many custom nodes is a few MB
@@ -32,7 +34,10 @@ class ServerError(UserError):
 @dataclass(frozen=True)
 class ServerConfig:
     url: str  # http(s)://host:port[/prefix]
-    token: str = ""  # sent as "Authorization: Bearer …" for servers behind an authenticating proxy
+    # sent as "Authorization: Bearer …" for servers behind an authenticating proxy, to this server's origin only;
+    # repr=False: a config printed in a log or a traceback must not carry it
+    token: str = field(default="", repr=False)
+    fingerprint: str = ""  # a pinned SHA-256 certificate fingerprint: the one self-signed certificate it may show
 
     def __post_init__(self) -> None:
         parts = urllib.parse.urlsplit(self.url)
@@ -40,6 +45,15 @@ class ServerConfig:
             raise UserError(f"{self.url!r} is not a server address: use http://host:port or https://host")
         if parts.query or parts.fragment:
             raise UserError(f"{self.url!r}: a server address has no ?query or #fragment")
+        if parts.username is not None or parts.password is not None:
+            # it would show in every message and the model picker; the token field keeps a secret out of sight
+            raise UserError(f"{parts.hostname}: put the password in the token field, not in the server address")
+        if any(ord(c) < 32 or ord(c) == 127 for c in self.token):
+            raise UserError("the server token has a line break or control character; paste it again")
+        if self.fingerprint:
+            if parts.scheme not in ("https", "wss"):
+                raise UserError(f"{parts.hostname}: a certificate can be pinned only for an https:// address")
+            object.__setattr__(self, "fingerprint", server_trust.normal_fingerprint(self.fingerprint))
 
     @property
     def http_base(self) -> str:
@@ -67,6 +81,7 @@ class ComfyClient:
     def __init__(self, config: ServerConfig, timeout_s: float = 10.0) -> None:
         self.config = config
         self.timeout_s = timeout_s
+        self._opener = server_trust.opener(config.name, config.fingerprint)
 
     @property
     def name(self) -> str:
@@ -74,6 +89,17 @@ class ComfyClient:
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
+
+    def _clean(self, text: str, limit: int = 300) -> str:
+        """Server-made text as one line, with the token blanked (a hostile server may echo it back)."""
+        token = self.config.token
+        return _one_line(text.replace(token, "•••") if token else text, limit)
+
+    def _untrusted(self, exc: BaseException) -> TrustError:
+        fingerprint = server_trust.peer_fingerprint(self.config.http_base, min(self.timeout_s, 5.0))
+        shown = f" (SHA-256 {server_trust.shown_fingerprint(fingerprint)})" if fingerprint else ""
+        return TrustError(f"{self.name}'s certificate is not trusted{shown}: if it is your server's own self-signed "
+                          "certificate, pin it in Settings → Engine", fingerprint=fingerprint)  # fmt: skip
 
     def _call(self, path: str, *, data: bytes | None = None, content_type: str = "application/json",
               limit: int = MAX_JSON_BYTES, timeout_s: float | None = None) -> bytes:  # fmt: skip
@@ -83,14 +109,17 @@ class ComfyClient:
         req = urllib.request.Request(self.config.http_base + path, data=data, headers=headers,
                                      method="POST" if data is not None else "GET")  # fmt: skip
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
+            with self._opener.open(req, timeout=timeout_s or self.timeout_s) as resp:
                 body = resp.read(limit + 1)
         except urllib.error.HTTPError as exc:
             detail = exc.read(64 << 10).decode("utf-8", "replace") if exc.fp else ""
-            raise ServerError(f"{self.name}: {path.split('?')[0]} answered {exc.code} {_describe_error(detail)}") from None
+            raise ServerError(f"{self.name}: {path.split('?')[0]} answered {exc.code} "
+                              f"{self._clean(_describe_error(detail))}") from None  # fmt: skip
         except (OSError, ValueError) as exc:  # refused, reset, DNS, timeout, TLS
+            if server_trust.is_certificate_error(exc):
+                raise self._untrusted(exc) from None
             reason = getattr(exc, "reason", exc)
-            raise ServerError(f"{self.name} does not answer ({_one_line(str(reason), 120)})", down=True) from None
+            raise ServerError(f"{self.name} does not answer ({self._clean(str(reason), 120)})", down=True) from None
         if len(body) > limit:
             raise ServerError(f"{self.name}: {path.split('?')[0]} sent more than {limit >> 20} MB; refused")
         return body
@@ -135,8 +164,8 @@ class ComfyClient:
         """Upload a PNG into the server's input folder; the name a LoadImage node takes."""
         boundary = uuid.uuid4().hex
         body = io.BytesIO()
-        for field, value in (("type", b"input"), ("overwrite", b"true")):
-            body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n'.encode() + value + b"\r\n")
+        for part, value in (("type", b"input"), ("overwrite", b"true")):
+            body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{part}"\r\n\r\n'.encode() + value + b"\r\n")
         body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
                    "Content-Type: image/png\r\n\r\n".encode() + png + f"\r\n--{boundary}--\r\n".encode())  # fmt: skip
         answer = self._json(self._call("/upload/image", data=body.getvalue(),
@@ -175,16 +204,37 @@ class ComfyClient:
         return self._call(f"/view?{query}", limit=MAX_IMAGE_BYTES, timeout_s=max(self.timeout_s, 60))
 
     def connect(self, client_id: str, timeout_s: float):
-        """The websocket for one client id (its progress, previews and end of job)."""
+        """The websocket for one client id (its progress, previews and end of job). Redirects are followed here,
+        not by websocket-client, which would send the token wherever they point."""
         import websocket
 
         url = f"{self.config.ws_base}/ws?clientId={urllib.parse.quote(client_id)}"
-        try:
-            return websocket.create_connection(url, timeout=timeout_s, header=self._headers(),
-                                               enable_multithread=True)  # fmt: skip
-        except (OSError, websocket.WebSocketException) as exc:
-            raise ServerError(f"{self.name} does not answer on its websocket ({_one_line(str(exc), 120)})",
-                              down=True) from None  # fmt: skip
+        for _ in range(4):
+            ws = websocket.WebSocket(enable_multithread=True)
+            try:
+                sock = (server_trust.pinned_socket(url, self.config.fingerprint, self.name, timeout_s)
+                        if self.config.fingerprint else None)  # fmt: skip
+                ws.connect(url, timeout=timeout_s, header=self._headers(), redirect_limit=0, socket=sock)
+                return ws
+            except websocket.WebSocketBadStatusException as exc:
+                raise ServerError(f"{self.name} refused its websocket ({exc.status_code} "
+                                  f"{self._clean(str(exc.status_message or ''), 60)})") from None  # fmt: skip
+            except websocket.WebSocketException as exc:
+                answer = ws.handshake_response
+                location = answer.headers.get("location") if answer is not None else None
+                if not location:
+                    raise ServerError(f"{self.name} does not answer on its websocket ({self._clean(str(exc), 120)})",
+                                      down=True) from None  # fmt: skip
+                target = urllib.parse.urljoin(url.replace("ws", "http", 1), location)
+                if server_trust.origin(target) != server_trust.origin(url):
+                    raise server_trust.cross_origin_refusal(self.name, url, target) from None
+                url = target.replace("http", "ws", 1)
+            except OSError as exc:
+                if server_trust.is_certificate_error(exc):
+                    raise self._untrusted(exc) from None
+                raise ServerError(f"{self.name} does not answer on its websocket ({self._clean(str(exc), 120)})",
+                                  down=True) from None  # fmt: skip
+        raise ServerError(f"{self.name} redirects its websocket in a loop")
 
 
 def _describe_error(detail: str) -> str:
