@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, field
@@ -24,14 +25,15 @@ MIMETYPE = "image/openraster"
 PROJECT_FILE = "noisebrush/project.json"
 MAX_ORA_BYTES = 512 * 2**20  # uncompressed total: a zip bomb is refused
 MAX_LAYERS = 64
+MAX_SIDE = 8192
 
 
 @dataclass
 class OraLayer:
     name: str
     rgba: np.ndarray  # HxWx4 uint8, straight alpha
-    visible: bool = True
-    opacity: float = 1.0
+    visible: bool = True  # with every group around it visible, when read
+    opacity: float = 1.0  # times every group's around it, when read
 
 
 @dataclass
@@ -49,12 +51,20 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _merged(project: Project) -> np.ndarray:
-    out = np.zeros((project.height, project.width, 3), np.float32)
-    for layer in project.layers:
+    return composite(project.layers, project.width, project.height)[..., :3]
+
+
+def composite(layers: list[OraLayer], width: int, height: int) -> np.ndarray:
+    """The visible layers (bottom first) blended "over" with their opacity: HxWx4 uint8, straight alpha."""
+    rgb = np.zeros((height, width, 3), np.float32)
+    alpha = np.zeros((height, width, 1), np.float32)
+    for layer in layers:
         if layer.visible:
             a = layer.rgba[..., 3:4].astype(np.float32) / 255.0 * layer.opacity
-            out = out * (1 - a) + layer.rgba[..., :3].astype(np.float32) * a
-    return out.round().astype(np.uint8)
+            rgb = rgb * alpha * (1 - a) + layer.rgba[..., :3].astype(np.float32) * a  # premultiplied
+            alpha = alpha * (1 - a) + a
+            rgb = np.divide(rgb, alpha, out=np.zeros_like(rgb), where=alpha > 0)
+    return np.dstack([rgb, alpha * 255.0]).round().clip(0, 255).astype(np.uint8)
 
 
 def write_ora(path: str | Path, project: Project) -> Path:
@@ -84,41 +94,76 @@ def write_ora(path: str | Path, project: Project) -> Path:
     return path
 
 
+def _stack_layers(stack: ET.Element, visible: bool = True, opacity: float = 1.0, depth: int = 0):
+    """(layer element, visible, opacity) top first, through nested groups (<stack> inside <stack>): a layer in a
+    hidden group is hidden, and a group's opacity multiplies its layers' (how Krita writes groups)."""
+    if depth > 32:
+        raise UserError("groups nest more than 32 deep")
+    for child in stack:
+        shown = visible and child.get("visibility", "visible") != "hidden"
+        alpha = opacity * min(1.0, max(0.0, float(child.get("opacity", "1"))))
+        if child.tag == "stack":
+            yield from _stack_layers(child, shown, alpha, depth + 1)
+        elif child.tag == "layer":
+            yield child, shown, alpha
+
+
+def _layer_pixels(z: zipfile.ZipFile, entry: ET.Element, width: int, height: int) -> np.ndarray:
+    """The layer's PNG placed at its x/y on a width×height canvas (other apps crop layers to their content)."""
+    name, src = entry.get("name") or "layer", entry.get("src", "")
+    data = z.read(src)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:  # the size from IHDR, before Pillow's bomb check
+        w, h = struct.unpack(">II", data[16:24])
+        if w > MAX_SIDE or h > MAX_SIDE:
+            raise UserError(f"the layer {name!r} is {w}×{h} px; Noisebrush opens layers up to {MAX_SIDE} px a side")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            if w > MAX_SIDE or h > MAX_SIDE:
+                raise UserError(f"the layer {name!r} is {w}×{h} px; Noisebrush opens layers up to {MAX_SIDE} px a side")
+            rgba = np.asarray(img.convert("RGBA"))
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError):
+        raise UserError(f"the layer {name!r} ({src}) is damaged, too large or not a picture") from None
+    canvas = np.zeros((height, width, 4), np.uint8)
+    x, y = int(float(entry.get("x", "0"))), int(float(entry.get("y", "0")))
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if x1 > x0 and y1 > y0:
+        canvas[y0:y1, x0:x1] = rgba[y0 - y : y1 - y, x0 - x : x1 - x]
+    return canvas
+
+
 def read_ora(path: str | Path) -> Project:
-    """Every layer of an OpenRaster file (ours or Krita's), and Noisebrush's settings when it holds them."""
+    """Every layer of an OpenRaster file (ours, Krita's, GIMP's), groups flattened with their visibility and
+    opacity carried into their layers, and Noisebrush's settings when it holds them. UserError naming the file and
+    what is wrong for anything else."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
             if not names or names[0] != "mimetype" or z.read("mimetype").decode("ascii", "replace").strip() != MIMETYPE:
-                raise UserError(f"{path.name}: not an OpenRaster file (no image/openraster mimetype first)")
+                raise UserError("not an OpenRaster file (no image/openraster mimetype first)")
             if sum(i.file_size for i in z.infolist()) > MAX_ORA_BYTES:
-                raise UserError(f"{path.name}: unpacks to more than {MAX_ORA_BYTES >> 20} MB; not opened")
+                raise UserError(f"unpacks to more than {MAX_ORA_BYTES >> 20} MB; not opened")
+            if "stack.xml" not in names:
+                raise UserError("it has no stack.xml, the list of its layers")
             image = ET.fromstring(z.read("stack.xml"))
             width, height = int(image.get("w", "0")), int(image.get("h", "0"))
-            if not (0 < width <= 8192 and 0 < height <= 8192):
-                raise UserError(f"{path.name}: a canvas of {width}×{height} px is not one Noisebrush opens")
-            entries = image.findall(".//layer")[:MAX_LAYERS]
+            if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+                raise UserError(f"a canvas of {width}×{height} px is larger than Noisebrush opens ({MAX_SIDE} px a side)")
+            root = image.find("stack")
+            entries = list(_stack_layers(root if root is not None else image))[:MAX_LAYERS]
             layers = []
-            for entry in reversed(entries):  # bottom first
-                src = entry.get("src", "")
-                if src not in names:
-                    raise UserError(f"{path.name}: the layer {entry.get('name')!r} names a missing file {src!r}")
-                with Image.open(io.BytesIO(z.read(src))) as img:
-                    rgba = np.asarray(img.convert("RGBA"))
-                canvas = np.zeros((height, width, 4), np.uint8)
-                x, y = int(float(entry.get("x", "0"))), int(float(entry.get("y", "0")))
-                h, w = rgba.shape[:2]
-                x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
-                if x1 > x0 and y1 > y0:
-                    canvas[y0:y1, x0:x1] = rgba[y0 - y : y1 - y, x0 - x : x1 - x]
-                layers.append(OraLayer(entry.get("name", "layer"), canvas, entry.get("visibility", "visible") != "hidden",
-                                       float(entry.get("opacity", "1"))))  # fmt: skip
+            for entry, visible, opacity in reversed(entries):  # bottom first
+                if entry.get("src", "") not in names:
+                    raise UserError(f"the layer {entry.get('name')!r} names a missing file {entry.get('src', '')!r}")
+                layers.append(OraLayer(entry.get("name") or "layer", _layer_pixels(z, entry, width, height), visible,
+                                       opacity))  # fmt: skip
             data = json.loads(z.read(PROJECT_FILE)) if PROJECT_FILE in names else {}
-    except UserError:
-        raise
-    except (OSError, zipfile.BadZipFile, ET.ParseError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path.name}: cannot read the project ({exc})") from None
+    except UserError as exc:
+        raise UserError(f"{path.name}: {exc}") from None
+    except (OSError, zipfile.BadZipFile, ET.ParseError, ValueError, KeyError, RecursionError) as exc:
+        reason = " ".join(str(exc).split())[:120]
+        raise UserError(f"{path.name}: damaged or not an OpenRaster project ({reason})") from None
     return Project(width, height, layers, data if isinstance(data, dict) else {})
 
 

@@ -178,6 +178,7 @@ class EngineDialog(QDialog):
             self.trust_button.setToolTip("Compare the whole fingerprint above with the one your server shows first: "
                                          "only this certificate is trusted, and only for this address")  # fmt: skip
         self.trust_button.setVisible(self._untrusted is not None)
+        self.adjustSize()  # several servers' lines: grow rather than cut the last ones off
 
     def trust_certificate(self) -> Task | None:
         """Pin the certificate the last Test saw, then test again with it."""

@@ -30,6 +30,13 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 POSE_FILTER = "Pose maps or OpenPose JSON (*.png *.jpg *.jpeg *.webp *.bmp *.json)"
 
 
+def _names(names: list[str], most: int = 3) -> str:
+    """'the layers "A", "B" and 2 more' for a message."""
+    quoted = [f'"{n}"' for n in names[:most]] + ([f"{len(names) - most} more"] if len(names) > most else [])
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    return ("the layer " if len(names) == 1 else "the layers ") + listed
+
+
 def free_name(folder: Path, seed: int | None) -> Path:
     """noisebrush-<seed>.png, or -2, -3… where that exists (a locked seed gives the same seed every time)."""
     stem = f"noisebrush-{seed}"
@@ -249,6 +256,7 @@ class Projects(QObject):
 
     status = Signal(str, int)
     error = Signal(str)
+    notice = Signal(str)  # what the person should know about an opened file (not an error)
     opened = Signal()
 
     def __init__(self, state: AppState, settings: QSettings, window: QWidget) -> None:
@@ -301,6 +309,24 @@ class Projects(QObject):
         self.status.emit(f"Saved project {path}", 6000)
         return True
 
+    def _put_layer(self, kind: str, rgba: np.ndarray, data: dict) -> None:
+        from noisebrush.gui.document import rgb_to_qimage_argb
+
+        doc = self.state.doc
+        people = self.state.skeleton_from(data) if doc.layer(kind).info.editor == "pose" else None
+        rgba = rgba if people is None else np.zeros_like(rgba)  # the skeleton draws itself
+        doc.set_layer_image(kind, rgb_to_qimage_argb(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3]), "Open project",
+                            people)  # fmt: skip
+
+    def _layer_settings(self, kind: str, layer, saved_layers: dict) -> None:
+        """Noisebrush's own settings for the layer where the file kept them; else what any app keeps (shown or
+        hidden, opacity), so a depth layer hidden in Krita opens hidden."""
+        doc = self.state.doc
+        if isinstance(saved_layers.get(kind), dict):
+            doc.restore_layer_settings(kind, saved_layers[kind])
+        elif layer is not None:
+            doc.set_layer_settings(kind, "restore", visible=layer.visible, opacity=round(layer.opacity, 3))
+
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.window, "Open project", "", "OpenRaster (*.ora)")
         if path:
@@ -318,7 +344,6 @@ class Projects(QObject):
         return task.start()
 
     def _apply(self, path: str, project) -> None:
-        from noisebrush.gui.document import rgb_to_qimage_argb
         from noisebrush.gui.state import GenerationSettings
 
         state, doc = self.state, self.state.doc
@@ -329,21 +354,43 @@ class Projects(QObject):
             state.update("restore", **(dataclasses.asdict(saved) | {"model": model, "live": False}))
         titles = {layer.info.title: k for k, layer in doc.all_layers().items()}  # files edited in Krita keep names
         kinds = data.get("kinds") if isinstance(data.get("kinds"), dict) else {}
+        saved_layers = data.get("layers") if isinstance(data.get("layers"), dict) else {}
+
+        def kind_of(layer) -> str:
+            return kinds.get(layer.name) or titles.get(layer.name) or layer.name.lower()
+
+        # Layers Noisebrush has no kind for (Krita's "Background", "Paint Layer 1") are the picture: together with
+        # the Image layer they become the Image layer, blended as the file shows them; never dropped in silence.
+        pictures = [layer for layer in project.layers if kind_of(layer) == "image" or kind_of(layer) not in doc.all_layers()
+                    and kind_of(layer) != "result"]  # fmt: skip
+        strangers = [layer.name for layer in pictures if kind_of(layer) != "image"]
         doc.undo_stack.beginMacro("Open project")
         try:
             for layer in project.layers:
-                kind = kinds.get(layer.name) or titles.get(layer.name) or layer.name.lower()
+                kind = kind_of(layer)
                 if kind == "result":
                     state.set_result(to_qimage(np.ascontiguousarray(layer.rgba[..., :3])))
                     continue
-                if kind not in doc.all_layers():
+                if any(layer is p for p in pictures):
                     continue
-                people = state.skeleton_from(data) if doc.layer(kind).info.editor == "pose" else None
-                rgba = layer.rgba if people is None else np.zeros_like(layer.rgba)  # the skeleton draws itself
-                doc.set_layer_image(kind, rgb_to_qimage_argb(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3]), "Open project",
-                                    people)  # fmt: skip
-                saved_layers = data.get("layers")
-                doc.restore_layer_settings(kind, saved_layers.get(kind) if isinstance(saved_layers, dict) else None)
+                self._put_layer(kind, layer.rgba, data)
+                self._layer_settings(kind, layer, saved_layers)
+            if pictures:
+                from noisebrush.engine.ora import composite
+
+                rgba = pictures[0].rgba if len(pictures) == 1 else composite(pictures, project.width, project.height)
+                self._put_layer("image", rgba, data)
+                self._layer_settings("image", pictures[-1] if len(pictures) == 1 else None, saved_layers)
         finally:
             doc.undo_stack.endMacro()
+        notes = []
+        if strangers:
+            hidden = [layer.name for layer in pictures if not layer.visible]
+            notes.append(f"{_names(strangers)} became the Image layer" + (f" ({_names(hidden)} hidden, so left out of it)"
+                                                                          if hidden else ""))  # fmt: skip
+        if not data:
+            notes.append("it carries no Noisebrush settings (saved by another app?), so the prompt, model and "
+                         "sliders stay as they were")  # fmt: skip
+        if notes:
+            self.notice.emit(f"Opened {Path(path).name}: " + "; ".join(notes) + ".")
         self.status.emit(f"Opened project {Path(path).name}", 6000)

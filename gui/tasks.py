@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from noisebrush.engine.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class Task(QObject):
@@ -44,7 +47,9 @@ class Task(QObject):
                 result = self._fn()
         except UserError as exc:
             self.failed.emit(str(exc))
-        except Exception as exc:  # shown to the user; the app goes on
-            self.failed.emit(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        except Exception as exc:  # a bug or a case no check foresaw: a sentence for the person, the traceback to the log
+            log.exception("background task failed")
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            self.failed.emit(f"Something unexpected went wrong{': ' + first if first else ''} (the log has the details)")
         else:
             self.done.emit(result)

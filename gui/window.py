@@ -82,6 +82,7 @@ class MainWindow(ActionsMixin, QMainWindow):
             source.status.connect(lambda msg, ms: self.statusBar().showMessage(msg, ms))
         for source in (jobs, files, self.projects, self.engine_switcher):
             source.error.connect(self.show_error)
+        self.projects.notice.connect(lambda msg: self.banner.show_message(msg, "info"))
         jobs.running.connect(self.panel.set_running)
         jobs.succeeded.connect(self.banner.hide_error)  # an error banner goes once a later action works
         jobs.progress.connect(self.panel.show_progress)

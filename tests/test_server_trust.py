@@ -163,3 +163,43 @@ def test_a_working_keyring_holds_the_token_and_the_file_keeps_no_copy(tmp_path, 
         assert SecretStore(fallback).get("comfyui-token") == TOKEN
     finally:
         keyring.set_keyring(old)
+
+
+def test_the_engine_dialog_offers_to_pin_a_self_signed_certificate_then_works(servers, qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from noisebrush.gui.engine_settings import EngineChoice, EngineDialog
+
+    ctx, der = tls_context()
+    server = servers(tls=ctx)
+    dlg = EngineDialog(EngineChoice(True, (server.url,), TOKEN))
+    qtbot.addWidget(dlg)
+    with qtbot.waitSignal(dlg.test().done, timeout=20000):
+        pass
+    assert "not trusted" in dlg.report.text() and not dlg.trust_button.isHidden()
+    assert shown_fingerprint(der_fingerprint(der))[:23] in dlg.trust_button.text()
+    assert server.seen == []
+    with qtbot.waitSignal(dlg.trust_certificate().done, timeout=20000):
+        pass
+    assert dlg.report.text().startswith("✓") and dlg.trust_button.isHidden()
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    dlg.choice().save(settings)
+    settings.sync()
+    again = EngineChoice.load(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    assert again.pins == ((server.url, der_fingerprint(der)),) and again.token == TOKEN
+    assert TOKEN not in (tmp_path / "s.ini").read_text()  # the token went to the secret store beside it
+    assert again.backend().server_info()[0].startswith("✓ 127.0.0.1")
+
+
+def test_a_token_saved_in_clear_by_an_older_version_moves_to_the_secret_store(tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from noisebrush.gui.engine_settings import EngineChoice
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    settings.setValue("engine/servers", "http://127.0.0.1:8188")
+    settings.setValue("engine/token", TOKEN)
+    settings.sync()
+    assert EngineChoice.load(settings).token == TOKEN
+    assert TOKEN not in (tmp_path / "s.ini").read_text()
+    assert EngineChoice.load(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)).token == TOKEN
