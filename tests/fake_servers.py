@@ -23,6 +23,27 @@ COMFY_ANSWERS = {
                                                                   "scheduler": [["normal"]]}}}},  # fmt: skip
     "/prompt": {"exec_info": {"queue_remaining": 0}},
 }
+COMFY_ANSWERS["/object_info/KSampler"]["KSampler"]["input"]["required"] = {
+    "sampler_name": [["euler", "euler_ancestral", "dpmpp_2m", "ddim", "uni_pc", "lcm"]],
+    "scheduler": [["normal", "karras", "simple", "ddim_uniform", "sgm_uniform"]],
+}
+PROMPT_ID = "p-1"
+POST_ANSWERS = {"/prompt": {"prompt_id": PROMPT_ID}, "/upload/image": {"name": "up.png"}, "/interrupt": {}, "/queue": {}}
+
+
+def ws_frame(payload: bytes | str, *, opcode: int | None = None, fin: bool = True, announce: int | None = None) -> bytes:
+    """One server-to-client websocket frame (unmasked). `announce`: a length to claim instead of the real one."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    op = opcode if opcode is not None else (1 if isinstance(payload, str) else 2)
+    n = len(data) if announce is None else announce
+    head = bytes([(0x80 if fin else 0) | op])
+    if n < 126:
+        head += bytes([n])
+    elif n < 1 << 16:
+        head += bytes([126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([127]) + n.to_bytes(8, "big")
+    return head + data
 
 
 class FakeServer:
@@ -32,7 +53,11 @@ class FakeServer:
     handshake (then a close)."""
 
     def __init__(self, *, redirect_to: str = "", status: int = 302, moved_to: str = "", answers: dict | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:  # fmt: skip
+                 tls: ssl.SSLContext | None = None, ws_script=None, slow: dict | None = None) -> None:  # fmt: skip
+        """`ws_script(write)`: what the websocket sends after its handshake (frames made with ws_frame); `slow`:
+        path -> seconds between the bytes of its answer (a server that trickles)."""
+        self.ws_script, self.slow = ws_script, slow or {}
+        self.stopping = threading.Event()
         self.seen: list[tuple[str, str]] = []  # (path, Authorization header or "")
         self.redirect_to, self.status, self.moved_to = redirect_to, status, moved_to
         self.answers = COMFY_ANSWERS if answers is None else answers
@@ -75,23 +100,44 @@ class FakeServer:
             h.send_header("Connection", "Upgrade")
             h.send_header("Sec-WebSocket-Accept", accept.decode())
             h.end_headers()
+            if self.ws_script is not None:
+                try:
+                    self.ws_script(h.wfile.write, self.stopping)
+                except OSError:
+                    pass  # the client hung up, as it should
             h.wfile.write(b"\x88\x00")  # close
             h.close_connection = True
+            return
+        if h.command == "POST" and path in POST_ANSWERS:
+            body = json.dumps(POST_ANSWERS[path]).encode()
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
             return
         if path not in self.answers:
             h.send_error(404)
             return
-        body = json.dumps(self.answers[path]).encode()
+        answer = self.answers[path]
+        body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
+        if path in self.slow:
+            for i in range(len(body)):
+                if self.stopping.wait(self.slow[path]):
+                    return
+                h.wfile.write(body[i : i + 1])
+                h.wfile.flush()
+            return
         h.wfile.write(body)
 
     def tokens_seen(self) -> list[str]:
         return [auth for _, auth in self.seen if auth]
 
     def stop(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -239,15 +239,17 @@ class ComfyBackend:
             if cancelled.is_set():
                 self._stop(server, prompt_id)
                 raise Stopped(step)
+            if time.monotonic() - last_word > self.silence_s:  # checked on every frame: a flood never times out
+                raise ServerError(f"{server.name} said nothing about the job for {self.silence_s:.0f} s", down=True)
             try:
                 opcode, data = ws.recv_data()
             except websocket.WebSocketTimeoutException:
-                if time.monotonic() - last_word > self.silence_s:
-                    raise ServerError(f"{server.name} said nothing for {self.silence_s:.0f} s", down=True) from None
                 continue
+            except websocket.WebSocketPayloadException as exc:
+                raise ServerError(f"{server.name} sent {exc}; refused", down=True) from None
             except (OSError, websocket.WebSocketException) as exc:
-                raise ServerError(f"{server.name} stopped answering mid-job ({type(exc).__name__})", down=True) from None
-            last_word = time.monotonic()
+                reason = "the connection was reset" if isinstance(exc, OSError) else "the websocket broke"
+                raise ServerError(f"{server.name} stopped answering mid-job ({reason})", down=True) from None
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise ServerError(f"{server.name} closed the connection mid-job", down=True)
             if opcode == websocket.ABNF.OPCODE_BINARY:
@@ -263,6 +265,10 @@ class ComfyBackend:
                 continue  # not ours to understand; the job's end still comes
             if not isinstance(body, dict) or body.get("prompt_id", prompt_id) != prompt_id:
                 continue
+            # only ComfyUI's words about this job or its queue count as the server being alive: a flood of junk
+            # frames or of previews must not keep a job that never ends waiting for ever
+            if kind in ("status", "progress", "executing", "executed", "execution_start", "execution_cached"):
+                last_word = time.monotonic()
             if kind == "progress":
                 value = body.get("value")
                 if isinstance(value, int) and 0 < value <= total:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,7 @@ from noisebrush.engine.errors import UserError
 
 MAX_JSON_BYTES = 32 << 20  # /object_info of a server with many custom nodes is a few MB
 MAX_IMAGE_BYTES = 256 << 20
+MAX_FRAME_BYTES = 32 << 20  # one websocket message (a preview is a few hundred kB; ComfyUI caps them at 512 px)
 
 
 class ServerError(UserError):
@@ -108,9 +110,10 @@ class ComfyClient:
             headers["Content-Type"] = content_type
         req = urllib.request.Request(self.config.http_base + path, data=data, headers=headers,
                                      method="POST" if data is not None else "GET")  # fmt: skip
+        timeout = timeout_s or self.timeout_s
         try:
-            with self._opener.open(req, timeout=timeout_s or self.timeout_s) as resp:
-                body = resp.read(limit + 1)
+            with self._opener.open(req, timeout=timeout) as resp:
+                body = self._read_body(resp, path, limit, time.monotonic() + 3 * timeout)
         except urllib.error.HTTPError as exc:
             detail = exc.read(64 << 10).decode("utf-8", "replace") if exc.fp else ""
             raise ServerError(f"{self.name}: {path.split('?')[0]} answered {exc.code} "
@@ -123,6 +126,21 @@ class ComfyClient:
         if len(body) > limit:
             raise ServerError(f"{self.name}: {path.split('?')[0]} sent more than {limit >> 20} MB; refused")
         return body
+
+    def _read_body(self, resp, path: str, limit: int, deadline: float) -> bytes:
+        """At most limit + 1 bytes, by `deadline`: the socket timeout alone lets a server that trickles a byte a
+        second hold the call for ever."""
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = resp.read1(min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self.name}: {path.split('?')[0]} answered too slowly ({size >> 10} kB in "
+                                  f"{3 * self.timeout_s:.0f} s); given up", down=True)  # fmt: skip
+        return b"".join(chunks)
 
     def get_json(self, path: str) -> Any:
         return self._json(self._call(path), path)
@@ -215,7 +233,7 @@ class ComfyClient:
                 sock = (server_trust.pinned_socket(url, self.config.fingerprint, self.name, timeout_s)
                         if self.config.fingerprint else None)  # fmt: skip
                 ws.connect(url, timeout=timeout_s, header=self._headers(), redirect_limit=0, socket=sock)
-                return ws
+                return _bounded(ws)
             except websocket.WebSocketBadStatusException as exc:
                 raise ServerError(f"{self.name} refused its websocket ({exc.status_code} "
                                   f"{self._clean(str(exc.status_message or ''), 60)})") from None  # fmt: skip
@@ -235,6 +253,35 @@ class ComfyClient:
                 raise ServerError(f"{self.name} does not answer on its websocket ({self._clean(str(exc), 120)})",
                                   down=True) from None  # fmt: skip
         raise ServerError(f"{self.name} redirects its websocket in a loop")
+
+
+def _bounded(ws):
+    """Refuse a websocket message over MAX_FRAME_BYTES before it is read: websocket-client would otherwise read a
+    frame of any announced length (or any number of continuation fragments) into memory."""
+    import websocket
+
+    frames = ws.frame_buffer
+    read_length, read_frame = frames.recv_length, ws.recv_frame
+    pending = [0]  # bytes of the message being received in fragments
+
+    def recv_length() -> None:
+        read_length()
+        if frames.length is not None and frames.length > MAX_FRAME_BYTES:
+            raise websocket.WebSocketPayloadException(f"a websocket frame of {frames.length >> 20} MB")
+
+    def recv_frame():
+        frame = read_frame()
+        if frame.opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CONT):
+            pending[0] = 0 if frame.opcode != websocket.ABNF.OPCODE_CONT else pending[0]
+            pending[0] += len(frame.data)
+            if pending[0] > MAX_FRAME_BYTES:
+                raise websocket.WebSocketPayloadException(f"a websocket message of over {MAX_FRAME_BYTES >> 20} MB")
+            if frame.fin:
+                pending[0] = 0
+        return frame
+
+    frames.recv_length, ws.recv_frame = recv_length, recv_frame
+    return ws
 
 
 def _describe_error(detail: str) -> str:
