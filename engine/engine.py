@@ -200,7 +200,9 @@ class Engine:
                 self._emit(Failed(job.id, str(exc)))
             except Exception as exc:
                 log.error("job %d failed:\n%s", job.id, traceback.format_exc())
-                self._emit(Failed(job.id, f"unexpected error: {type(exc).__name__}: {exc}"))
+                first = " ".join(str(exc).split())[:200]  # a sentence for the person; the class and stack are logged
+                reason = f": {first}" if first else ""
+                self._emit(Failed(job.id, f"the job failed unexpectedly{reason} (the log has the details)"))
             finally:
                 with self._cv:
                     self._running.pop(job.id, None)

@@ -127,7 +127,9 @@ def request_from_json(data: object) -> GenerationRequest:
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError, OSError, RecursionError) as exc:
-        raise UserError(f"the Noisebrush settings in this PNG are damaged ({type(exc).__name__}: {exc})") from None
+        what = (f"{exc} is missing" if isinstance(exc, KeyError) else "a picture inside is not an image"
+                if isinstance(exc, OSError) else "a value has the wrong type or form")  # fmt: skip
+        raise UserError(f"the Noisebrush settings in this PNG are damaged ({what})") from None
 
 
 def _settings_fields(line: str) -> dict[str, str]:

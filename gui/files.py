@@ -30,6 +30,12 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 POSE_FILTER = "Pose maps or OpenPose JSON (*.png *.jpg *.jpeg *.webp *.bmp *.json)"
 
 
+def about(path: str, message: str) -> str:
+    """A failure to open `path` as one sentence that names the file (readers that know it already name it)."""
+    name = Path(path).name
+    return message if name in message else f"{name}: {message}"
+
+
 def _names(names: list[str], most: int = 3) -> str:
     """'the layers "A", "B" and 2 more' for a message."""
     quoted = [f'"{n}"' for n in names[:most]] + ([f"{len(names) - most} more"] if len(names) > most else [])
@@ -89,7 +95,7 @@ class Files(QObject):
                 if loaded.notes:
                     self.status.emit("; ".join(loaded.notes), 8000)
         except UserError as exc:
-            self.error.emit(str(exc))
+            self.error.emit(about(path, str(exc)))
             return False
         self.edited.emit(kind)
         return True
@@ -151,7 +157,7 @@ class Files(QObject):
 
         task = Task(read, parent=self)
         task.done.connect(lambda got: self._restore(path, got))
-        task.failed.connect(self.error)
+        task.failed.connect(lambda msg: self.error.emit(about(path, msg)))
         self._reads.append(task)
         task.done.connect(lambda _got: self.files_read.emit())
         task.failed.connect(lambda _msg: self.files_read.emit())
@@ -338,7 +344,7 @@ class Projects(QObject):
 
         task = self._read = Task(lambda: read_ora(path), parent=self)
         task.done.connect(lambda project: self._apply(path, project))
-        task.failed.connect(self.error)
+        task.failed.connect(lambda msg: self.error.emit(about(path, msg)))
         task.done.connect(lambda _p: self.opened.emit())
         task.failed.connect(lambda _m: self.opened.emit())
         return task.start()

@@ -4,6 +4,7 @@ banner, a non-zero exit, no traceback, no partial output, no hang, nothing lost.
 from __future__ import annotations
 
 import faulthandler
+import re
 import sys
 
 import numpy as np
@@ -50,6 +51,9 @@ def test_every_case_through_the_cli(corpus, tiny_model, tmp_path, capsys):
     assert len(seen) == len(corpus) >= 25
 
 
+CLASS_NAME = re.compile(r"\b[A-Z]\w*(Error|Exception|Warning)\b")
+
+
 def test_every_case_through_the_gui_open_path(corpus, qtbot, tmp_path):
     w = open_window(qtbot, tmp_path, Engine(FakeBackend()))
     try:
@@ -72,7 +76,9 @@ def test_every_case_through_the_gui_open_path(corpus, qtbot, tmp_path):
                 bounded(lambda c=case: w.open_files([str(c.path)]))
             if case.expect == "error":
                 assert w.banner.isVisible() and w.banner.label.text(), case.name
-                assert "\n" not in w.banner.label.text() and "Traceback" not in w.banner.label.text(), case.name
+                text = w.banner.label.text()
+                assert "\n" not in text and "Traceback" not in text, case.name
+                assert case.path.name in text and not CLASS_NAME.search(text), (case.name, text)  # a sentence
                 assert w.state.settings == settings and w.doc.undo_stack.index() == undo_index, case.name
                 assert np.array_equal(qimage_to_rgba(stroke.image), before), case.name
             else:

@@ -3,6 +3,7 @@ names, no Noisebrush data) open with every layer, and hostile ones give one sent
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,19 @@ def test_damaged_projects_are_one_sentence_naming_the_file(tmp_path, what):
         read_ora(path)
     message = str(caught.value)
     assert message.startswith("p.ora: ") and "\n" not in message and "Error" not in message
+
+
+def test_dropped_hostile_files_each_give_a_sentence_naming_them(fake_window, tmp_path, qtbot):
+    """The drop path (the canvas's files_dropped) ends where File → Open does: one banner line per bad file."""
+    giant = krita_file(tmp_path / "huge.ora", layers={"data/big.png": _png(Image.new("1", (20000, 10000)))},
+                       stack='<layer name="Background" src="data/big.png" x="0" y="0"/>')  # fmt: skip
+    junk = tmp_path / "holiday.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    w = fake_window
+    for path, signal in ((giant, w.projects.opened), (str(junk), w.files.files_read)):
+        w.banner.hide()
+        with qtbot.waitSignal(signal, timeout=10000):
+            w.canvas.files_dropped.emit([str(path)])
+        text = w.banner.label.text()
+        assert w.banner.isVisible() and text.startswith(Path(path).name) and "\n" not in text, text
+        assert "Error" not in text and "0x" not in text, text
