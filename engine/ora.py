@@ -12,6 +12,7 @@ import json
 import struct
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,15 @@ from noisebrush.engine.errors import UserError
 
 MIMETYPE = "image/openraster"
 PROJECT_FILE = "noisebrush/project.json"
+# Krita (5.x) rewrites stack.xml with its own attributes only and drops files it does not know, so project.json is
+# lost on a round trip; layer names and pixels survive. So the settings travel twice: in project.json, and packed
+# into the pixels of a hidden layer of this name (alpha 255, so no app can premultiply or crop them away).
+DATA_LAYER = "Noisebrush settings (keep hidden)"
+DATA_MAGIC = b"NBS1"
 MAX_ORA_BYTES = 512 * 2**20  # uncompressed total: a zip bomb is refused
 MAX_LAYERS = 64
 MAX_SIDE = 8192
+MAX_SETTINGS_BYTES = 64 << 20
 
 
 @dataclass
@@ -78,6 +85,11 @@ def write_ora(path: str | Path, project: Project) -> Path:
         ET.SubElement(root, "layer", name=layer.name, src=src, x="0", y="0", opacity=f"{layer.opacity:.3f}",
                       visibility="visible" if layer.visible else "hidden")  # fmt: skip
         files.append((src, _png(layer.rgba)))
+    packed = pack_settings(project.data, project.width, project.height) if project.data else None
+    if packed is not None:  # on top, hidden, where Krita shows it as one more layer
+        root.insert(0, ET.Element("layer", name=DATA_LAYER, src="data/settings.png", x="0", y="0", opacity="1.000",
+                                  visibility="hidden"))  # fmt: skip
+        files.append(("data/settings.png", _png(packed)))
     merged = _merged(project)
     thumb = Image.fromarray(merged)
     thumb.thumbnail((256, 256))
@@ -92,6 +104,36 @@ def write_ora(path: str | Path, project: Project) -> Path:
         z.writestr("mergedimage.png", _png(merged), zipfile.ZIP_STORED)
         z.writestr(PROJECT_FILE, json.dumps(project.data), zipfile.ZIP_DEFLATED)
     return path
+
+
+def pack_settings(data: dict, width: int, height: int) -> np.ndarray | None:
+    """`data` as zlib'd JSON in the RGB bytes of an opaque strip at most width×height; None if it does not fit.
+    Header: magic, the strip's width (2 bytes), the payload's length (4 bytes)."""
+    payload = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 9)
+    w = min(width, 256)
+    raw = DATA_MAGIC + struct.pack(">HI", w, len(payload)) + payload
+    rows = -(-len(raw) // (w * 3))
+    if rows > height:
+        return None
+    rgb = np.frombuffer(raw.ljust(rows * w * 3, b"\0"), np.uint8).reshape(rows, w, 3)
+    return np.dstack([rgb, np.full((rows, w), 255, np.uint8)])
+
+
+def unpack_settings(rgba: np.ndarray) -> dict:
+    """What pack_settings wrote, from the layer as placed on the canvas; {} when it is not there or is damaged
+    (an app that painted on it): the file then opens as one with no Noisebrush settings."""
+    if rgba.shape[1] < 4:
+        return {}
+    head = rgba[0, :4, :3].tobytes()
+    if head[:4] != DATA_MAGIC:
+        return {}
+    w, n = struct.unpack(">HI", head[4:10])
+    raw = rgba[:, :w, :3].tobytes()[10 : 10 + n]
+    try:
+        data = json.loads(zlib.decompressobj().decompress(raw, MAX_SETTINGS_BYTES))
+    except (zlib.error, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _stack_layers(stack: ET.Element, visible: bool = True, opacity: float = 1.0, depth: int = 0):
@@ -152,13 +194,16 @@ def read_ora(path: str | Path) -> Project:
                 raise UserError(f"a canvas of {width}×{height} px is larger than Noisebrush opens ({MAX_SIDE} px a side)")
             root = image.find("stack")
             entries = list(_stack_layers(root if root is not None else image))[:MAX_LAYERS]
-            layers = []
+            layers, packed = [], {}
             for entry, visible, opacity in reversed(entries):  # bottom first
                 if entry.get("src", "") not in names:
                     raise UserError(f"the layer {entry.get('name')!r} names a missing file {entry.get('src', '')!r}")
-                layers.append(OraLayer(entry.get("name") or "layer", _layer_pixels(z, entry, width, height), visible,
-                                       opacity))  # fmt: skip
-            data = json.loads(z.read(PROJECT_FILE)) if PROJECT_FILE in names else {}
+                pixels = _layer_pixels(z, entry, width, height)
+                if entry.get("name") == DATA_LAYER:
+                    packed = unpack_settings(pixels)
+                    continue
+                layers.append(OraLayer(entry.get("name") or "layer", pixels, visible, opacity))
+            data = json.loads(z.read(PROJECT_FILE)) if PROJECT_FILE in names else packed
     except UserError as exc:
         raise UserError(f"{path.name}: {exc}") from None
     except (OSError, zipfile.BadZipFile, ET.ParseError, ValueError, KeyError, RecursionError) as exc:

@@ -6,7 +6,6 @@ A bad file shows one clear line and changes nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -15,13 +14,12 @@ from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from noisebrush.engine.catalog import models_dir
-from noisebrush.engine.controls import guess_kind, paint_order
+from noisebrush.engine.controls import guess_kind
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import LoadedImage, fit_to, read_image
 from noisebrush.engine.metadata import NoSettings, read_saved, save_png
 from noisebrush.engine.models import model_defaults
 from noisebrush.engine.pose import load_pose_json, people_to_json
-from noisebrush.gui.document import qimage_to_rgba
 from noisebrush.gui.engine_bridge import EngineBridge, to_qimage
 from noisebrush.gui.state import AppState
 from noisebrush.gui.tasks import Task
@@ -34,13 +32,6 @@ def about(path: str, message: str) -> str:
     """A failure to open `path` as one sentence that names the file (readers that know it already name it)."""
     name = Path(path).name
     return message if name in message else f"{name}: {message}"
-
-
-def _names(names: list[str], most: int = 3) -> str:
-    """'the layers "A", "B" and 2 more' for a message."""
-    quoted = [f'"{n}"' for n in names[:most]] + ([f"{len(names) - most} more"] if len(names) > most else [])
-    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
-    return ("the layer " if len(names) == 1 else "the layers ") + listed
 
 
 def free_name(folder: Path, seed: int | None) -> Path:
@@ -255,148 +246,3 @@ class Files(QObject):
         for task in [self._scan, *self._reads]:
             if task is not None:
                 task.join(5)
-
-
-class Projects(QObject):
-    """Layered projects as OpenRaster (.ora): every layer, the settings and the skeleton, for Krita and back."""
-
-    status = Signal(str, int)
-    error = Signal(str)
-    notice = Signal(str)  # what the person should know about an opened file (not an error)
-    opened = Signal()
-
-    def __init__(self, state: AppState, settings: QSettings, window: QWidget) -> None:
-        super().__init__(window)
-        self.state, self.settings, self.window = state, settings, window
-        self._read: Task | None = None
-
-    def save_dialog(self) -> None:
-        folder = Path(str(self.settings.value("save_dir") or Path.home()))
-        path, _ = QFileDialog.getSaveFileName(self.window, "Save project", str(folder / "project.ora"), "OpenRaster (*.ora)")
-        if path:
-            self.save(path)
-
-    def save(self, path: str) -> bool:
-        from noisebrush.engine.ora import OraLayer, Project, write_ora
-
-        if not path.lower().endswith(".ora"):
-            path += ".ora"
-        doc, state = self.state.doc, self.state
-        w, h = doc.size.width(), doc.size.height()
-        layers, kinds = [], {}
-
-        def add(name: str, kind: str, rgba: np.ndarray, visible: bool, opacity: float) -> None:
-            layers.append(OraLayer(name, rgba, visible, opacity))
-            kinds[name] = kind
-
-        image = doc.edit_layers["image"]
-        add("Image", "image", qimage_to_rgba(image.image), image.settings.visible, 1.0)
-        if state.last_result is not None:
-            import cv2
-
-            rgb = cv2.resize(state.last_result.image, (w, h), interpolation=cv2.INTER_LINEAR)
-            add("Result", "result", np.dstack([rgb, np.full((h, w), 255, np.uint8)]), True, 1.0)
-        for kind in paint_order():
-            layer = doc.layers[kind]
-            add(layer.info.title, kind, qimage_to_rgba(layer.display_image()), layer.settings.visible, layer.settings.opacity)
-        mask = doc.edit_layers["mask"]
-        add("Mask", "mask", qimage_to_rgba(mask.image), mask.settings.visible, mask.settings.opacity)
-        data = {
-            "settings": dataclasses.asdict(state.settings),
-            "layers": {k: dataclasses.asdict(layer.settings) for k, layer in doc.all_layers().items()},
-            "kinds": kinds,
-            **state.capture_editor(),
-        }
-        try:
-            write_ora(path, Project(w, h, layers, data))
-        except (OSError, UserError) as exc:
-            self.error.emit(f"Could not save {path}: {exc}")
-            return False
-        self.status.emit(f"Saved project {path}", 6000)
-        return True
-
-    def _put_layer(self, kind: str, rgba: np.ndarray, data: dict) -> None:
-        from noisebrush.gui.document import rgb_to_qimage_argb
-
-        doc = self.state.doc
-        people = self.state.skeleton_from(data) if doc.layer(kind).info.editor == "pose" else None
-        rgba = rgba if people is None else np.zeros_like(rgba)  # the skeleton draws itself
-        doc.set_layer_image(kind, rgb_to_qimage_argb(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3]), "Open project",
-                            people)  # fmt: skip
-
-    def _layer_settings(self, kind: str, layer, saved_layers: dict) -> None:
-        """Noisebrush's own settings for the layer where the file kept them; else what any app keeps (shown or
-        hidden, opacity), so a depth layer hidden in Krita opens hidden."""
-        doc = self.state.doc
-        if isinstance(saved_layers.get(kind), dict):
-            doc.restore_layer_settings(kind, saved_layers[kind])
-        elif layer is not None:
-            doc.set_layer_settings(kind, "restore", visible=layer.visible, opacity=round(layer.opacity, 3))
-
-    def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Open project", "", "OpenRaster (*.ora)")
-        if path:
-            self.open(path)
-
-    def open(self, path: str) -> Task:
-        """Read on a worker, then put every layer and setting into the state as one undo step."""
-        from noisebrush.engine.ora import read_ora
-
-        task = self._read = Task(lambda: read_ora(path), parent=self)
-        task.done.connect(lambda project: self._apply(path, project))
-        task.failed.connect(lambda msg: self.error.emit(about(path, msg)))
-        task.done.connect(lambda _p: self.opened.emit())
-        task.failed.connect(lambda _m: self.opened.emit())
-        return task.start()
-
-    def _apply(self, path: str, project) -> None:
-        from noisebrush.gui.state import GenerationSettings
-
-        state, doc = self.state, self.state.doc
-        data = project.data
-        saved = GenerationSettings.from_dict(data.get("settings", {})) if isinstance(data.get("settings"), dict) else None
-        if saved is not None:
-            model = saved.model if state.known_model(saved.model, "base") else state.settings.model
-            state.update("restore", **(dataclasses.asdict(saved) | {"model": model, "live": False}))
-        titles = {layer.info.title: k for k, layer in doc.all_layers().items()}  # files edited in Krita keep names
-        kinds = data.get("kinds") if isinstance(data.get("kinds"), dict) else {}
-        saved_layers = data.get("layers") if isinstance(data.get("layers"), dict) else {}
-
-        def kind_of(layer) -> str:
-            return kinds.get(layer.name) or titles.get(layer.name) or layer.name.lower()
-
-        # Layers Noisebrush has no kind for (Krita's "Background", "Paint Layer 1") are the picture: together with
-        # the Image layer they become the Image layer, blended as the file shows them; never dropped in silence.
-        pictures = [layer for layer in project.layers if kind_of(layer) == "image" or kind_of(layer) not in doc.all_layers()
-                    and kind_of(layer) != "result"]  # fmt: skip
-        strangers = [layer.name for layer in pictures if kind_of(layer) != "image"]
-        doc.undo_stack.beginMacro("Open project")
-        try:
-            for layer in project.layers:
-                kind = kind_of(layer)
-                if kind == "result":
-                    state.set_result(to_qimage(np.ascontiguousarray(layer.rgba[..., :3])))
-                    continue
-                if any(layer is p for p in pictures):
-                    continue
-                self._put_layer(kind, layer.rgba, data)
-                self._layer_settings(kind, layer, saved_layers)
-            if pictures:
-                from noisebrush.engine.ora import composite
-
-                rgba = pictures[0].rgba if len(pictures) == 1 else composite(pictures, project.width, project.height)
-                self._put_layer("image", rgba, data)
-                self._layer_settings("image", pictures[-1] if len(pictures) == 1 else None, saved_layers)
-        finally:
-            doc.undo_stack.endMacro()
-        notes = []
-        if strangers:
-            hidden = [layer.name for layer in pictures if not layer.visible]
-            notes.append(f"{_names(strangers)} became the Image layer" + (f" ({_names(hidden)} hidden, so left out of it)"
-                                                                          if hidden else ""))  # fmt: skip
-        if not data:
-            notes.append("it carries no Noisebrush settings (saved by another app?), so the prompt, model and "
-                         "sliders stay as they were")  # fmt: skip
-        if notes:
-            self.notice.emit(f"Opened {Path(path).name}: " + "; ".join(notes) + ".")
-        self.status.emit(f"Opened project {Path(path).name}", 6000)

@@ -16,12 +16,13 @@ from noisebrush.gui.actions import ActionsMixin
 from noisebrush.gui.canvas import Canvas
 from noisebrush.gui.engine_bridge import EngineBridge
 from noisebrush.gui.engine_settings import EngineChoice, EngineDialog, EngineSwitcher
-from noisebrush.gui.files import Files, Projects
+from noisebrush.gui.files import Files
 from noisebrush.gui.history import HistoryStore
 from noisebrush.gui.jobs import Jobs
 from noisebrush.gui.layer_panel import LayersPanel
 from noisebrush.gui.panels import GenerationPanel, HistoryStrip
 from noisebrush.gui.persistence import Persistence, initial_settings
+from noisebrush.gui.projects import Projects
 from noisebrush.gui.state import AppState
 from noisebrush.gui.widgets import Banner, wheel_needs_focus
 

@@ -126,3 +126,67 @@ def test_dropped_hostile_files_each_give_a_sentence_naming_them(fake_window, tmp
         text = w.banner.label.text()
         assert w.banner.isVisible() and text.startswith(Path(path).name) and "\n" not in text, text
         assert "Error" not in text and "0x" not in text, text
+
+
+def krita_round_trip(src: str, dst: str) -> str:
+    """What Krita 5 writes back for a project it opened: its own stack.xml attributes only (name, visibility,
+    opacity, x, y, composite-op: kis_open_raster_stack_save_visitor.cpp), layers cropped to their content with x/y,
+    its own file names, and no file it does not know (project.json is gone)."""
+    import xml.etree.ElementTree as ET
+
+    with zipfile.ZipFile(src) as z:
+        stack = ET.fromstring(z.read("stack.xml"))
+        out_stack = ET.Element("image", w=stack.get("w"), h=stack.get("h"), version="0.0.1")
+        root = ET.SubElement(out_stack, "stack")
+        files = {}
+        for i, entry in enumerate(stack.iter("layer")):
+            rgba = np.asarray(Image.open(io.BytesIO(z.read(entry.get("src")))).convert("RGBA"))
+            ys, xs = np.nonzero(rgba[..., 3])
+            if len(xs) == 0:
+                continue  # Krita writes an empty layer as a 0-size PNG; leaving it out is the harsher test
+            crop = rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+            name = f"data/layer{i}.png"
+            files[name] = _png(crop)
+            ET.SubElement(root, "layer", {"name": entry.get("name"), "visibility": entry.get("visibility", "visible"),
+                                          "opacity": entry.get("opacity", "1"), "x": str(xs.min()), "y": str(ys.min()),
+                                          "composite-op": "svg:src-over", "src": name})  # fmt: skip
+    with zipfile.ZipFile(dst, "w") as z:
+        z.writestr(zipfile.ZipInfo("mimetype"), MIMETYPE, compress_type=zipfile.ZIP_STORED)
+        z.writestr("stack.xml", ET.tostring(out_stack))
+        for name, data in files.items():
+            z.writestr(name, data)
+    return dst
+
+
+def test_noisebrush_settings_survive_a_round_trip_through_krita(qtbot, tmp_path):
+    from fake_backend import FakeBackend
+    from helpers import open_window
+    from test_gui import stroke
+
+    from noisebrush.engine.engine import Engine
+    from noisebrush.gui.document import qimage_to_rgba
+
+    a = open_window(qtbot, tmp_path / "a", Engine(FakeBackend(step_s=0.01)))
+    try:
+        a.state.update(prompt="a lighthouse at dusk", steps=33, seed=1234, seed_locked=True)
+        stroke(a.canvas, [(0.2, 0.2), (0.8, 0.7)])
+        a.doc.set_layer_settings("depth", "user", visible=False, weight=0.55)
+        assert a.projects.save(str(tmp_path / "mine.ora"))
+        sketch = qimage_to_rgba(a.doc.layers["scribble"].image)
+    finally:
+        a.close()
+    back = krita_round_trip(str(tmp_path / "mine.ora"), str(tmp_path / "from-krita.ora"))
+    assert "noisebrush/project.json" not in zipfile.ZipFile(back).namelist()
+    b = open_window(qtbot, tmp_path / "b", Engine(FakeBackend(step_s=0.01)))
+    try:
+        with qtbot.waitSignal(b.projects.opened, timeout=10000):
+            b.projects.open(back)
+        s = b.state.settings
+        assert (s.prompt, s.steps, s.seed) == ("a lighthouse at dusk", 33, 1234)
+        depth = b.doc.layers["depth"].settings
+        assert depth.visible is False and depth.weight == pytest.approx(0.55)
+        assert np.array_equal(qimage_to_rgba(b.doc.layers["scribble"].image)[..., 3] > 0, sketch[..., 3] > 0)
+        assert not b.banner.isVisible() or "no Noisebrush settings" not in b.banner.label.text()
+        assert "keep hidden" not in b.banner.label.text()  # the carrier is not taken for a picture layer
+    finally:
+        b.close()
