@@ -97,6 +97,22 @@ class ComfyClient:
         token = self.config.token
         return _one_line(text.replace(token, "•••") if token else text, limit)
 
+    def _reason(self, exc: BaseException) -> str:
+        """Why a connection failed, in words (no errno, no exception class)."""
+        import socket
+
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ConnectionRefusedError):
+            return "connection refused: is ComfyUI running there, on that port?"
+        if isinstance(reason, TimeoutError | socket.timeout):
+            return f"no answer within {self.timeout_s:g} s"
+        if isinstance(reason, socket.gaierror):
+            return "no such host name"
+        if isinstance(reason, ConnectionResetError | BrokenPipeError):
+            return "the connection was reset"
+        text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+        return self._clean(text, 120)
+
     def _untrusted(self, exc: BaseException) -> TrustError:
         fingerprint = server_trust.peer_fingerprint(self.config.http_base, min(self.timeout_s, 5.0))
         shown = f" (SHA-256 {server_trust.shown_fingerprint(fingerprint)})" if fingerprint else ""
@@ -121,8 +137,7 @@ class ComfyClient:
         except (OSError, ValueError) as exc:  # refused, reset, DNS, timeout, TLS
             if server_trust.is_certificate_error(exc):
                 raise self._untrusted(exc) from None
-            reason = getattr(exc, "reason", exc)
-            raise ServerError(f"{self.name} does not answer ({self._clean(str(reason), 120)})", down=True) from None
+            raise ServerError(f"{self.name} does not answer ({self._reason(exc)})", down=True) from None
         if len(body) > limit:
             raise ServerError(f"{self.name}: {path.split('?')[0]} sent more than {limit >> 20} MB; refused")
         return body
@@ -250,8 +265,7 @@ class ComfyClient:
             except OSError as exc:
                 if server_trust.is_certificate_error(exc):
                     raise self._untrusted(exc) from None
-                raise ServerError(f"{self.name} does not answer on its websocket ({self._clean(str(exc), 120)})",
-                                  down=True) from None  # fmt: skip
+                raise ServerError(f"{self.name} does not answer on its websocket ({self._reason(exc)})", down=True) from None
         raise ServerError(f"{self.name} redirects its websocket in a loop")
 
 
