@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from noisebrush.engine.controls import get_kind
 from noisebrush.engine.errors import UserError
+
+if TYPE_CHECKING:
+    from noisebrush.engine.composition import Region
 
 # The one place for the ranges every front end (GUI, CLI, files) is held to.
 MAX_SEED = 2**32 - 1  # A1111's range; -1 in their files means "random"
@@ -135,9 +139,11 @@ class GenerationRequest:
     mask: np.ndarray | None = None  # HxW uint8, white = repaint (needs init_image); the rest keeps its pixels
     feather: int = 0  # px of soft edge where the repainted region meets the kept one
     loras: tuple[LoraSpec, ...] = field(default_factory=tuple)
+    regions: tuple[Region, ...] = field(default_factory=tuple)  # a prompt per painted area (engine/composition.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "controls", tuple(self.controls))
+        object.__setattr__(self, "regions", tuple(self.regions))
         object.__setattr__(self, "loras", tuple(self.loras))
         object.__setattr__(self, "init_image", _frozen_image(self.init_image))
         object.__setattr__(self, "mask", _frozen_mask(self.mask))
@@ -183,6 +189,10 @@ class GenerationRequest:
         kinds = [c.kind for c in self.controls]
         if len(set(kinds)) != len(kinds):
             raise UserError("each control kind may be used once per request")
+        if self.regions:
+            from noisebrush.engine.composition import check_regions
+
+            check_regions(self.regions, self.width, self.height)
 
     def active_controls(self) -> tuple[ControlSpec, ...]:
         """Controls that change the result: a weight of 0 is the same as leaving the control out."""

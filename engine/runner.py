@@ -15,12 +15,15 @@ import numpy as np
 from PIL import Image
 
 from noisebrush.engine.backends.base import Stopped  # raised from the step callback: it also skips the VAE decode
+from noisebrush.engine.composition import prepare_regions
+from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Event, Finished, Preview, Progress
 from noisebrush.engine.flow import FLOW_FAMILIES, FLOW_SCHEDULER, flow_scheduler, flux_unpacker, prompt_embeds
 from noisebrush.engine.loras import apply_loras
 from noisebrush.engine.masks import feathered, paste_back
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
+from noisebrush.engine.region_attention import RegionMasks, installed
 from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
 from noisebrush.engine.schedulers import make_scheduler
 from noisebrush.engine.union import union_kwargs
@@ -40,6 +43,9 @@ def seeded_global_rng(seed: int, device: str):
     with torch.random.fork_rng(devices=devices, device_type="cuda" if device == "cuda" else device):
         torch.manual_seed(seed)
         yield
+
+
+REGION_FAMILIES = ("sd15", "sdxl")  # masked cross-attention (engine/region_attention.py)
 
 
 class Runner:
@@ -77,6 +83,25 @@ class Runner:
             self._prompt_cache.popitem(last=False)
         return embeds
 
+    def _region_embeds(self, pipe, model, req: GenerationRequest, embeds: dict, nets: list):
+        """(the text embeddings of every block end to end, their masks) for a request with regions; None without.
+        Each block's words are encoded (and cached) like a plain prompt; SDXL keeps the whole prompt's pooled one."""
+        import torch
+
+        prepared, background, _notes = prepare_regions(req.regions, req.prompt, req.negative_prompt)
+        if not prepared:
+            return None
+        blocks = [background, *prepared]
+        encoded = [self._prompt_embeds(pipe, model, req.replace(prompt=b.prompt, negative_prompt=b.negative, regions=()))
+                   for b in blocks]  # fmt: skip
+        joined = dict(embeds)
+        for key in ("prompt_embeds", "negative_prompt_embeds"):
+            joined[key] = torch.cat([e[key] for e in encoded], dim=1)
+        h, w = req.height // model.vae_factor, req.width // model.vae_factor
+        masks = RegionMasks([(e["prompt_embeds"].shape[1], b.weight) for e, b in zip(encoded, blocks)], (h, w))
+        self.region_masks = masks  # the last job's, for tests that look at the attention
+        return joined, masks
+
     def run(self, job_id: int, req: GenerationRequest, emit: Callable[[Event], None], cancelled: threading.Event) -> None:
         """Emit Preview events, then Finished. Raises Stopped when cancelled, UserError on bad input."""
         import torch
@@ -86,6 +111,9 @@ class Runner:
         if not self.models.is_loaded(req.model):
             emit(Progress(job_id, f"loading model {req.model or 'noisebrush-default'}…"))
         model = self.models.get(req.model)
+        if req.regions and model.family not in REGION_FAMILIES:
+            raise UserError(f"regions run on SD1.5, SDXL and the embedded model on this computer, not on "
+                            f"{model.family.upper()} models; a ComfyUI server runs them for every family")  # fmt: skip
         controls = req.active_controls()
         nets = [model.controlnet(c.kind, c.model) for c in controls]
         if cancelled.is_set():
@@ -123,6 +151,9 @@ class Runner:
 
         with torch.inference_mode():
             embeds = self._prompt_embeds(pipe, model, req)
+            regions = self._region_embeds(pipe, model, req, embeds, nets)
+            if regions is not None:
+                embeds, masks = regions
         kwargs: dict = dict(
             **embeds,
             num_inference_steps=req.steps,
@@ -152,8 +183,9 @@ class Runner:
             kwargs["control_guidance_end"] = controls[0].end if single else [c.end for c in controls]
         if req.init_image is not None:
             kwargs["image"] = Image.fromarray(req.init_image)
+        region_attention = installed([pipe.unet, *nets], masks) if regions is not None else contextlib.nullcontext()
         try:
-            with torch.inference_mode(), seeded_global_rng(seed, model.device.device):
+            with torch.inference_mode(), seeded_global_rng(seed, model.device.device), region_attention:
                 result = pipe(**kwargs).images[0]
         except Stopped:
             pipe.maybe_free_model_hooks()  # skipped by the raise; matters with CPU offload

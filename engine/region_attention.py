@@ -1,0 +1,119 @@
+"""Regions on the local diffusers backend: masked cross-attention, one UNet pass a step, not one per region.
+
+The text side is one long sequence: the background's prompt tokens, then each region's (engine/composition.py
+says which words each holds). Every cross-attention layer gets a processor that adds -10000 to the score of a
+token wherever its region's mask is not, at that layer's resolution (the mask max-pooled down, as InvokeAI does, so
+a thin region survives the 8x-smaller levels). exp(-10000) is exactly 0 in float32: a region's words have no weight
+outside it. Self-attention keeps the model's own processor. With classifier-free guidance the negative half of the
+batch is masked the same way over each block's negative prompt: where all blocks share the whole-picture negative
+this attends exactly like that negative alone (each position sees one copy of it).
+
+Installed on the UNet and the ControlNets for one job and put back after (`installed`), so nothing reloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+NEG = -10000.0
+
+
+class RegionMasks:
+    """The additive attention bias per sequence length (one per UNet level), built on first use and cached.
+    blocks: each text block's (tokens, weight HxW at latent size); None weight = attends everywhere."""
+
+    def __init__(self, blocks: list[tuple[int, np.ndarray | None]], latent_hw: tuple[int, int]) -> None:
+        import torch
+
+        self.latent_hw = latent_hw
+        self.tokens = sum(n for n, _ in blocks)
+        self._blocks = [(n, None if w is None else torch.from_numpy(np.ascontiguousarray(w, np.float32))) for n, w in blocks]
+        self._cache: dict[tuple[int, str, object], object] = {}
+        self.record: list | None = None  # tests: (bias, attention probabilities) per call
+
+    def _level(self, n: int) -> tuple[int, int]:
+        """The (h, w) of a layer whose image sequence is n long: the latent halved until it fits (ceil, as convs do)."""
+        h, w = self.latent_hw
+        for _ in range(8):
+            if h * w == n:
+                return h, w
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        raise ValueError(f"no UNet level has {n} positions for a {self.latent_hw} latent")
+
+    def bias(self, n: int, dtype, device):
+        """(n, tokens) additive bias: 0 where a token may be attended, NEG where not."""
+        import torch
+        import torch.nn.functional as F
+
+        key = (n, str(dtype), device)
+        if key not in self._cache:
+            h, w = self._level(n)
+            cols = []
+            for tokens, weight in self._blocks:
+                if weight is None:
+                    allowed = torch.ones(n)
+                else:  # max-pool: a position any part of the region touches attends it
+                    pooled = F.adaptive_max_pool2d(weight[None, None], (h, w))[0, 0] if weight.shape != (h, w) else weight
+                    allowed = (pooled.reshape(-1) > 0.5 / 255).float()
+                cols.append(allowed[:, None].expand(n, tokens))
+            allowed = torch.cat(cols, dim=1)
+            self._cache[key] = torch.where(allowed > 0, 0.0, NEG).to(device=device, dtype=dtype)
+        return self._cache[key]
+
+
+class RegionAttnProcessor:
+    """Cross-attention with the region bias (both halves of a CFG batch: each block has its own negative);
+    self-attention as before."""
+
+    def __init__(self, masks: RegionMasks, original) -> None:
+        self.masks, self.original = masks, original
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        if encoder_hidden_states is None or encoder_hidden_states.shape[1] != self.masks.tokens:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        import torch
+        import torch.nn.functional as F
+
+        residual = hidden_states
+        if hidden_states.ndim == 4:  # a ControlNet's or old UNet's attention may see (B, C, H, W)
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        batch, n, _ = hidden_states.shape
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        q, k, v = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        head_dim = k.shape[-1] // attn.heads
+        q, k, v = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for t in (q, k, v))
+        bias = self.masks.bias(n, q.dtype, q.device)[None, None]  # the same for every head and batch row
+        if self.masks.record is not None:
+            probs = torch.softmax(q @ k.transpose(-1, -2) * attn.scale + bias, dim=-1)
+            self.masks.record.append((n, probs.detach().float().cpu()))
+            out = probs @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=attn.scale)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if residual.ndim == 4:
+            out = out.transpose(-1, -2).reshape(residual.shape)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def installed(models: list, masks: RegionMasks) -> Iterator[None]:
+    """Region processors on every attention of `models` (UNet, ControlNets) for the `with` block only."""
+    saved = []
+    try:
+        for model in models:
+            old = model.attn_processors
+            saved.append((model, old))
+            model.set_attn_processor({name: RegionAttnProcessor(masks, proc) for name, proc in old.items()})
+        yield
+    finally:
+        for model, old in saved:
+            model.set_attn_processor(old)
