@@ -100,6 +100,26 @@ def test_a_scribble_runs_on_the_server_with_a_preview_every_step(server):
     assert rec.of(job, Started) and server.url.split("//")[1] in end.model_name
 
 
+
+def test_regions_run_on_the_server_and_change_the_picture_where_they_are(server):
+    """Issue 26 on ComfyUI: one masked conditioning per region (core nodes only); the server finishes the job, and
+    a region's prompt changes the picture inside its mask more than outside."""
+    from noisebrush.engine.composition import Region
+
+    left = np.zeros((64, 64), np.uint8)
+    left[:, :32] = 255
+    plain = request(controls=(), prompt="a stone wall")
+    with_region = plain.replace(regions=(Region(left, "a bright orange sunset sky over the sea"),))
+    with Engine(ComfyBackend([server.url])) as engine:
+        rec = Recorder(engine)
+        jobs = [engine.submit(plain), engine.submit(with_region)]
+        ends = rec.until_done(jobs)
+    a, b = (ends[j] for j in jobs)
+    assert isinstance(a, Finished) and isinstance(b, Finished), (a, b)
+    diff = np.abs(a.image.astype(float) - b.image.astype(float)).mean(axis=2)
+    assert diff[:, :24].mean() > diff[:, 40:].mean(), (diff[:, :24].mean(), diff[:, 40:].mean())
+
+
 def test_the_same_seed_gives_the_same_picture_and_the_sketch_steers_it(server):
     backend = ComfyBackend([server.url])
     with Engine(backend) as engine:

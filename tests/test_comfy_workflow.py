@@ -150,3 +150,27 @@ def test_a_job_goes_to_a_server_that_has_what_it_needs_then_the_idle_then_the_fa
     assert backend._choose(req(), set()).name == "fast"  # 3 × 0.1 s beats 2 × 1 s
     with pytest.raises(UserError, match="a has no scribble ControlNet"):
         _backend(_Answers("a", no_scribble))._choose(req(controls=(scribble,)), set())
+
+
+def test_regions_become_one_masked_conditioning_each_combined_before_the_controls():
+    from noisebrush.engine.backends.comfy_workflow import region_blocks
+    from noisebrush.engine.composition import Region
+
+    left = np.zeros((64, 64), np.uint8)
+    left[:, :24] = 255
+    right = np.zeros((64, 64), np.uint8)
+    right[:, 40:] = 255
+    r = req(prompt="snow", controls=(ControlSpec("scribble", MAP),),
+            regions=(Region(left, "a red fox"), Region(right, "a pine", negative="blurry")))
+    blocks = region_blocks(r)
+    assert [b.prompt for b in blocks] == ["snow", "a red fox, snow", "a pine, snow"]  # the background keeps 25 %
+    g = build_workflow(r, 1, Uploads(("c",), regions=("m0", "m1", "m2")), ServerModels(("v1-5.safetensors",), ("scribble.pth",)))
+    masked = by_class(g, "ConditioningSetMask")
+    assert len(masked) == 6  # three positives and, since one region has its own negative, three negatives
+    texts = {g[n["conditioning"][0]]["inputs"]["text"] for n in masked}
+    assert texts >= {"snow", "a red fox, snow", "a pine, snow", "blurry"}
+    assert all(n["strength"] == 1.0 and n["set_cond_area"] == "default" for n in masked)
+    apply = by_class(g, "ControlNetApplyAdvanced")[0]
+    assert g[apply["positive"][0]]["class_type"] == "ConditioningCombine"  # the controls apply to the regions
+    with pytest.raises(ValueError):
+        build_workflow(r, 1, Uploads(("c",), regions=("m0",)), ServerModels(("v1-5.safetensors",), ("scribble.pth",)))

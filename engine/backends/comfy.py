@@ -23,7 +23,7 @@ from PIL import Image
 
 from noisebrush.engine.backends.base import Emit, ModelInfo, Stopped
 from noisebrush.engine.backends.comfy_client import ComfyClient, ServerConfig, ServerError
-from noisebrush.engine.backends.comfy_workflow import OUTPUT_NODE, ServerModels, Uploads, build_workflow
+from noisebrush.engine.backends.comfy_workflow import OUTPUT_NODE, ServerModels, Uploads, build_workflow, region_blocks
 from noisebrush.engine.backends.server_trust import TrustError, origin_text
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished, Preview, Progress
@@ -71,6 +71,12 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _grey(weight: np.ndarray) -> np.ndarray:
+    """A region's weight map (0..1) as the RGB picture LoadImageMask reads its red channel from."""
+    grey = (np.clip(weight, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def _decode(data: bytes, what: str, server: str) -> np.ndarray:
     """An image the server sent, as RGB uint8, with the limits every opened picture has (engine/images.py)."""
     try:
@@ -101,7 +107,7 @@ def preview_frame(data: bytes, prompt_id: str, server: str) -> np.ndarray | None
 def _dry_run(request: GenerationRequest, models: ServerModels, server: str) -> None:
     """UserError unless the server has everything the request needs (checkpoint, ControlNets, LoRAs, sampler):
     checked before choosing it, so no picture is uploaded to a server that cannot run the job."""
-    uploads = Uploads(tuple("-" for _ in request.active_controls()), "-", "-")
+    uploads = Uploads(tuple("-" for _ in request.active_controls()), "-", "-", tuple("-" for _ in region_blocks(request)))
     build_workflow(request, 0, uploads, models, server)
 
 
@@ -203,6 +209,7 @@ class ComfyBackend:
             controls=tuple(upload(c.image, f"control{i}") for i, c in enumerate(controls)),
             init_image=upload(request.init_image, "init") if request.mode != "txt2img" else None,
             mask=upload(np.repeat(mask[..., None], 3, axis=2), "mask") if mask is not None else None,
+            regions=tuple(upload(_grey(b.weight), f"region{i}") for i, b in enumerate(region_blocks(request))),
         )
         workflow = build_workflow(request, seed, uploads, models, server.name)
         checkpoint = workflow["ckpt"]["inputs"]["ckpt_name"]

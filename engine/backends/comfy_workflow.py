@@ -32,6 +32,16 @@ class Uploads:
     controls: tuple[str, ...] = ()  # one per active control, in order
     init_image: str | None = None
     mask: str | None = None
+    regions: tuple[str, ...] = ()  # one mask per block of region_blocks(request), in order
+
+
+def region_blocks(request: GenerationRequest) -> list:
+    """The prompts a request's regions become, each with its weight map (engine/composition.py's rules): the
+    background first where it keeps an area, then the regions. [] for a request without regions."""
+    from noisebrush.engine.composition import has_background, prepare_regions
+
+    prepared, background, _notes = prepare_regions(request.regions, request.prompt, request.negative_prompt)
+    return ([background] if has_background(background) else []) + prepared if prepared else []
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,19 @@ def sampler_for(name: str, models: ServerModels, server: str) -> tuple[str, str]
     return sampler, scheduler
 
 
+def _masked_conditioning(node, clip: list, texts: list[str], masks: tuple[str, ...], prefix: str) -> list:
+    """CLIPTextEncode → ConditioningSetMask per text, all joined by ConditioningCombine."""
+    combined = None
+    for i, (text, upload) in enumerate(zip(texts, masks, strict=True)):
+        encoded = node(f"{prefix}_text{i}", "CLIPTextEncode", text=text, clip=clip)
+        mask = node(f"{prefix}_mask{i}", "LoadImageMask", image=upload, channel="red")
+        masked = node(f"{prefix}{i}", "ConditioningSetMask", conditioning=encoded, mask=mask, strength=1.0,
+                      set_cond_area="default")  # fmt: skip
+        combined = masked if combined is None else node(f"{prefix}_combine{i}", "ConditioningCombine",
+                                                        conditioning_1=combined, conditioning_2=masked)  # fmt: skip
+    return combined
+
+
 def build_workflow(request: GenerationRequest, seed: int, uploads: Uploads, models: ServerModels,
                    server: str = "the server") -> dict[str, dict[str, Any]]:  # fmt: skip
     """The API-format graph for one request; UserError (one line) when the server lacks something it needs."""
@@ -116,6 +139,13 @@ def build_workflow(request: GenerationRequest, seed: int, uploads: Uploads, mode
         unet, clip = [key, 0], [key, 1]
     positive = node("positive", "CLIPTextEncode", text=request.prompt, clip=clip)
     negative = node("negative", "CLIPTextEncode", text=request.negative_prompt, clip=clip)
+    blocks = region_blocks(request)
+    if len(uploads.regions) != len(blocks):
+        raise ValueError("one uploaded mask per region block")
+    if blocks:  # each prompt where its mask is: ComfyUI's core regional conditioning, one model pass per block
+        positive = _masked_conditioning(node, clip, [b.prompt for b in blocks], uploads.regions, "region")
+        if any(b.negative != request.negative_prompt for b in blocks):
+            negative = _masked_conditioning(node, clip, [b.negative for b in blocks], uploads.regions, "region_negative")
     for i, (spec, upload) in enumerate(zip(controls, uploads.controls, strict=True)):
         image = node(f"control_image{i}", "LoadImage", image=upload)
         net = node(f"controlnet{i}", "ControlNetLoader", control_net_name=controlnet_for(spec.kind, spec.model, models, server))
