@@ -29,8 +29,11 @@ def extend(req: GenerationRequest, left: int, top: int, right: int, bottom: int)
                                                         **border))  # fmt: skip
         for c in req.controls
     )
+    # a region that reaches an edge goes on into the new border there, as its picture does
+    regions = tuple(dataclasses.replace(r, mask=cv2.copyMakeBorder(np.asarray(r.mask), borderType=cv2.BORDER_REPLICATE,
+                                                                   **border)) for r in req.regions)  # fmt: skip
     return req.replace(init_image=init, mask=mask, controls=controls, width=w + left + right, height=h + top + bottom,
-                       strength=1.0)  # fmt: skip
+                       strength=1.0, regions=regions)  # fmt: skip
 
 
 def variations(req: GenerationRequest, count: int, first_seed: int) -> list[GenerationRequest]:

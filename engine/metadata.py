@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from noisebrush.engine.atomic import atomic_file
+from noisebrush.engine.composition import Region
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import regular_file
 from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
@@ -84,6 +85,10 @@ def request_to_json(req: GenerationRequest) -> dict:
             {"kind": c.kind, "weight": c.weight, "start": c.start, "end": c.end, "model": c.model, "image": _png_b64(c.image)}
             for c in req.controls
         ],
+        "regions": [
+            {"prompt": r.prompt, "negative": r.negative, "mask": _png_b64(np.repeat(r.mask[..., None], 3, axis=2))}
+            for r in req.regions
+        ],
     }
 
 
@@ -123,6 +128,8 @@ def request_from_json(data: object) -> GenerationRequest:
             mask=None if not data.get("mask") else _from_b64(data["mask"])[..., 0],
             feather=int(data.get("feather", 0)),
             loras=tuple(LoraSpec(str(lo["path"]), float(lo["weight"])) for lo in data.get("loras", [])),
+            regions=tuple(Region(_from_b64(r["mask"])[..., 0], r["prompt"], r.get("negative", ""))
+                          for r in data.get("regions") or []),  # fmt: skip
         )
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None

@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=_control_help())  # fmt: skip
     g.add_argument("--controlnet", action="append", default=[], metavar="KIND=FOLDER",
                    help="use this ControlNet for KIND instead of the model's own")  # fmt: skip
+    g.add_argument("--region", action="append", default=[], metavar="MASK.png=PROMPT",
+                   help="a prompt for the white area of MASK (repeatable; later regions win where they overlap)")
     g.add_argument("--lora", action="append", default=[], metavar="FILE.safetensors[@WEIGHT]",
                    help="apply a LoRA (weight -2 to 2, default 1); repeatable")  # fmt: skip
     g.add_argument("--steps", type=int)

@@ -31,6 +31,20 @@ def _parse_control(spec: str) -> tuple[str, str, float]:
     return (kind.strip(), *_path_weight(rest))
 
 
+def _parse_region(spec: str, width: int, height: int, notes: list[str]):
+    """--region MASK.png=PROMPT (split at the first "="; white = the region) as a Region at the output size."""
+    from noisebrush.engine.composition import Region
+    from noisebrush.engine.errors import UserError
+    from noisebrush.engine.images import fit_to, read_image
+
+    path, sep, prompt = spec.partition("=")
+    if not sep or not path or not prompt.strip():
+        raise UserError(f"--region {spec!r}: expected MASK.png=PROMPT (white in the mask is the region)")
+    loaded = read_image(path)
+    notes.extend(loaded.notes)
+    return Region(fit_to(loaded.image, width, height, Path(path).name, notes).max(axis=2), prompt.strip())
+
+
 def _build_request(args: argparse.Namespace, notes: list[str], local: bool = True):
     """The request the flags describe: a saved PNG's (--from) with the given flags over it, else the model's
     defaults with the flags over them. local=False: the model lives on a server, which checks it itself."""
@@ -78,6 +92,13 @@ def _build_request(args: argparse.Namespace, notes: list[str], local: bool = Tru
         loaded = read_image(args.mask)
         notes.extend(loaded.notes)
         mask = fit_to(loaded.image, width, height, Path(args.mask).name, notes).max(axis=2)
+    regions = tuple(base.regions) if base and not args.region else ()
+    for spec in args.region:
+        regions += (_parse_region(spec, width, height, notes),)
+    if regions:
+        from noisebrush.engine.composition import prepare_regions
+
+        notes.extend(prepare_regions(regions, "")[2])  # an empty or buried region: said, then left out
     loras = tuple(base.loras) if base and not args.lora else ()
     for spec in args.lora:
         loras += (LoraSpec(*_path_weight(spec)),)
@@ -96,7 +117,7 @@ def _build_request(args: argparse.Namespace, notes: list[str], local: bool = Tru
         controls=tuple(controls), steps=steps, guidance=guidance, seed=None if seed == -1 else seed, width=width,
         height=height, scheduler=args.scheduler or (base.scheduler if base else d.scheduler), init_image=init,
         strength=pick(args.strength, base and base.strength, default_strength), model=model, mask=mask,
-        feather=pick(args.feather, base and base.feather, 0), loras=loras,
+        feather=pick(args.feather, base and base.feather, 0), loras=loras, regions=regions,
     )  # fmt: skip
     if args.extend:
         from noisebrush.engine.edit import extend

@@ -141,3 +141,55 @@ def test_regions_with_a_sketch_follow_both(runner):
     img = run(runner, req).astype(float)
     assert img[:, :64, 0].mean() > img[:, :64, 2].mean() and img[:, 64:, 2].mean() > img[:, 64:, 0].mean()
     assert np.array_equal(run(runner, req).astype(float), img)  # the same seed reproduces with regions too
+
+
+# --- the command line and the saved PNG -----------------------------------------------------------------
+def test_cli_regions_paint_their_halves_and_the_png_reruns_them_with_from(tmp_path, capsys):
+    from PIL import Image
+
+    from noisebrush.cli import main
+    from noisebrush.engine.metadata import read_request
+
+    left, right = halves()
+    Image.fromarray(left).save(tmp_path / "left.png")
+    Image.fromarray(right).save(tmp_path / "right.png")
+    out, again = tmp_path / "out.png", tmp_path / "again.png"
+    assert main(["generate", "--prompt", " ", "--steps", "20", "--seed", "5", "--out", str(out),
+                 "--region", f"{tmp_path / 'left.png'}=a red circle on a red background",
+                 "--region", f"{tmp_path / 'right.png'}=a blue circle on a blue background"]) == 0  # fmt: skip
+    img = np.asarray(Image.open(out).convert("RGB")).astype(float)
+    assert img[:, :64, 0].mean() > img[:, :64, 2].mean() + 60 and img[:, 64:, 2].mean() > img[:, 64:, 0].mean() + 60
+    saved = read_request(out)
+    assert [r.prompt for r in saved.regions] == ["a red circle on a red background", "a blue circle on a blue background"]
+    assert np.array_equal(saved.regions[0].mask, left)  # restored exactly
+    assert main(["generate", "--from", str(out), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))  # the same picture again
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("notes.txt=a fox", "notes.txt"),  # not an image
+    ("left.png", "MASK.png=PROMPT"),  # no prompt
+])  # fmt: skip
+def test_cli_bad_regions_exit_2_with_one_line(tmp_path, capsys, case, expect):
+    from PIL import Image
+
+    from noisebrush.cli import main
+
+    (tmp_path / "notes.txt").write_text("not a picture")
+    Image.fromarray(halves()[0]).save(tmp_path / "left.png")
+    path, sep, prompt = case.partition("=")
+    spec = f"{tmp_path / path}{sep}{prompt}"
+    assert main(["generate", "--prompt", "x", "--steps", "1", "--region", spec, "--out", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and expect in err[-1] and not (tmp_path / "o.png").exists()
+
+
+def test_cli_an_all_black_region_is_said_and_left_out(tmp_path, capsys):
+    from PIL import Image
+
+    from noisebrush.cli import main
+
+    Image.fromarray(np.zeros((128, 128), np.uint8)).save(tmp_path / "black.png")
+    assert main(["generate", "--prompt", "a red circle on a blue background", "--steps", "2", "--seed", "1",
+                 "--region", f"{tmp_path / 'black.png'}=a fox", "--out", str(tmp_path / "o.png")]) == 0  # fmt: skip
+    assert "'a fox' covers under 2%" in capsys.readouterr().err
