@@ -229,6 +229,9 @@ class AppState(QObject):
             doc.undo_stack.endMacro()
         mode = {"txt2img": "generate", "img2img": "refine", "inpaint": "inpaint"}[req.mode]
         self.update("restore", mode=mode, strength=req.strength, feather=req.feather)
+        if req.regions:  # never dropped in silence: the file keeps them, and the command line runs them
+            notes.append(f"its {len(req.regions)} region prompt{'s' if len(req.regions) > 1 else ''} "
+                         "cannot be edited in the window yet (noisebrush generate --from runs them)")  # fmt: skip
         return notes
 
     def skeleton_from(self, saved: dict, notes: list[str] | None = None) -> list | None:

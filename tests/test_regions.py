@@ -193,3 +193,15 @@ def test_cli_an_all_black_region_is_said_and_left_out(tmp_path, capsys):
     assert main(["generate", "--prompt", "a red circle on a blue background", "--steps", "2", "--seed", "1",
                  "--region", f"{tmp_path / 'black.png'}=a fox", "--out", str(tmp_path / "o.png")]) == 0  # fmt: skip
     assert "'a fox' covers under 2%" in capsys.readouterr().err
+
+
+def test_the_window_says_when_a_png_it_opens_has_regions_it_cannot_edit_yet(fake_window, qtbot, tmp_path):
+    from noisebrush.engine.metadata import save_png
+
+    left, right = halves()
+    req = GenerationRequest("a scene", width=128, height=128, seed=1, regions=(Region(left, "a fox"), Region(right, "a pine")))
+    save_png(np.zeros((128, 128, 3), np.uint8), req, tmp_path / "with-regions.png")
+    w = fake_window
+    with qtbot.waitSignal(w.files.files_read, timeout=10000):
+        w.files.open_picture(str(tmp_path / "with-regions.png"))
+    assert "2 region prompts" in w.statusBar().currentMessage() and w.state.settings.prompt == "a scene"
