@@ -93,6 +93,9 @@ class ActionsMixin:
         self.flip_view_action = self._action("Flip sketch / result", "X", flip)
         for a in (self.result_only_action, self.sketch_only_action, self.flip_view_action):
             view.addAction(a)
+        layers_menu = self.menuBar().addMenu("&Layers")
+        layers_menu.addAction(self._action("Add region", "Ctrl+Shift+R", lambda: self.layers_panel.regions.add()))
+        layers_menu.addAction(self._action("Add region from the mask", None, self.region_from_mask))
         pose = self.menuBar().addMenu("&Pose")
         self.add_person_action = self._action("Add person", "Ctrl+Shift+A", lambda: self._pose_do(self.canvas.add_person))
         pose.addAction(self.add_person_action)
@@ -261,6 +264,16 @@ class ActionsMixin:
 
     def _set_brush(self, size: float) -> None:
         self.brush_size_box.setValue(int(max(1, min(200, round(size)))))
+
+    def region_from_mask(self) -> None:
+        """A new region painted where the Mask layer is (the mask stays)."""
+        from noisebrush.gui.document import qimage_to_rgba
+
+        alpha = qimage_to_rgba(self.doc.edit_layers["mask"].image)[..., 3]
+        if not alpha.any():
+            self.show_error("The Mask layer is empty: paint where the region goes on it first, or use Add region")
+            return
+        self.layers_panel.regions.add(alpha)
 
     def _set_active_layer(self, kind: str) -> None:
         self.canvas.active_layer = kind

@@ -20,6 +20,7 @@ from PySide6.QtGui import QImage
 
 from noisebrush.engine.pose import Person
 from noisebrush.gui.document import Document
+from noisebrush.gui.regions import replace_regions
 from noisebrush.gui.state import AppState, GenerationSettings
 
 LOCK_NAME = "session.lock"
@@ -55,7 +56,7 @@ class SessionFolder:
         target = self.path / f"snap-{time.time_ns()}"
         target.mkdir()
         try:
-            state = {"values": snap["values"], "size": snap["size"], "layers": {}}
+            state = {"values": snap["values"], "size": snap["size"], "layers": {}, "regions": snap.get("regions", [])}
             for kind, info in snap["layers"].items():
                 file = target / f"{kind}.png"
                 # QImage.save says False on a full disk; read back, so a truncated file is caught too
@@ -85,9 +86,11 @@ class SessionFolder:
             state = json.loads((snap / "state.json").read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        saved_regions = [r for r in state.get("regions") or [] if isinstance(r, dict) and isinstance(r.get("key"), str)]
+        files = {now: r["key"] for now, r in zip(replace_regions(doc, saved_regions, "Restore autosave"), saved_regions)}
         for kind in doc.all_layers():
-            img = QImage(str(snap / f"{kind}.png"))
-            info = state["layers"].get(kind, {})
+            img = QImage(str(snap / f"{files.get(kind, kind)}.png"))  # a region's pixels under the key it had then
+            info = state["layers"].get(files.get(kind, kind), {})
             people = [Person([None if q is None else tuple(q) for q in p["keypoints"]], frozenset(p.get("hidden", [])))
                       for p in info.get("people", [])]  # fmt: skip
             if not img.isNull():
@@ -155,7 +158,8 @@ class Autosave:
                 "settings": dataclasses.asdict(layer.settings),
                 "people": [{"keypoints": p.keypoints, "hidden": sorted(p.hidden)} for p in layer.people],
             }
-        return {"values": dataclasses.asdict(state.settings), "layers": layers, "size": [doc.size.width(), doc.size.height()]}
+        return {"values": dataclasses.asdict(state.settings), "layers": layers, "size": [doc.size.width(), doc.size.height()],
+                "regions": [r.describe() for r in doc.regions.values()]}  # fmt: skip
 
     def write(self, snap: dict) -> None:
         self.session.write(snap)

@@ -62,6 +62,12 @@ class Canvas(PoseEditing, QWidget):
         self.setMinimumSize(320, 320)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         document.changed.connect(lambda _k: self.update())
+        document.regions_changed.connect(self.update)
+
+    def _mask_colour(self) -> QColor:
+        """The Mask layer's red, or a region's own colour."""
+        region = self.doc.regions.get(self.active_layer)
+        return QColor(*region.colour) if region is not None else QColor(*MASK_RGB)
 
     def _editor(self) -> str:
         """How the active layer is edited: "ink", "grey", "pose" or "image" (see noisebrush.engine.controls)."""
@@ -126,7 +132,7 @@ class Canvas(PoseEditing, QWidget):
             p.drawImage(target, picture.image)
         if self.result is not None and self.view != "sketch":
             p.drawImage(self._result_rect(target), self.result)
-        overlays = [self.doc.layers[k] for k in paint_order()] + [mask]
+        overlays = [self.doc.layers[k] for k in paint_order()] + list(self.doc.regions.values()) + [mask]
         for layer in overlays if self.view != "result" else ():
             if layer.settings.visible:
                 p.setOpacity(layer.settings.opacity)
@@ -171,7 +177,7 @@ class Canvas(PoseEditing, QWidget):
                 p.setBrush(QBrush(g))
                 p.drawEllipse(c, width / 2, width / 2)
         else:
-            colour = {"paint": self.paint_color, "mask": QColor(*MASK_RGB)}.get(self._editor(), INK)
+            colour = self._mask_colour() if self._editor() == "mask" else self.paint_color if self._editor() == "paint" else INK
             p.setPen(QPen(colour, width, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
             p.drawLine(a, b)
         p.end()
@@ -195,7 +201,7 @@ class Canvas(PoseEditing, QWidget):
             p = QPainter(layer.image)
             if self.tool == "eraser":
                 p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Clear)
-            p.fillRect(QRectF(self._rect_from, cur).normalized(), QColor(*MASK_RGB))
+            p.fillRect(QRectF(self._rect_from, cur).normalized(), self._mask_colour())
             p.end()
             self.update()
         else:

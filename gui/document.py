@@ -197,6 +197,7 @@ class ImageEdit(QUndoCommand):
 class Document(QObject):
     changed = Signal(str)  # layer kind: pixels or settings
     layer_settings_changed = Signal(str, object, str)  # kind, frozenset of changed field names, origin
+    regions_changed = Signal()  # a region added, deleted, moved or its prompt changed (gui/regions.py)
 
     def __init__(self, size: QSize | None = None) -> None:
         super().__init__()
@@ -204,15 +205,20 @@ class Document(QObject):
         self.undo_stack = QUndoStack(self)
         self.layers: dict[str, ControlLayer] = {k: ControlLayer(k, self.size) for k in CONTROL_KINDS}
         self.edit_layers: dict[str, ControlLayer] = {k: ControlLayer(info, self.size) for k, info in EDIT_LAYERS.items()}
+        self.regions: dict[str, ControlLayer] = {}  # RegionLayers by key, bottom first (gui/regions.py)
+        self.region_serial = 0  # keys never repeat, so undo and autosave can name a region
         for kind, layer in self.all_layers().items():
             layer.changed.connect(lambda k=kind: self.changed.emit(k))
 
     def all_layers(self) -> dict[str, ControlLayer]:
-        """Control layers and the editing layers (image, mask), by name."""
-        return {**self.edit_layers, **self.layers}
+        """Control layers, the editing layers (image, mask) and the regions, by name."""
+        return {**self.edit_layers, **self.layers, **self.regions}
 
     def layer(self, name: str) -> ControlLayer:
-        return self.layers[name] if name in self.layers else self.edit_layers[name]
+        for group in (self.layers, self.edit_layers, self.regions):
+            if name in group:
+                return group[name]
+        raise KeyError(name)
 
     def edit_image(self, width: int, height: int) -> np.ndarray | None:
         """The Image layer as an RGB picture at output size (transparent shows as the paper), or None if empty."""

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from noisebrush.gui.region_panel import RegionsBox
 from noisebrush.gui.state import AppState
 from noisebrush.gui.widgets import row, slider
 
@@ -193,6 +194,10 @@ class LayersPanel(QWidget):
             box.active.toggled.connect(lambda on, k=kind: on and self.active_changed.emit(k))
             edit_rows.addWidget(box)
         layout.addWidget(editing)
+        self.regions = RegionsBox(state, self.group)
+        # "": the active region went away; the first control layer takes over
+        self.regions.active_changed.connect(lambda k: self.active_changed.emit(k) if k else self.set_active(next(iter(self.boxes))))  # noqa: E501
+        layout.addWidget(self.regions)
         for kind in state.doc.layers:
             # the kinds the embedded model has no ControlNet for start folded: the panel stays short
             box = LayerBox(state, kind, self.group, collapsed=kind not in EMBEDDED_KINDS)
@@ -205,4 +210,4 @@ class LayersPanel(QWidget):
         next(iter(self.boxes.values())).active.setChecked(True)
 
     def set_active(self, kind: str) -> None:
-        (self.boxes.get(kind) or self.edit_boxes[kind]).active.setChecked(True)
+        (self.boxes.get(kind) or self.edit_boxes.get(kind) or self.regions.rows[kind]).active.setChecked(True)

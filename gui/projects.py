@@ -15,6 +15,7 @@ from noisebrush.engine.errors import UserError
 from noisebrush.gui.document import qimage_to_rgba
 from noisebrush.gui.engine_bridge import to_qimage
 from noisebrush.gui.files import about
+from noisebrush.gui.regions import replace_regions
 from noisebrush.gui.state import AppState
 from noisebrush.gui.tasks import Task
 
@@ -68,9 +69,13 @@ class Projects(QObject):
         for kind in paint_order():
             layer = doc.layers[kind]
             add(layer.info.title, kind, qimage_to_rgba(layer.display_image()), layer.settings.visible, layer.settings.opacity)
+        for i, region in enumerate(doc.regions.values()):  # named by their prompts, so Krita shows what each is
+            add(f"Region {i + 1}: {region.prompt}", region.kind, qimage_to_rgba(region.display_image()),
+                region.settings.visible, region.settings.opacity)  # fmt: skip
         mask = doc.edit_layers["mask"]
         add("Mask", "mask", qimage_to_rgba(mask.image), mask.settings.visible, mask.settings.opacity)
         data = {
+            "regions": [r.describe() for r in doc.regions.values()],
             "settings": dataclasses.asdict(state.settings),
             "layers": {k: dataclasses.asdict(layer.settings) for k, layer in doc.all_layers().items()},
             "kinds": kinds,
@@ -102,6 +107,22 @@ class Projects(QObject):
         elif layer is not None:
             doc.set_layer_settings(kind, "restore", visible=layer.visible, opacity=round(layer.opacity, 3))
 
+    def _open_regions(self, project, data: dict, kinds: dict, saved_layers: dict) -> None:
+        """The file's regions as region layers (keys are new: `kinds` and `saved_layers` are re-keyed to them).
+        Without Noisebrush's data, layers named "Region N: prompt" (as Noisebrush names them) still are regions."""
+        saved = [r for r in data.get("regions") or [] if isinstance(r, dict) and isinstance(r.get("key"), str)]
+        if not saved:
+            named = [layer.name for layer in project.layers if layer.name.startswith("Region") and ": " in layer.name]
+            saved = [{"key": name, "prompt": name.split(": ", 1)[1]} for name in named]
+            kinds.update({name: name for name in named})
+        keys = replace_regions(self.state.doc, saved, "Open project")
+        renamed = {r["key"]: new for r, new in zip(saved, keys)}
+        for name, kind in list(kinds.items()):
+            if kind in renamed:
+                kinds[name] = renamed[kind]
+        moved = {new: saved_layers.pop(old) for old, new in renamed.items() if old in saved_layers}
+        saved_layers.update(moved)
+
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.window, "Open project", "", "OpenRaster (*.ora)")
         if path:
@@ -128,19 +149,20 @@ class Projects(QObject):
             model = saved.model if state.known_model(saved.model, "base") else state.settings.model
             state.update("restore", **(dataclasses.asdict(saved) | {"model": model, "live": False}))
         titles = {layer.info.title: k for k, layer in doc.all_layers().items()}  # files edited in Krita keep names
-        kinds = data.get("kinds") if isinstance(data.get("kinds"), dict) else {}
-        saved_layers = data.get("layers") if isinstance(data.get("layers"), dict) else {}
-
-        def kind_of(layer) -> str:
-            return kinds.get(layer.name) or titles.get(layer.name) or layer.name.lower()
-
-        # Layers Noisebrush has no kind for (Krita's "Background", "Paint Layer 1") are the picture: together with
-        # the Image layer they become the Image layer, blended as the file shows them; never dropped in silence.
-        pictures = [layer for layer in project.layers if kind_of(layer) == "image" or kind_of(layer) not in doc.all_layers()
-                    and kind_of(layer) != "result"]  # fmt: skip
-        strangers = [layer.name for layer in pictures if kind_of(layer) != "image"]
+        kinds = dict(data.get("kinds")) if isinstance(data.get("kinds"), dict) else {}
+        saved_layers = dict(data.get("layers")) if isinstance(data.get("layers"), dict) else {}
         doc.undo_stack.beginMacro("Open project")
         try:
+            self._open_regions(project, data, kinds, saved_layers)
+
+            def kind_of(layer) -> str:
+                return kinds.get(layer.name) or titles.get(layer.name) or layer.name.lower()
+
+            # Layers Noisebrush has no kind for (Krita's "Background", "Paint Layer 1") are the picture: with the
+            # Image layer they become the Image layer, blended as the file shows them; never dropped in silence.
+            pictures = [layer for layer in project.layers if kind_of(layer) == "image"
+                        or kind_of(layer) not in doc.all_layers() and kind_of(layer) != "result"]  # fmt: skip
+            strangers = [layer.name for layer in pictures if kind_of(layer) != "image"]
             for layer in project.layers:
                 kind = kind_of(layer)
                 if kind == "result":

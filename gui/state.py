@@ -24,6 +24,7 @@ from noisebrush.engine.pose import people_from_json, people_to_json
 from noisebrush.engine.prompt_loras import apply_tags
 from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
 from noisebrush.gui.document import Document, qimage_to_rgba
+from noisebrush.gui.regions import region_specs, replace_regions
 
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
 HISTORY_LIMIT = 200  # results kept in memory; live mode makes many
@@ -130,6 +131,7 @@ class AppState(QObject):
         req = GenerationRequest(
             prompt=prompt, negative_prompt=s.negative, controls=controls, steps=self._steps(live_frame), guidance=s.guidance,
             seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model, loras=loras,
+            regions=region_specs(self.doc, s.width, s.height),
         )  # fmt: skip
         return req if s.mode == "generate" else self._edit_request(req)
 
@@ -204,7 +206,8 @@ class AppState(QObject):
 
     def restore_saved(self, req: GenerationRequest, editor: dict) -> list[str]:
         """A saved picture's whole state, as one undo step: settings, each control map into its layer (the pose as
-        an editable skeleton), the picture it edited into the Image layer and its mask into the Mask layer."""
+        an editable skeleton), the picture it edited into the Image layer, its mask into the Mask layer and its
+        regions as region layers."""
         notes = self.restore_request(req, trusted=False)
         doc = self.doc
         doc.undo_stack.beginMacro("Restore from file")
@@ -225,13 +228,11 @@ class AppState(QObject):
                 else:
                     doc.set_layer_from_map(kind, image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2), None,
                                            "Restore from file")  # fmt: skip
+            replace_regions(doc, req.regions, "Restore from file")
         finally:
             doc.undo_stack.endMacro()
         mode = {"txt2img": "generate", "img2img": "refine", "inpaint": "inpaint"}[req.mode]
         self.update("restore", mode=mode, strength=req.strength, feather=req.feather)
-        if req.regions:  # never dropped in silence: the file keeps them, and the command line runs them
-            notes.append(f"its {len(req.regions)} region prompt{'s' if len(req.regions) > 1 else ''} "
-                         "cannot be edited in the window yet (noisebrush generate --from runs them)")  # fmt: skip
         return notes
 
     def skeleton_from(self, saved: dict, notes: list[str] | None = None) -> list | None:

@@ -93,6 +93,8 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.panel.model_browse_requested.connect(files.browse_model)
         self.panel.model.activated.connect(lambda _i: files.use_model(self.panel.model.currentData() or ""))
         self.layers_panel.active_changed.connect(self._set_active_layer)
+        self.layers_panel.regions.edited.connect(lambda: self._on_stroke(""))  # a region's prompt typed, or one added
+        self.layers_panel.regions.error.connect(self.show_error)
         self.layers_panel.load_requested.connect(files.load_layer_dialog)
         self.layers_panel.clear_requested.connect(self.doc.clear_layer)
         self.canvas.stroke_finished.connect(self._on_stroke)

@@ -195,13 +195,19 @@ def test_cli_an_all_black_region_is_said_and_left_out(tmp_path, capsys):
     assert "'a fox' covers under 2%" in capsys.readouterr().err
 
 
-def test_the_window_says_when_a_png_it_opens_has_regions_it_cannot_edit_yet(fake_window, qtbot, tmp_path):
+def test_a_png_with_regions_reopens_with_its_region_layers(fake_window, qtbot, tmp_path):
     from noisebrush.engine.metadata import save_png
 
     left, right = halves()
     req = GenerationRequest("a scene", width=128, height=128, seed=1, regions=(Region(left, "a fox"), Region(right, "a pine")))
     save_png(np.zeros((128, 128, 3), np.uint8), req, tmp_path / "with-regions.png")
     w = fake_window
+    w.state.update(width=128, height=128)
     with qtbot.waitSignal(w.files.files_read, timeout=10000):
         w.files.open_picture(str(tmp_path / "with-regions.png"))
-    assert "2 region prompts" in w.statusBar().currentMessage() and w.state.settings.prompt == "a scene"
+    assert [r.prompt for r in w.doc.regions.values()] == ["a fox", "a pine"]
+    captured = w.state.capture_request()
+    assert [r.prompt for r in captured.regions] == ["a fox", "a pine"]
+    assert np.array_equal(captured.regions[0].mask, left) and np.array_equal(captured.regions[1].mask, right)
+    w.doc.undo_stack.undo()  # the whole restore is one step: the regions go with it
+    assert not w.doc.regions
