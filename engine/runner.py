@@ -83,6 +83,22 @@ class Runner:
             self._prompt_cache.popitem(last=False)
         return embeds
 
+    def _family(self, ref: str) -> str:
+        """A model's family from its configs or file header, without loading it (the loaded one's if it is)."""
+        if self.models.is_loaded(ref):
+            return self.models.get(ref).family
+        from pathlib import Path
+
+        from noisebrush.engine.catalog import classify_file
+        from noisebrush.engine.flow import flow_family
+        from noisebrush.engine.models import resolve_model_dir
+
+        folder = resolve_model_dir(ref)
+        if Path(folder).is_file():
+            entry = classify_file(Path(folder))
+            return entry.family if entry is not None else "?"
+        return flow_family(Path(folder)) or "sd15"  # SDXL and SD1.5 both take regions; only the flow families differ
+
     def _region_embeds(self, pipe, model, req: GenerationRequest, embeds: dict, nets: list):
         """(the text embeddings of every block end to end, their masks) for a request with regions; None without.
         Each block's words are encoded (and cached) like a plain prompt; SDXL keeps the whole prompt's pooled one."""
@@ -110,10 +126,12 @@ class Runner:
         t0 = time.perf_counter()
         if not self.models.is_loaded(req.model):
             emit(Progress(job_id, f"loading model {req.model or 'noisebrush-default'}…"))
+        if req.regions:  # refused before anything loads
+            family = self._family(req.model)
+            if family not in REGION_FAMILIES:
+                raise UserError(f"regions run on SD1.5, SDXL and the embedded model on this computer, not on "
+                                f"{family.upper()} models; a ComfyUI server runs them for every family")  # fmt: skip
         model = self.models.get(req.model)
-        if req.regions and model.family not in REGION_FAMILIES:
-            raise UserError(f"regions run on SD1.5, SDXL and the embedded model on this computer, not on "
-                            f"{model.family.upper()} models; a ComfyUI server runs them for every family")  # fmt: skip
         controls = req.active_controls()
         nets = [model.controlnet(c.kind, c.model) for c in controls]
         if cancelled.is_set():

@@ -211,3 +211,14 @@ def test_a_png_with_regions_reopens_with_its_region_layers(fake_window, qtbot, t
     assert np.array_equal(captured.regions[0].mask, left) and np.array_equal(captured.regions[1].mask, right)
     w.doc.undo_stack.undo()  # the whole restore is one step: the regions go with it
     assert not w.doc.regions
+
+
+def test_flux_and_sd3_refuse_regions_locally_before_loading(runner, tmp_path):
+    from tiny_flow import write_flux_folder
+
+    folder = write_flux_folder(tmp_path / "tiny-flux", with_controlnet=False)
+    left, _ = halves(64)
+    req = GenerationRequest("x", model=str(folder), width=64, height=64, steps=1, regions=(Region(left, "a fox"),))
+    with pytest.raises(UserError, match="not on FLUX models; a ComfyUI server") as caught:
+        run(runner, req)
+    assert "\n" not in str(caught.value) and not runner.models.is_loaded(str(folder))  # nothing was loaded
