@@ -222,3 +222,26 @@ def test_flux_and_sd3_refuse_regions_locally_before_loading(runner, tmp_path):
     with pytest.raises(UserError, match="not on FLUX models; a ComfyUI server") as caught:
         run(runner, req)
     assert "\n" not in str(caught.value) and not runner.models.is_loaded(str(folder))  # nothing was loaded
+
+
+def test_the_per_block_fast_path_paints_what_the_masked_softmax_over_every_token_paints(runner):
+    from noisebrush.engine.region_attention import RegionMasks
+
+    left, right = halves()
+    blob = np.zeros((128, 128), np.uint8)
+    blob[30:70, 50:90] = 255  # overlaps both halves: borders where pooled masks meet at every level
+    req = GenerationRequest("", width=128, height=128, steps=8, seed=2, regions=(
+        Region(left, "a red circle on a red background"), Region(right, "a blue square"), Region(blob, "a green star")))
+    fast = run(runner, req).astype(int)
+    original_init = RegionMasks.__init__
+
+    def exact(self, *a, **kw):
+        original_init(self, *a, **kw)
+        self.exact = True
+
+    RegionMasks.__init__ = exact
+    try:
+        slow = run(runner, req).astype(int)
+    finally:
+        RegionMasks.__init__ = original_init
+    assert np.abs(fast - slow).max() <= 3 and np.abs(fast - slow).mean() < 0.5
