@@ -69,7 +69,10 @@ def _size(path: Path) -> int:
 
 def _read_config(path: Path) -> dict:
     """A config.json that is a JSON object, else ValueError (a list or a number is not a config)."""
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except RecursionError:  # as ValueError, which the callers take for a damaged config
+        raise ValueError(f"{path.name} nests too deep") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path.name} is not a JSON object")
     return data
@@ -162,7 +165,7 @@ def classify_file(path: Path) -> ModelEntry | None:
     if flow is not None:
         return _flow_entry(path, header, *flow, "single_file")
     if any(k.startswith(("control_model.", "controlnet_cond_embedding")) for k in keys):
-        ctx = next((v["shape"][-1] for k, v in header.items() if k.endswith("attn2.to_k.weight")), None)
+        ctx = next((v["shape"][-1] for k, v in header.items() if k.endswith("attn2.to_k.weight") and v["shape"]), None)
         # SDXL ControlNets carry SDXL's added time/text embedding; 2048-wide cross-attention says so too
         xl = ctx == 2048 or any(k.startswith(("add_embedding.", "control_model.label_emb.")) for k in keys)
         family = "sdxl" if xl else "sd15"

@@ -65,7 +65,7 @@ def json_object(path: Path) -> dict:
     """A JSON file's object, or {} when it is missing, unreadable or not an object (configs that may be absent)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (OSError, ValueError, RecursionError):  # ValueError: not UTF-8, not JSON, a 5,000-digit number
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -73,7 +73,7 @@ def json_object(path: Path) -> dict:
 def flow_family(folder: Path) -> str | None:
     """The family of a diffusers folder ("sd3" or "flux": a transformer, not a UNet), else None."""
     cls = json_object(folder / "transformer" / "config.json").get("_class_name")
-    if cls in TRANSFORMER_FAMILY:
+    if isinstance(cls, str) and cls in TRANSFORMER_FAMILY:  # a list or an object is no class name (nor hashable)
         return TRANSFORMER_FAMILY[cls]
     index = str(json_object(folder / "model_index.json").get("_class_name", ""))
     if index.startswith("StableDiffusion3"):
@@ -87,7 +87,7 @@ def config_family(cfg: dict, default: str = "?") -> str:
     """The family of a ControlNet's (or UNet's) config: SD3 and Flux by class, the UNet families by their widths;
     `default` for a config that names no width."""
     cls = cfg.get("_class_name")
-    if cls in CONTROLNET_FAMILY:
+    if isinstance(cls, str) and cls in CONTROLNET_FAMILY:  # a list or an object is no class name (nor hashable)
         return CONTROLNET_FAMILY[cls]
     if cfg.get("addition_embed_type") == "text_time" or cfg.get("cross_attention_dim") == 2048:
         return "sdxl"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from noisebrush.engine.errors import UserError
 
 GGUF_SUFFIX = ".gguf"
 INSTALL_GGUF = "GGUF files need the gguf package: install noisebrush[gguf]"
 FLOAT_TYPES = ("F32", "F16", "BF16")  # diffusers keeps these as plain tensors; the rest are quantized blocks
+MAX_GGUF_READS = 30_000  # a Flux GGUF takes about 6 a tensor (~5,000); gguf spends ~10 µs a read in Python
 
 
 def is_gguf(path: Path) -> bool:
@@ -36,16 +38,41 @@ def gguf_header(path: Path) -> dict:
         raise UserError(INSTALL_GGUF)
     from gguf import GGUFReader
 
+    class TooMany(Exception):
+        pass
+
+    class WholeReads(GGUFReader):
+        """gguf reads past the end of the file as empty arrays: an array field counting 2⁶⁴ items of a 45-byte file
+        then loops for ever, growing. Here a read past the end is an error, and the reads are counted: each costs
+        Python time, and an SD3 or Flux transformer file needs a few thousand (a language model's vocabulary, or a
+        crafted file, millions)."""
+
+        reads = 0
+
+        def _get(self, offset: int, dtype: Any, count: int = 1, *args: Any, **kwargs: Any) -> Any:
+            self.reads += 1
+            if self.reads > MAX_GGUF_READS:
+                raise TooMany
+            arr = super()._get(offset, dtype, count, *args, **kwargs)
+            if len(arr) < int(count):
+                raise ValueError("the file ends inside a field")
+            return arr
+
     try:
-        reader = GGUFReader(path)
+        reader = WholeReads(path)
         header: dict = {
             t.name: {"shape": [int(s) for s in reversed(t.shape)], "dtype": t.tensor_type.name, "n_bytes": int(t.n_bytes)}
             for t in reader.tensors
         }  # ggml lists dimensions innermost first: reversed, they read as torch's
         arch = reader.fields.get("general.architecture")
         header["__metadata__"] = {"general.architecture": str(arch.contents()) if arch is not None else ""}
-    except (ValueError, KeyError, IndexError, OSError, TypeError) as exc:  # a damaged or truncated file
-        raise UserError(f"{path.name} is not a valid GGUF file ({exc}); it may be damaged or incomplete") from None
+    except (ValueError, KeyError, IndexError, OSError, TypeError, OverflowError) as exc:  # a damaged or truncated file
+        reason = " ".join(str(exc).split())[:200]  # gguf quotes the file's own names: one line, and not all of it
+        raise UserError(f"{path.name} is not a valid GGUF file ({reason}); it may be damaged or incomplete") from None
+    except RecursionError:  # gguf reads arrays of arrays recursively: a file can nest them past Python's stack
+        raise UserError(f"{path.name} is not a valid GGUF file (its fields nest too deep); not opened") from None
+    except TooMany:
+        raise UserError(f"{path.name} holds far more metadata than an SD3 or Flux transformer file; not read") from None
     return header
 
 

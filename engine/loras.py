@@ -36,7 +36,7 @@ def _flow_family(header: dict) -> str | None:
             return "sd3"
         if rest.startswith("transformer_blocks") and key.startswith(("transformer.", "lora_transformer_", "base_model.")):
             if any(w in key for w in ("lora_A", "lora_down", "lora.down")) and isinstance(value, dict):
-                widths.append(value.get("shape", [0])[-1])
+                widths.extend(value.get("shape", [])[-1:])  # [-1:]: a damaged header's empty shape tells nothing
     if not widths:
         return None
     return "flux" if FLUX_WIDTH in widths else "sd3"  # diffusers' names are the same for both: the width tells
@@ -52,7 +52,7 @@ def lora_family(header: dict) -> str:
         return "sdxl"
     for k, v in header.items():
         if "attn2" in k and "to_k" in k and any(w in k for w in ("lora.down", "lora_down", "lora_A")):
-            return "sdxl" if v["shape"][-1] == 2048 else "sd15"
+            return "sdxl" if v["shape"][-1:] == [2048] else "sd15"  # [-1:]: an empty shape is no width
     return "sd15"
 
 

@@ -59,7 +59,9 @@ def _header(path: Path) -> dict:
 def _params(entry: dict) -> int:
     if not isinstance(entry, dict) or entry.get("dtype") not in FLOAT_TYPES or not isinstance(entry.get("shape"), list):
         return 0
-    return math.prod(int(s) for s in entry["shape"])
+    if not all(isinstance(s, int) and s >= 0 for s in entry["shape"]):  # a damaged header: no estimate, not a crash
+        return 0
+    return math.prod(entry["shape"])
 
 
 def _file_part(key: str) -> str:

@@ -34,10 +34,13 @@ MAX_EMBEDDED_PIXELS = 4096 * 4096
 def _from_b64(data: str) -> np.ndarray:
     if not isinstance(data, str):
         raise ValueError("an image entry is not text")
-    with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as img:
-        if img.width * img.height > MAX_EMBEDDED_PIXELS:
-            raise ValueError(f"an embedded image of {img.width}×{img.height} is too large")
-        return np.asarray(img.convert("RGB")).copy()
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as img:
+            if img.width * img.height > MAX_EMBEDDED_PIXELS:
+                raise ValueError(f"an embedded image of {img.width}×{img.height} is too large")
+            return np.asarray(img.convert("RGB")).copy()
+    except Image.DecompressionBombError:  # not a ValueError: Pillow refuses a huge header before its size is seen here
+        raise ValueError("an embedded image is too large to open safely") from None
 
 
 def a1111_parameters(req: GenerationRequest, model_name: str) -> str:
@@ -133,7 +136,7 @@ def request_from_json(data: object) -> GenerationRequest:
         )
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError, OSError, RecursionError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OSError, OverflowError, RecursionError) as exc:  # int(inf)
         what = (f"{exc} is missing" if isinstance(exc, KeyError) else "a picture inside is not an image"
                 if isinstance(exc, OSError) else "a value has the wrong type or form")  # fmt: skip
         raise UserError(f"the Noisebrush settings in this PNG are damaged ({what})") from None
@@ -228,7 +231,7 @@ def read_saved(path: str | Path) -> tuple[GenerationRequest, dict]:
     if JSON_KEY in text:
         try:
             data = json.loads(text[JSON_KEY])
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: not JSON, or a number past Python's 4,300 digits
             raise UserError(f"{path.name}: the Noisebrush settings chunk is not valid JSON") from None
         req = request_from_json(data)
         editor = data.get("editor") if isinstance(data.get("editor"), dict) else {}

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from noisebrush.engine.errors import UserError
+
 KEYPOINT_NAMES: tuple[str, ...] = (
     "nose", "neck",
     "right_shoulder", "right_elbow", "right_wrist",
@@ -44,6 +46,10 @@ STICK_WIDTH = 4
 JOINT_RADIUS = 4
 
 Point = tuple[float, float] | None
+
+
+class PoseError(UserError, ValueError):
+    """A pose file that cannot be read. A ValueError too: callers from before it was a UserError catch that."""
 
 
 @dataclass
@@ -161,8 +167,12 @@ MAX_COORD = 100_000.0  # px; beyond this a file is not a pose
 
 
 def _number(v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"a pose keypoint holds {v!r}, not a finite number")
+    try:
+        finite = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    except OverflowError:  # an int past a float's range (JSON allows 10**400)
+        finite = False
+    if not finite:
+        raise PoseError(f"a pose keypoint holds {v!r:.40}, not a finite number")
     return float(v)
 
 
@@ -171,7 +181,7 @@ def _canvas(data: dict, key: str) -> int | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= MAX_COORD:
-        raise ValueError(f"{key} must be a size in pixels (got {v!r})")
+        raise PoseError(f"{key} must be a size in pixels (got {v!r:.40})")
     return int(v)
 
 
@@ -184,20 +194,20 @@ def people_from_json(data: dict, width: int | None = None, height: int | None = 
     and no canvas size has its people fitted to the canvas, and `notes` says so.
     """
     if not isinstance(data, dict) or not isinstance(data.get("people"), list):
-        raise ValueError("not an OpenPose JSON file: it has no 'people' list")
+        raise PoseError("not an OpenPose JSON file: it has no 'people' list")
     notes = notes if notes is not None else []
     src_w, src_h = _canvas(data, "canvas_width"), _canvas(data, "canvas_height")
     raw = []
     for entry in data["people"]:
         flat = entry.get("pose_keypoints_2d") if isinstance(entry, dict) else None
         if not isinstance(flat, list) or len(flat) < NUM_KEYPOINTS * 3:
-            raise ValueError("a person's pose_keypoints_2d must hold 18 (COCO) or 25 (BODY_25) × (x, y, confidence)")
+            raise PoseError("a person's pose_keypoints_2d must hold 18 (COCO) or 25 (BODY_25) × (x, y, confidence)")
         values = [_number(v) for v in flat]
         if len(values) == 25 * 3:
             values = [values[3 * b + k] for b in BODY25_TO_COCO18 for k in range(3)]
         values = values[: NUM_KEYPOINTS * 3]
         if any(abs(v) > MAX_COORD for v in values):
-            raise ValueError("pose coordinates are out of range")
+            raise PoseError("pose coordinates are out of range")
         raw.append(values)
     coords = [v for values in raw for i, v in enumerate(values) if i % 3 != 2]
     normalised = max(coords, default=0.0) <= 1.0
@@ -235,12 +245,12 @@ def load_pose_json(path: str | Path, width: int | None = None, height: int | Non
                    notes: list[str] | None = None) -> list[Person]:  # fmt: skip
     path = Path(path)
     if not path.is_file():  # a FIFO or a device would block the reader for ever
-        raise ValueError(f"{path.name}: not a regular file")
+        raise PoseError(f"{path.name}: not a regular file")
     if path.stat().st_size > 16 * 2**20:
-        raise ValueError(f"{path.name}: {path.stat().st_size / 2**20:.0f} MB is too large for a pose file")
+        raise PoseError(f"{path.name}: {path.stat().st_size / 2**20:.0f} MB is too large for a pose file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"cannot read pose JSON {path.name}: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON, a 5,000-digit number
+        raise PoseError(f"cannot read pose JSON {path.name}: {exc}") from None
     people, _, _ = people_from_json(data, width, height, notes)
     return people

@@ -63,11 +63,13 @@ def check_safetensors(path: Path) -> dict:
                    and isinstance(v.get("shape"), list) for v in entries.values()):  # fmt: skip
             raise ValueError("a tensor entry has no shape or data offsets")
         end = max((int(v["data_offsets"][1]) for v in entries.values()), default=0)
-    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError, OverflowError) as exc:  # Overflow: int(inf)
         raise UserError(f"{path.name} is not a valid .safetensors file ({exc}); it may be damaged or incomplete") from None
     if 8 + n + end > size:
-        missing = (8 + n + end - size) / 1e6
-        raise UserError(f"{path.name} is truncated: {missing:.1f} MB are missing (an interrupted download?)")
+        missing = 8 + n + end - size
+        if missing > 1 << 50:  # a petabyte (or more than a float holds): not a cut-short download but a wrong header
+            raise UserError(f"{path.name} is not a valid .safetensors file (a tensor ends past any real file's end)")
+        raise UserError(f"{path.name} is truncated: {missing / 1e6:.1f} MB are missing (an interrupted download?)")
     return header
 
 

@@ -96,7 +96,7 @@ def preview_frame(data: bytes, prompt_id: str, server: str) -> np.ndarray | None
         (n,) = struct.unpack(">I", data[4:8])
         try:
             meta = json.loads(data[8 : 8 + n])
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: not UTF-8, not JSON, a 5,000-digit number
             return None
         if isinstance(meta, dict) and meta.get("prompt_id") not in (None, prompt_id):
             return None
@@ -268,7 +268,7 @@ class ComfyBackend:
             try:
                 msg = json.loads(data)
                 kind, body = msg["type"], msg.get("data") or {}
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError):
+            except (ValueError, RecursionError, KeyError, TypeError):  # ValueError: JSON's, a 5,000-digit number
                 continue  # not ours to understand; the job's end still comes
             if not isinstance(body, dict) or body.get("prompt_id", prompt_id) != prompt_id:
                 continue
@@ -281,8 +281,9 @@ class ComfyBackend:
                 if isinstance(value, int) and 0 < value <= total:
                     step = value
             elif kind == "execution_error":
-                raise ServerError(f"{server.name}: {body.get('node_type', 'a node')} failed: "
-                                  f"{str(body.get('exception_message', '')).strip()[:300]}")  # fmt: skip
+                clean = server.client._clean  # the server's words: one line, bounded, any echoed token blanked
+                raise ServerError(f"{server.name}: {clean(str(body.get('node_type', 'a node')), 60)} failed: "
+                                  f"{clean(str(body.get('exception_message', '')), 300)}")  # fmt: skip
             elif kind == "execution_interrupted":
                 raise ServerError(f"{server.name} interrupted the job (someone pressed Cancel on the server?)")
             elif kind == "executing" and body.get("node") is None:
@@ -339,10 +340,14 @@ class ComfyBackend:
             devices = stats.get("devices") if isinstance(stats.get("devices"), list) else []
             dev = devices[0] if devices and isinstance(devices[0], dict) else {}
             free = dev.get("vram_free") if isinstance(dev.get("vram_free"), int | float) else None
-            lines.append(f"✓ {s.name}: ComfyUI {system.get('comfyui_version', '?')}, {dev.get('name', 'no device')}"
+            free = free if free is not None and abs(free) < 1e18 else None  # NaN, Infinity, 10**400: not a figure
+            # the server's own words (version, device, file names) as one short line, any token it echoes blanked
+            version, device = (s.client._clean(str(v), 60) for v in (system.get("comfyui_version", "?"),
+                                                                      dev.get("name", "no device")))  # fmt: skip
+            lines.append(s.client._clean(f"✓ {s.name}: ComfyUI {version}, {device}"
                          + (f", {free / 2**30:.1f} GB free" if free is not None else "")
                          + f"; {_count(s.models.checkpoints, 'checkpoint')}, {_count(s.models.controlnets, 'ControlNet')}, "
-                         f"{_count(s.models.loras, 'LoRA')}" + _first(s.models.checkpoints))  # fmt: skip
+                         f"{_count(s.models.loras, 'LoRA')}" + _first(s.models.checkpoints), 600))  # fmt: skip
         return lines
 
     def close(self) -> None:

@@ -167,7 +167,7 @@ class ComfyClient:
     def _json(self, body: bytes, path: str) -> Any:
         try:
             return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # ValueError: not UTF-8, not JSON, a 5,000-digit number
             raise ServerError(f"{self.name}: {path.split('?')[0]} sent something that is not JSON (is it ComfyUI?)") from None
 
     # --- what the backend uses ------------------------------------------------------------
@@ -218,7 +218,7 @@ class ComfyClient:
         info = self.get_json("/prompt")
         try:
             return max(0, int(info["exec_info"]["queue_remaining"]))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # Overflow: Infinity
             raise ServerError(f"{self.name}: /prompt did not say how long its queue is") from None
 
     def interrupt(self, prompt_id: str) -> None:
@@ -302,7 +302,7 @@ def _describe_error(detail: str) -> str:
     """ComfyUI's error JSON ({"error": {"message", "details"}, "node_errors": …}) as one readable line."""
     try:
         data = json.loads(detail)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: not JSON, or a number past Python's 4,300 digits
         return _one_line(detail, 200)
     if not isinstance(data, dict):
         return ""
@@ -315,7 +315,8 @@ def _describe_error(detail: str) -> str:
     nodes = data.get("node_errors")
     if isinstance(nodes, dict):
         for node_err in list(nodes.values())[:2]:
-            for e in (node_err.get("errors") or [])[:1] if isinstance(node_err, dict) else []:
+            errors = node_err.get("errors") if isinstance(node_err, dict) else None
+            for e in errors[:1] if isinstance(errors, list) else []:  # a number or an object is no list of errors
                 if isinstance(e, dict):
                     parts.append(f"{e.get('message', '')}: {e.get('details', '')}")
     return _one_line(" — ".join(p for p in parts if p), 300)
