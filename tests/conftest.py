@@ -61,3 +61,19 @@ def lonely_folder(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "downloads" / "models"
     folder.mkdir(parents=True)
     return folder
+
+
+@pytest.fixture
+def servers():
+    """Start fake HTTP(S) servers on 127.0.0.1 (tests/fake_servers.py): servers(**kw) -> FakeServer; all stop after."""
+    from fake_servers import FakeServer
+
+    started: list = []
+
+    def start(**kw):
+        started.append(FakeServer(**kw))
+        return started[-1]
+
+    yield start
+    for s in started:
+        s.stop()

@@ -24,19 +24,6 @@ from noisebrush.engine.events import Failed, Finished
 from noisebrush.engine.request import GenerationRequest
 
 
-@pytest.fixture
-def servers():
-    started: list[FakeServer] = []
-
-    def start(**kw) -> FakeServer:
-        started.append(FakeServer(**kw))
-        return started[-1]
-
-    yield start
-    for s in started:
-        s.stop()
-
-
 def _png(w: int = 64, h: int = 64) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(buf, format="PNG")

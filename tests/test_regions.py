@@ -1,5 +1,6 @@
 """Regions (issue 26): a prompt per painted area, as data in the request; masked cross-attention locally."""
 
+import contextlib
 import threading
 
 import numpy as np
@@ -65,6 +66,25 @@ def runner():
     return Runner(ModelManager(choose(options), options), preview_interval_s=0.0, previews=False)
 
 
+@contextlib.contextmanager
+def region_masks(**attributes):
+    """Every RegionMasks the engine makes in the block gets these attributes (record: a list; exact: True)."""
+    from noisebrush.engine.region_attention import RegionMasks
+
+    original_init = RegionMasks.__init__
+
+    def init(self, *a, **kw):
+        original_init(self, *a, **kw)
+        for name, value in attributes.items():
+            setattr(self, name, value)
+
+    RegionMasks.__init__ = init
+    try:
+        yield
+    finally:
+        RegionMasks.__init__ = original_init
+
+
 def run(runner, req: GenerationRequest) -> np.ndarray:
     events: list = []
     runner.run(1, req, events.append, threading.Event())
@@ -74,7 +94,6 @@ def run(runner, req: GenerationRequest) -> np.ndarray:
 @pytest.mark.parametrize("model", ["embedded", "tiny"])
 def test_a_regions_words_get_no_attention_outside_it_and_some_inside_at_every_level(runner, tiny_model, model):
     """The embedded model has cross-attention at several UNet levels and in its ControlNets; the tiny one at one."""
-    from noisebrush.engine.region_attention import RegionMasks
 
     left, right = halves(128)
     blob = np.zeros((128, 128), np.uint8)
@@ -82,19 +101,10 @@ def test_a_regions_words_get_no_attention_outside_it_and_some_inside_at_every_le
     req = GenerationRequest("a scene", model="" if model == "embedded" else tiny_model, width=128, height=128, steps=2,
                             seed=3, guidance=5.0, regions=(Region(left, "a red fox"), Region(blob, "a bird")))  # fmt: skip
     recorded: list = []
-    original_init = RegionMasks.__init__
-
-    def recording(self, *a, **kw):
-        original_init(self, *a, **kw)
-        self.record = recorded
-
-    RegionMasks.__init__ = recording
-    try:
+    with region_masks(record=recorded):
         unet = runner.models.get(req.model).components["unet"]
         before = {k: type(v) for k, v in unet.attn_processors.items()}
         run(runner, req)
-    finally:
-        RegionMasks.__init__ = original_init
     assert {k: type(v) for k, v in unet.attn_processors.items()} == before  # put back after the job
     masks = runner.region_masks
     levels = sorted({n for n, _ in recorded})
@@ -225,7 +235,6 @@ def test_flux_and_sd3_refuse_regions_locally_before_loading(runner, tmp_path):
 
 
 def test_the_per_block_fast_path_paints_what_the_masked_softmax_over_every_token_paints(runner):
-    from noisebrush.engine.region_attention import RegionMasks
 
     left, right = halves()
     blob = np.zeros((128, 128), np.uint8)
@@ -233,15 +242,6 @@ def test_the_per_block_fast_path_paints_what_the_masked_softmax_over_every_token
     req = GenerationRequest("", width=128, height=128, steps=8, seed=2, regions=(
         Region(left, "a red circle on a red background"), Region(right, "a blue square"), Region(blob, "a green star")))
     fast = run(runner, req).astype(int)
-    original_init = RegionMasks.__init__
-
-    def exact(self, *a, **kw):
-        original_init(self, *a, **kw)
-        self.exact = True
-
-    RegionMasks.__init__ = exact
-    try:
+    with region_masks(exact=True):
         slow = run(runner, req).astype(int)
-    finally:
-        RegionMasks.__init__ = original_init
     assert np.abs(fast - slow).max() <= 3 and np.abs(fast - slow).mean() < 0.5

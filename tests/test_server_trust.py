@@ -5,7 +5,7 @@ import os
 import stat
 
 import pytest
-from fake_servers import FakeServer, tls_context
+from fake_servers import tls_context
 
 from noisebrush.engine.backends.comfy import ComfyBackend
 from noisebrush.engine.backends.comfy_client import ComfyClient, ServerConfig
@@ -14,19 +14,6 @@ from noisebrush.engine.credentials import SecretStore
 from noisebrush.engine.errors import UserError
 
 TOKEN = "nb-secret-4f1c9a7e"
-
-
-@pytest.fixture
-def servers():
-    started: list[FakeServer] = []
-
-    def start(**kw) -> FakeServer:
-        started.append(FakeServer(**kw))
-        return started[-1]
-
-    yield start
-    for s in started:
-        s.stop()
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
