@@ -146,6 +146,17 @@ class ControlLayer(QObject):
         source = self.source()
         return source if source is not None and source.shape[:2] == (height, width) else None
 
+    def coverage_at(self, width: int, height: int) -> np.ndarray | None:
+        """A mask-like layer (the Mask, a region) at output size, HxW with white = covered; None if nothing is.
+        The exact map it was set from while its pixels are untouched (a restored file's), else its alpha resampled."""
+        source = self.source_at(width, height)
+        if source is not None and source.any():
+            return source.max(axis=2)
+        alpha = qimage_to_rgba(self.image)[..., 3]
+        if not alpha.any():
+            return None
+        return cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA) if alpha.shape != (height, width) else alpha
+
     def control_image(self, width: int, height: int, rgba: np.ndarray | None = None) -> np.ndarray:
         """The engine's convention at output size (the kind's map_from_layer)."""
         source = self.source_at(width, height)
@@ -234,13 +245,7 @@ class Document(QObject):
 
     def edit_mask(self, width: int, height: int) -> np.ndarray | None:
         """The Mask layer at output size (white = repaint), or None if nothing is masked."""
-        source = self.edit_layers["mask"].source_at(width, height)
-        if source is not None and source.any():
-            return source.max(axis=2)
-        alpha = qimage_to_rgba(self.edit_layers["mask"].image)[..., 3]
-        if not alpha.any():
-            return None
-        return cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA) if alpha.shape != (height, width) else alpha
+        return self.edit_layers["mask"].coverage_at(width, height)
 
     def invert_mask(self) -> None:
         alpha = qimage_to_rgba(self.edit_layers["mask"].image)[..., 3]

@@ -9,7 +9,6 @@ engine/composition.py). The request gets them as `Region` data at output size.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QSize
 from PySide6.QtGui import QUndoCommand
@@ -17,7 +16,7 @@ from PySide6.QtGui import QUndoCommand
 from noisebrush.engine.composition import MAX_REGIONS, Region
 from noisebrush.engine.controls import ControlKind, ink_to_map
 from noisebrush.engine.errors import UserError
-from noisebrush.gui.document import ControlLayer, Document, qimage_to_rgba
+from noisebrush.gui.document import ControlLayer, Document
 
 COLOURS = [(255, 140, 0), (30, 144, 255), (46, 180, 70), (200, 80, 200), (230, 190, 0), (0, 190, 190),
            (240, 80, 60), (120, 90, 230)]  # fmt: skip
@@ -49,12 +48,10 @@ class RegionLayer(ControlLayer):
 
     def to_region(self, width: int, height: int) -> Region | None:
         """The region at output size; None while it has no prompt or no paint (it changes nothing yet)."""
-        alpha = qimage_to_rgba(self.image)[..., 3]
-        if not self.prompt.strip() or not alpha.any() or not self.settings.enabled:
+        if not self.prompt.strip() or not self.settings.enabled:
             return None
-        if alpha.shape != (height, width):
-            alpha = cv2.resize(alpha, (width, height), interpolation=cv2.INTER_AREA)
-        return Region(alpha, self.prompt, self.negative)
+        mask = self.coverage_at(width, height)
+        return None if mask is None else Region(mask, self.prompt, self.negative)
 
     def describe(self) -> dict:
         return {"key": self.kind, "prompt": self.prompt, "negative": self.negative, "colour": list(self.colour)}
@@ -137,7 +134,7 @@ def replace_regions(doc: Document, regions: tuple[Region, ...] | list[dict], tex
     keys = []
     for r in regions[:MAX_REGIONS]:
         if isinstance(r, Region):
-            layer = add_region(doc, r.prompt, _fit(r.mask, doc.size), r.negative)
+            layer = add_region(doc, r.prompt, r.mask, r.negative)  # the exact mask is kept as the layer's source
         else:
             layer = add_region(doc, str(r.get("prompt", "")), None, str(r.get("negative", "")),
                                tuple(r["colour"]) if _colour_ok(r.get("colour")) else None)  # fmt: skip
@@ -148,7 +145,3 @@ def replace_regions(doc: Document, regions: tuple[Region, ...] | list[dict], tex
 def _colour_ok(colour: object) -> bool:
     return isinstance(colour, list) and len(colour) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)
 
-
-def _fit(mask: np.ndarray, size: QSize) -> np.ndarray:
-    w, h = size.width(), size.height()
-    return mask if mask.shape == (h, w) else cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA)
