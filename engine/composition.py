@@ -7,8 +7,9 @@ with one sentence before anything loads:
 - **Region** (here): a painted mask (HxW uint8 at output size, white = the region) and its prompt and negative.
   Locally it is masked cross-attention in one UNet pass (`engine/region_attention.py`); on ComfyUI it is core
   nodes (`CLIPTextEncode` → `ConditioningSetMask` → `ConditioningCombine`, `engine/backends/comfy_workflow.py`).
-- **Reference** (next): a picture, a weight, a mode (style / composition / both) and an optional mask, the same
-  frozen-image conventions; locally an IP-Adapter loaded once and switched per job like LoRAs, on ComfyUI the
+- **Reference** (here): a picture, a weight, a mode (style / composition / both), a start/end range and an optional
+  mask, the same frozen-image conventions; locally an IP-Adapter whose weights load once and whose attention is
+  installed per job (`engine/reference_attention.py`, files found by `engine/ip_adapters.py`), on ComfyUI the
   IPAdapter node pack when `/object_info` shows it, refused with the pack's name when not.
 - **Tiles** (next): not a request field but a plan above the backend protocol, like variations: a large picture is
   split into overlapping ordinary img2img requests (the crop of the picture, of every control map and of every
@@ -30,10 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisebrush.engine.errors import UserError
-from noisebrush.engine.request import _frozen_mask, _text
+from noisebrush.engine.request import _finite, _frozen_image, _frozen_mask, _text
 
 MAX_REGIONS = 8  # each adds a prompt's tokens to every cross-attention; Krita advises at most 5
 MAX_REGION_WORDS = 300  # a prompt's words beyond the encoder's window are dropped anyway: 10,000 is a paste accident
+MAX_REFERENCES = 4  # each adds an image encoder pass and an attention per cross-attention layer
+REFERENCE_MODES = ("style", "composition", "both")
+REFERENCE_MAX_WEIGHT = 1.5  # past ~1.2 IP-Adapter copies the reference; 1.5 leaves room to push a weak one
+REFERENCE_SIDES = (16, 8192)  # px: the encoder reads 224 px; under 16 there is nothing to read, over 8192 a paste accident
 MIN_COVERAGE = 0.02
 BACKGROUND_MIN = 0.05
 
@@ -81,6 +86,70 @@ def check_regions(regions: tuple[Region, ...], width: int, height: int) -> None:
             if len(text.split()) > MAX_REGION_WORDS:
                 raise UserError(f"the prompt of the region {r.title!r} has {len(text.split())} words; "
                                 f"at most {MAX_REGION_WORDS} are read")  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """A picture whose style and/or composition the result follows. `mask`: HxW uint8 at output size (white = where
+    it applies) or None for everywhere; `adapter`: an IP-Adapter file to use instead of the one found for the model."""
+
+    image: np.ndarray
+    weight: float = 0.8
+    mode: str = "both"
+    start: float = 0.0
+    end: float = 1.0
+    mask: np.ndarray | None = None
+    adapter: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image, np.ndarray) or self.image.ndim not in (2, 3) or self.image.size == 0:
+            raise UserError("a reference must be a picture")
+        h, w = self.image.shape[:2]
+        low, high = REFERENCE_SIDES
+        if min(h, w) < low or max(h, w) > high:
+            raise UserError(f"a reference picture of {w}×{h} px cannot be used: it must be {low} to {high} px on "
+                            f"each side (it is read at 224 px), so {'scale it down' if max(h, w) > high else 'enlarge it'}")  # fmt: skip
+        try:
+            object.__setattr__(self, "image", _frozen_image(self.image))
+        except ValueError:
+            raise UserError("a reference must be an RGB picture") from None
+        if self.mask is not None:
+            object.__setattr__(self, "mask", _frozen_mask(self.mask))
+        if self.mode not in REFERENCE_MODES:
+            raise UserError(f"a reference's mode is one of {', '.join(REFERENCE_MODES)} (got {self.mode!r})")
+        for name in ("weight", "start", "end"):
+            _finite(getattr(self, name), f"reference {name}")
+        if not 0 <= self.weight <= REFERENCE_MAX_WEIGHT:
+            raise UserError(f"a reference's weight must be from 0 to {REFERENCE_MAX_WEIGHT:g} (got {self.weight:g})")
+        if not 0.0 <= self.start <= self.end <= 1.0:
+            raise UserError("a reference's start/end must satisfy 0 ≤ start ≤ end ≤ 1")
+        _text(self.adapter, "IP-Adapter path")
+
+    @property
+    def active(self) -> bool:
+        """Whether it changes the result: weight 0 (or an empty range) is the same as no reference."""
+        return self.weight > 0 and self.end > self.start and (self.mask is None or bool(self.mask.any()))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Reference):
+            return NotImplemented
+        plain = ("weight", "mode", "start", "end", "adapter")
+        same_mask = (self.mask is None) == (other.mask is None) and (self.mask is None or np.array_equal(self.mask, other.mask))
+        return all(getattr(self, n) == getattr(other, n) for n in plain) and same_mask and np.array_equal(self.image, other.image)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def check_references(references: tuple[Reference, ...], width: int, height: int) -> None:
+    """UserError for references no backend should try: too many, a mask of another size."""
+    if len(references) > MAX_REFERENCES:
+        raise UserError(f"at most {MAX_REFERENCES} reference pictures (got {len(references)})")
+    for i, r in enumerate(references, 1):
+        if not isinstance(r, Reference):
+            raise UserError("a reference must be a Reference (a picture, a weight and a mode)")
+        if r.mask is not None and r.mask.shape != (height, width):
+            raise UserError(f"the mask of reference {i} is {r.mask.shape[1]}×{r.mask.shape[0]}, the output "
+                            f"{width}×{height}: resize it first")  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)

@@ -207,6 +207,7 @@ class LoadedModel:
     options: LoadOptions = field(default_factory=LoadOptions)
     controlnets: dict[str, Any] = field(default_factory=dict)  # path → ControlNetModel
     loras: dict[str, str] = field(default_factory=dict)  # path → adapter name, loaded into the modules (loras.py)
+    ip_adapters: dict[str, Any] = field(default_factory=dict)  # path → LoadedAdapter (reference_attention.py)
 
     @property
     def vae_factor(self) -> int:

@@ -13,7 +13,7 @@ from noisebrush.engine.controls import get_kind
 from noisebrush.engine.errors import UserError
 
 if TYPE_CHECKING:
-    from noisebrush.engine.composition import Region
+    from noisebrush.engine.composition import Reference, Region
 
 # The one place for the ranges every front end (GUI, CLI, files) is held to.
 MAX_SEED = 2**32 - 1  # A1111's range; -1 in their files means "random"
@@ -140,10 +140,12 @@ class GenerationRequest:
     feather: int = 0  # px of soft edge where the repainted region meets the kept one
     loras: tuple[LoraSpec, ...] = field(default_factory=tuple)
     regions: tuple[Region, ...] = field(default_factory=tuple)  # a prompt per painted area (engine/composition.py)
+    references: tuple[Reference, ...] = field(default_factory=tuple)  # pictures to follow (engine/composition.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "controls", tuple(self.controls))
         object.__setattr__(self, "regions", tuple(self.regions))
+        object.__setattr__(self, "references", tuple(self.references))
         object.__setattr__(self, "loras", tuple(self.loras))
         object.__setattr__(self, "init_image", _frozen_image(self.init_image))
         object.__setattr__(self, "mask", _frozen_mask(self.mask))
@@ -193,10 +195,18 @@ class GenerationRequest:
             from noisebrush.engine.composition import check_regions
 
             check_regions(self.regions, self.width, self.height)
+        if self.references:
+            from noisebrush.engine.composition import check_references
+
+            check_references(self.references, self.width, self.height)
 
     def active_controls(self) -> tuple[ControlSpec, ...]:
         """Controls that change the result: a weight of 0 is the same as leaving the control out."""
         return tuple(c for c in self.controls if c.weight > 0 and c.end > c.start)
+
+    def active_references(self) -> tuple[Reference, ...]:
+        """References that change the result (weight 0 is the same as leaving the reference out)."""
+        return tuple(r for r in self.references if r.active)
 
     def replace(self, **changes: object) -> GenerationRequest:
         return dataclasses.replace(self, **changes)

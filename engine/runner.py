@@ -23,6 +23,7 @@ from noisebrush.engine.loras import apply_loras
 from noisebrush.engine.masks import feathered, paste_back
 from noisebrush.engine.models import ModelManager
 from noisebrush.engine.previews import X0Tap
+from noisebrush.engine.reference_attention import installed as references_installed
 from noisebrush.engine.region_attention import RegionMasks, installed
 from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
 from noisebrush.engine.schedulers import make_scheduler
@@ -46,6 +47,7 @@ def seeded_global_rng(seed: int, device: str):
 
 
 REGION_FAMILIES = ("sd15", "sdxl")  # masked cross-attention (engine/region_attention.py)
+REFERENCE_FAMILIES = ("sd15", "sdxl")  # IP-Adapter (engine/reference_attention.py)
 
 
 class Runner:
@@ -99,6 +101,45 @@ class Runner:
             return entry.family if entry is not None else "?"
         return flow_family(Path(folder)) or "sd15"  # SDXL and SD1.5 both take regions; only the flow families differ
 
+    def _cross_dim(self, ref: str, family: str) -> int:
+        """The width of a model's cross-attention, from its UNet config (or its family, for a single file), unloaded."""
+        if self.models.is_loaded(ref):
+            return int(self.models.get(ref).components["unet"].config.cross_attention_dim)
+        from noisebrush.engine.models import read_json_object, resolve_model_dir
+
+        folder = resolve_model_dir(ref)
+        if folder.is_dir() and (folder / "unet" / "config.json").is_file():
+            width = read_json_object(folder / "unet" / "config.json").get("cross_attention_dim")
+            if isinstance(width, int):
+                return width
+        return {"sd15": 768, "sdxl": 2048}.get(family, 0)
+
+    def _reference_files(self, req: GenerationRequest) -> list:
+        """The IP-Adapter files of each active reference, found (or refused with what to get) before any load."""
+        from noisebrush.engine.ip_adapters import find_adapter
+
+        family = self._family(req.model)
+        if family not in REFERENCE_FAMILIES:
+            raise UserError(f"reference pictures run on SD1.5 and SDXL models on this computer (IP-Adapter), not on "
+                            f"{family.upper()} models")  # fmt: skip
+        width = self._cross_dim(req.model, family)
+        name = req.model or "the embedded model"
+        return [find_adapter(width, name, r.adapter) for r in req.active_references()]
+
+    def _reference_job(self, model, files: list, req: GenerationRequest, cfg: bool):
+        """The job's references with their adapters loaded (once per model and file) and their pictures encoded."""
+        from noisebrush.engine.reference_attention import ReferenceJob, cross_attention_names, load_adapter
+
+        unet = model.components["unet"]
+        adapters = []
+        for f in files:
+            key = str(f.path.resolve())
+            if key not in model.ip_adapters:
+                model.ip_adapters[key] = load_adapter(f, unet, model.device.device, model.device.dtype)
+            adapters.append(model.ip_adapters[key])
+        hw = (req.height // model.vae_factor, req.width // model.vae_factor)
+        return ReferenceJob(adapters, req.active_references(), cross_attention_names(unet), hw, cfg)
+
     def _region_embeds(self, pipe, model, req: GenerationRequest, embeds: dict, nets: list):
         """(the text embeddings of every block end to end, their masks) for a request with regions; None without.
         Each block's words are encoded (and cached) like a plain prompt; SDXL keeps the whole prompt's pooled one."""
@@ -131,6 +172,7 @@ class Runner:
             if family not in REGION_FAMILIES:
                 raise UserError(f"regions run on SD1.5, SDXL and the embedded model on this computer, not on "
                                 f"{family.upper()} models; a ComfyUI server runs them for every family")  # fmt: skip
+        reference_files = self._reference_files(req) if req.active_references() else []
         model = self.models.get(req.model)
         controls = req.active_controls()
         nets = [model.controlnet(c.kind, c.model) for c in controls]
@@ -161,6 +203,8 @@ class Runner:
             if cancelled.is_set():
                 raise Stopped(done)
             total = getattr(pipe_, "num_timesteps", req.steps)
+            if references is not None:
+                references.fraction = done / max(total, 1)  # the next step's place, for each reference's start/end
             now = time.perf_counter()
             if self.previews and tap.x0 is not None and (done == total or now - last_emit[0] >= self.preview_interval_s):
                 last_emit[0] = now
@@ -172,6 +216,8 @@ class Runner:
             regions = self._region_embeds(pipe, model, req, embeds, nets)
             if regions is not None:
                 embeds, masks = regions
+            cfg = guidance > 1 and model.components["unet"].config.time_cond_proj_dim is None
+            references = self._reference_job(model, reference_files, req, cfg) if reference_files else None
         kwargs: dict = dict(
             **embeds,
             num_inference_steps=req.steps,
@@ -202,8 +248,11 @@ class Runner:
         if req.init_image is not None:
             kwargs["image"] = Image.fromarray(req.init_image)
         region_attention = installed([pipe.unet, *nets], masks) if regions is not None else contextlib.nullcontext()
+        # references over regions: their processor runs the region one and adds the picture's part
+        reference_attention = references_installed(pipe.unet, references) if references else contextlib.nullcontext()
         try:
-            with torch.inference_mode(), seeded_global_rng(seed, model.device.device), region_attention:
+            with (torch.inference_mode(), seeded_global_rng(seed, model.device.device), region_attention,
+                  reference_attention):  # fmt: skip
                 result = pipe(**kwargs).images[0]
         except Stopped:
             pipe.maybe_free_model_hooks()  # skipped by the raise; matters with CPU offload
