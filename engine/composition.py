@@ -107,8 +107,9 @@ class Reference:
         h, w = self.image.shape[:2]
         low, high = REFERENCE_SIDES
         if min(h, w) < low or max(h, w) > high:
+            fix = "scale it down" if max(h, w) > high else "enlarge it"
             raise UserError(f"a reference picture of {w}×{h} px cannot be used: it must be {low} to {high} px on "
-                            f"each side (it is read at 224 px), so {'scale it down' if max(h, w) > high else 'enlarge it'}")  # fmt: skip
+                            f"each side (it is read at 224 px), so {fix}")  # fmt: skip
         try:
             object.__setattr__(self, "image", _frozen_image(self.image))
         except ValueError:

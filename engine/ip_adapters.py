@@ -158,8 +158,9 @@ def find_adapter(cross_dim: int, model_name: str, explicit: str = "", models_roo
             from noisebrush.engine.catalog import FAMILY_TITLES
 
             made = FAMILY_TITLES.get(files.family, files.family)
+            have = FAMILY_TITLES.get(family or "", f"{cross_dim}-wide")
             raise UserError(f"IP-Adapter {files.path.name} is made for {made} models ({files.cross_dim}-wide), but "
-                            f"{model_name} is {FAMILY_TITLES.get(family or '', f'{cross_dim}-wide')}: choose one made for it")  # fmt: skip
+                            f"{model_name} is {have}: choose one made for it")  # fmt: skip
         return files
     order = PREFERRED.get(family or "", ())
     ranked = sorted(candidates(models_root), key=lambda p: (order.index(p.name) if p.name in order else len(order), str(p)))
