@@ -138,6 +138,7 @@ class ComfyServer:
         own = CACHE / "run" / f"{name}-{self.port}"
         for sub in ("output", "temp", "input", "user"):
             (own / sub).mkdir(parents=True, exist_ok=True)
+        self.input_dir = own / "input"  # where /upload/image puts pictures
         args = [str(py), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                 "--preview-method", "latent2rgb", "--base-directory", str(base), "--disable-auto-launch",
                 "--output-directory", str(own / "output"), "--temp-directory", str(own / "temp"),

@@ -120,6 +120,23 @@ def test_regions_run_on_the_server_and_change_the_picture_where_they_are(server)
     assert diff[:, :24].mean() > diff[:, 40:].mean(), (diff[:, :24].mean(), diff[:, 40:].mean())
 
 
+def test_a_reference_on_a_server_without_the_ipadapter_pack_fails_before_queueing(server):
+    """Issue 27 on ComfyUI: the vendored server has no IPAdapter pack; the job fails with one line naming it, and
+    nothing reaches the server's queue or input folder."""
+    from noisebrush.engine.composition import Reference
+
+    before = set(server.input_dir.iterdir()) if server.input_dir.is_dir() else set()
+    with Engine(ComfyBackend([server.url])) as engine:
+        rec = Recorder(engine)
+        job = engine.submit(request(references=(Reference(square(), 0.8, "style"),)))
+        end = rec.until_done([job])[job]
+    assert isinstance(end, Failed) and "lacks the ComfyUI IPAdapter node pack" in end.message, end
+    assert "\n" not in end.message and not rec.of(job, Preview)
+    assert (set(server.input_dir.iterdir()) if server.input_dir.is_dir() else set()) == before  # nothing uploaded
+    (line,) = ComfyBackend([server.url]).server_info()
+    assert line.endswith("no reference pictures (it lacks the IPAdapter node pack)")
+
+
 def test_the_same_seed_gives_the_same_picture_and_the_sketch_steers_it(server):
     backend = ComfyBackend([server.url])
     with Engine(backend) as engine:

@@ -174,3 +174,65 @@ def test_regions_become_one_masked_conditioning_each_combined_before_the_control
     assert g[apply["positive"][0]]["class_type"] == "ConditioningCombine"  # the controls apply to the regions
     with pytest.raises(ValueError):
         build_workflow(r, 1, Uploads(("c",), regions=("m0",)), ServerModels(("v1-5.safetensors",), ("scribble.pth",)))
+
+
+# --- reference pictures (issue 27): the IPAdapter node pack ---------------------------------------------------
+# The pack's node signatures as recorded from cubiq/ComfyUI_IPAdapter_plus 2.0.0 (commit 9d076a3, IPAdapterPlus.py):
+# the required and optional inputs a graph may give each node, and IPAdapterAdvanced's combo lists.
+PACK_SIGNATURES = {
+    "IPAdapterModelLoader": ({"ipadapter_file"}, set()),
+    "CLIPVisionLoader": ({"clip_name"}, set()),  # core ComfyUI
+    "IPAdapterAdvanced": ({"model", "ipadapter", "image", "weight", "weight_type", "combine_embeds", "start_at", "end_at",
+                           "embeds_scaling"}, {"image_negative", "attn_mask", "clip_vision"}),
+    "LoadImage": ({"image"}, set()),
+    "LoadImageMask": ({"image", "channel"}, set()),
+}  # fmt: skip
+PACK_WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
+                     "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
+                     "style and composition", "style transfer precise", "composition precise")  # fmt: skip
+PACK = ServerModels(("v1-5.safetensors", "juggernautXL.safetensors"), ipadapters=("ip-adapter_sd15.safetensors",
+                    "ip-adapter-plus_sd15.safetensors", "ip-adapter_sdxl_vit-h.safetensors", "ip-adapter_sdxl.safetensors"),
+                    clip_vision=("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"))
+
+
+def _reference(**kw):
+    from noisebrush.engine.composition import Reference
+
+    return Reference(np.full((64, 64, 3), 200, np.uint8), **kw)
+
+
+def test_references_become_ipadapter_nodes_that_match_the_packs_signatures():
+    half = np.zeros((64, 64), np.uint8)
+    half[:, :32] = 255
+    r = req(references=(_reference(weight=0.6, mode="style", start=0.1, end=0.8), _reference(mode="composition", mask=half),
+                        _reference(weight=0.0)))  # weight 0: left out like a control at 0  # fmt: skip
+    g = build_workflow(r, 1, Uploads(references=("ref0.png", "ref1.png"), reference_masks=(None, "refmask1.png")), PACK)
+    for node in g.values():
+        if node["class_type"] in PACK_SIGNATURES:
+            required, optional = PACK_SIGNATURES[node["class_type"]]
+            assert required <= set(node["inputs"]) <= required | optional, node
+    first, second = by_class(g, "IPAdapterAdvanced")
+    assert (first["weight"], first["weight_type"], first["start_at"], first["end_at"]) == (0.6, "style transfer", 0.1, 0.8)
+    assert second["weight_type"] == "composition" and "attn_mask" in second and "attn_mask" not in first
+    assert {first["weight_type"], second["weight_type"], "linear"} <= set(PACK_WEIGHT_TYPES)
+    assert first["combine_embeds"] == "concat" and first["embeds_scaling"] == "V only"
+    assert by_class(g, "IPAdapterModelLoader")[0]["ipadapter_file"] == "ip-adapter_sd15.safetensors"
+    assert by_class(g, "CLIPVisionLoader")[0]["clip_name"].startswith("CLIP-ViT-H-14")
+    assert second["model"] == ["reference0", 0]  # chained: both act on the model the sampler gets
+    assert by_class(g, "KSampler")[0]["model"] == ["reference1", 0]
+    xl = build_workflow(req(model="juggernautXL.safetensors", references=(_reference(adapter="ip-adapter_sdxl.safetensors"),)),
+                        1, Uploads(references=("r.png",), reference_masks=(None,)), PACK)  # fmt: skip
+    assert by_class(xl, "CLIPVisionLoader")[0]["clip_name"].startswith("CLIP-ViT-bigG")  # ip-adapter_sdxl reads bigG
+    json.dumps(g)
+
+
+def test_a_server_without_the_pack_or_its_files_refuses_references_in_one_line():
+    r = req(references=(_reference(),))
+    uploads = Uploads(references=("r.png",), reference_masks=(None,))
+    with pytest.raises(UserError, match="lacks the ComfyUI IPAdapter node pack .*cubiq/ComfyUI_IPAdapter_plus"):
+        build_workflow(r, 1, uploads, MODELS)
+    assert "no reference pictures" in MODELS.reference_note and "4 IP-Adapters" in PACK.reference_note
+    no_vision = ServerModels(("v1-5.safetensors",), ipadapters=("ip-adapter_sd15.safetensors",))
+    with pytest.raises(UserError, match="no CLIP vision model .*CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"):
+        build_workflow(r, 1, uploads, no_vision)
+    build_workflow(req(references=(_reference(weight=0.0),)), 1, Uploads(), MODELS)  # weight 0 needs nothing

@@ -696,6 +696,9 @@ COMFY_FIELDS = {"sampler_name": st.lists(st.lists(SERVER_TEXT | JSON, max_size=3
                 "vram_free": NUMBERISH, "queue_remaining": NUMBERISH, "name": SERVER_TEXT,
                 "comfyui_version": SERVER_TEXT, "filename": SERVER_TEXT, "images": st.lists(JSON)}  # fmt: skip
 OBJECT_INFOS = faulty(OBJECT_INFO, COMFY_FIELDS)
+# the IPAdapter pack's loader, as a server with the pack describes it (issue 27)
+IPADAPTER_INFO = {"IPAdapterModelLoader": {"input": {"required": {"ipadapter_file": [["ip-adapter_sd15.safetensors"]]}}}}
+IPADAPTER_INFOS = weighted((3, faulty(IPADAPTER_INFO, COMFY_FIELDS)), (1, st.just({})))
 MODEL_LISTS = weighted((3, faulty(["a.safetensors", "sub/b.ckpt"], COMFY_FIELDS)), (1, st.lists(SERVER_TEXT, max_size=4)))
 STATS = {"system": {"os": "posix", "comfyui_version": "0.3.40", "python_version": "3.12"},
          "devices": [{"name": "cuda:0 NVIDIA", "type": "cuda", "vram_total": 2**34, "vram_free": 2**33}]}  # fmt: skip
@@ -714,14 +717,18 @@ def _client(answers: dict[str, bytes]) -> ComfyClient:
 
 
 @settings(CI, max_examples=300, deadline=DEADLINE_MS)
-@given(object_info=json_bytes(OBJECT_INFOS), lists=st.lists(json_bytes(MODEL_LISTS), min_size=3, max_size=3))
-def test_comfy_models(object_info, lists):
+@given(object_info=json_bytes(OBJECT_INFOS), lists=st.lists(json_bytes(MODEL_LISTS), min_size=4, max_size=4),
+       ipadapter=json_bytes(IPADAPTER_INFOS))  # fmt: skip
+def test_comfy_models(object_info, lists, ipadapter):
     answers = {"/object_info/KSampler": object_info, "/models/checkpoints": lists[0], "/models/controlnet": lists[1],
-               "/models/loras": lists[2]}  # fmt: skip
+               "/models/loras": lists[2], "/models/clip_vision": lists[3], "/object_info/IPAdapterModelLoader": ipadapter,
+               "/object_info/IPAdapterAdvanced": b'{"IPAdapterAdvanced": {}}'}  # fmt: skip
     result = outcome(_client(answers).models)
     if not isinstance(result, UserError):
         assert isinstance(result, ServerModels)
-        assert all(isinstance(n, str) for names in (result.checkpoints, result.samplers) for n in names)
+        names = (result.checkpoints, result.samplers, result.ipadapters or (), result.clip_vision)
+        assert all(isinstance(n, str) for group in names for n in group)
+        assert isinstance(result.reference_note, str) and "\n" not in result.reference_note
 
 
 QUEUES = faulty({"exec_info": {"queue_remaining": 0}}, COMFY_FIELDS)

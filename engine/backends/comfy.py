@@ -107,7 +107,9 @@ def preview_frame(data: bytes, prompt_id: str, server: str) -> np.ndarray | None
 def _dry_run(request: GenerationRequest, models: ServerModels, server: str) -> None:
     """UserError unless the server has everything the request needs (checkpoint, ControlNets, LoRAs, sampler):
     checked before choosing it, so no picture is uploaded to a server that cannot run the job."""
-    uploads = Uploads(tuple("-" for _ in request.active_controls()), "-", "-", tuple("-" for _ in region_blocks(request)))
+    refs = request.active_references()
+    uploads = Uploads(tuple("-" for _ in request.active_controls()), "-", "-", tuple("-" for _ in region_blocks(request)),
+                      tuple("-" for _ in refs), tuple(None if r.mask is None else "-" for r in refs))  # fmt: skip
     build_workflow(request, 0, uploads, models, server)
 
 
@@ -199,7 +201,7 @@ class ComfyBackend:
         t0 = time.monotonic()
         emit(Progress(job_id, f"sending the job to {server.name}"))
         tag = uuid.uuid4().hex[:12]
-        controls = request.active_controls()
+        controls, refs = request.active_controls(), request.active_references()
         mask = feathered(request.mask, request.feather) if request.mode == "inpaint" else None
 
         def upload(image: np.ndarray, what: str) -> str:
@@ -210,6 +212,9 @@ class ComfyBackend:
             init_image=upload(request.init_image, "init") if request.mode != "txt2img" else None,
             mask=upload(np.repeat(mask[..., None], 3, axis=2), "mask") if mask is not None else None,
             regions=tuple(upload(_grey(b.weight), f"region{i}") for i, b in enumerate(region_blocks(request))),
+            references=tuple(upload(r.image, f"reference{i}") for i, r in enumerate(refs)),
+            reference_masks=tuple(None if r.mask is None else upload(np.repeat(r.mask[..., None], 3, axis=2), f"refmask{i}")
+                                  for i, r in enumerate(refs)),
         )
         workflow = build_workflow(request, seed, uploads, models, server.name)
         checkpoint = workflow["ckpt"]["inputs"]["ckpt_name"]
@@ -347,7 +352,8 @@ class ComfyBackend:
             lines.append(s.client._clean(f"✓ {s.name}: ComfyUI {version}, {device}"
                          + (f", {free / 2**30:.1f} GB free" if free is not None else "")
                          + f"; {_count(s.models.checkpoints, 'checkpoint')}, {_count(s.models.controlnets, 'ControlNet')}, "
-                         f"{_count(s.models.loras, 'LoRA')}" + _first(s.models.checkpoints), 600))  # fmt: skip
+                         f"{_count(s.models.loras, 'LoRA')}" + _first(s.models.checkpoints)
+                         + f"; {s.models.reference_note}", 600))  # fmt: skip
         return lines
 
     def close(self) -> None:

@@ -191,7 +191,23 @@ class ComfyClient:
             schedulers = tuple(str(s) for s in required["scheduler"][0])
         except (KeyError, IndexError, TypeError):
             raise ServerError(f"{self.name}: its KSampler node looks unlike ComfyUI's") from None
-        return ServerModels(names("checkpoints"), names("controlnet"), names("loras"), samplers, schedulers)
+        pack = self._ipadapter_pack()
+        return ServerModels(names("checkpoints"), names("controlnet"), names("loras"), samplers, schedulers,
+                            ipadapters=pack, clip_vision=names("clip_vision") if pack is not None else ())  # fmt: skip
+
+    def _ipadapter_pack(self) -> tuple[str, ...] | None:
+        """The IPAdapter node pack's adapter files, or None when the server lacks the pack (core ComfyUI has no
+        IP-Adapter nodes: `/object_info/<class>` answers {} for a class nobody registered)."""
+        from noisebrush.engine.backends.comfy_workflow import IPADAPTER_NODES
+
+        infos = [self.get_json(f"/object_info/{cls}") for cls in IPADAPTER_NODES]
+        if not all(isinstance(i, dict) and cls in i for i, cls in zip(infos, IPADAPTER_NODES)):
+            return None
+        try:
+            files = infos[0][IPADAPTER_NODES[0]]["input"]["required"]["ipadapter_file"][0]
+        except (KeyError, IndexError, TypeError):
+            raise ServerError(f"{self.name}: its IPAdapterModelLoader node looks unlike the IPAdapter pack's") from None
+        return tuple(sorted(str(f) for f in files if isinstance(f, str)))
 
     def upload_image(self, png: bytes, filename: str) -> str:
         """Upload a PNG into the server's input folder; the name a LoadImage node takes."""

@@ -23,6 +23,12 @@ SAMPLERS: dict[str, tuple[str, str]] = {
     "LCM": ("lcm", "sgm_uniform"),
 }
 OUTPUT_NODE = "save"
+# The ComfyUI IPAdapter node pack (cubiq/ComfyUI_IPAdapter_plus; signatures recorded from 2.0.0, commit 9d076a3):
+# core ComfyUI has no IP-Adapter nodes, so a server without it cannot run reference pictures.
+IPADAPTER_PACK = "the ComfyUI IPAdapter node pack (ComfyUI_IPAdapter_plus, github.com/cubiq/ComfyUI_IPAdapter_plus)"
+IPADAPTER_NODES = ("IPAdapterModelLoader", "IPAdapterAdvanced")
+# our modes → the pack's weight_type (the same layers as engine/reference_attention.py's)
+WEIGHT_TYPES = {"style": "style transfer", "composition": "composition", "both": "linear"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,8 @@ class Uploads:
     init_image: str | None = None
     mask: str | None = None
     regions: tuple[str, ...] = ()  # one mask per block of region_blocks(request), in order
+    references: tuple[str, ...] = ()  # one picture per active reference, in order
+    reference_masks: tuple[str | None, ...] = ()  # its mask, or None where it applies everywhere
 
 
 def region_blocks(request: GenerationRequest) -> list:
@@ -53,6 +61,15 @@ class ServerModels:
     loras: tuple[str, ...] = ()
     samplers: tuple[str, ...] = field(default=tuple(s for s, _ in SAMPLERS.values()))
     schedulers: tuple[str, ...] = field(default=tuple(s for _, s in SAMPLERS.values()))
+    ipadapters: tuple[str, ...] | None = None  # the IPAdapter pack's adapter files; None: the server lacks the pack
+    clip_vision: tuple[str, ...] = ()
+
+    @property
+    def reference_note(self) -> str:
+        """What Settings → Test says about reference pictures on this server."""
+        if self.ipadapters is None:
+            return "no reference pictures (it lacks the IPAdapter node pack)"
+        return f"reference pictures: {len(self.ipadapters)} IP-Adapter{'' if len(self.ipadapters) == 1 else 's'}"
 
 
 def _basename(name: str) -> str:
@@ -103,6 +120,65 @@ def sampler_for(name: str, models: ServerModels, server: str) -> tuple[str, str]
     return sampler, scheduler
 
 
+def _family_guess(checkpoint: str) -> str:
+    """SDXL or SD1.5 from a checkpoint's name ("…XL…"): a server does not say what a checkpoint is."""
+    return "sdxl" if "xl" in _basename(checkpoint).lower() else "sd15"
+
+
+def ipadapter_for(adapter: str, checkpoint: str, models: ServerModels, server: str) -> str:
+    """The pack's adapter file for a reference: the one it names, else h94's plain one for the checkpoint's family."""
+    from noisebrush.engine.ip_adapters import PREFERRED
+
+    if models.ipadapters is None:
+        raise UserError(f"{server} cannot run reference pictures: it lacks {IPADAPTER_PACK}; install it there, restart "
+                        "the server, or remove the reference layers")  # fmt: skip
+    if adapter:
+        return _pick(adapter, models.ipadapters, "IP-Adapter", server)
+    family = _family_guess(checkpoint)
+    for name in PREFERRED[family]:
+        found = [a for a in models.ipadapters if _basename(a) == name]
+        if found:
+            return found[0]
+    if not models.ipadapters:
+        raise UserError(f"{server} has no IP-Adapter files (its models/ipadapter folder is empty)")
+    return models.ipadapters[0]
+
+
+def clip_vision_for(ipadapter: str, models: ServerModels, server: str) -> str:
+    """The image encoder an adapter was trained with: ViT-bigG for ip-adapter_sdxl and the -vit-G ones, else ViT-H."""
+    name = _basename(ipadapter).lower()
+    big = name.startswith("ip-adapter_sdxl.") or "vit-g" in name
+    words = ("bigg", "vit-g") if big else ("vit-h", "h-14")
+    found = [c for c in models.clip_vision if any(w in _basename(c).lower() for w in words)]
+    if not found:
+        want = "CLIP-ViT-bigG-14-laion2B-39B-b160k" if big else "CLIP-ViT-H-14-laion2B-s32B-b79K"
+        raise UserError(f"{server} has no CLIP vision model for {_basename(ipadapter)}: put h94's image encoder in "
+                        f"its models/clip_vision folder as {want}.safetensors")  # fmt: skip
+    return found[0]
+
+
+def _references(node, request: GenerationRequest, unet: list, uploads: Uploads, checkpoint: str, models: ServerModels,
+                server: str) -> list:  # fmt: skip
+    """The model with every active reference applied by the IPAdapter pack, one IPAdapterAdvanced each."""
+    refs = request.active_references()
+    if len(uploads.references) != len(refs) or len(uploads.reference_masks) != len(refs):
+        raise ValueError("one uploaded picture (and mask or None) per active reference")
+    for i, (ref, picture, mask) in enumerate(zip(refs, uploads.references, uploads.reference_masks)):
+        adapter = ipadapter_for(ref.adapter, checkpoint, models, server)
+        extra = {}
+        if mask is not None:
+            extra["attn_mask"] = node(f"reference_mask{i}", "LoadImageMask", image=mask, channel="red")
+        key = f"reference{i}"
+        node(key, "IPAdapterAdvanced", model=unet,
+             ipadapter=node(f"ipadapter{i}", "IPAdapterModelLoader", ipadapter_file=adapter),
+             clip_vision=node(f"clip_vision{i}", "CLIPVisionLoader", clip_name=clip_vision_for(adapter, models, server)),
+             image=node(f"reference_image{i}", "LoadImage", image=picture), weight=ref.weight,
+             weight_type=WEIGHT_TYPES[ref.mode], combine_embeds="concat", start_at=ref.start, end_at=ref.end,
+             embeds_scaling="V only", **extra)  # fmt: skip
+        unet = [key, 0]
+    return unet
+
+
 def _masked_conditioning(node, clip: list, texts: list[str], masks: tuple[str, ...], prefix: str) -> list:
     """CLIPTextEncode → ConditioningSetMask per text, all joined by ConditioningCombine."""
     combined = None
@@ -130,13 +206,16 @@ def build_workflow(request: GenerationRequest, seed: int, uploads: Uploads, mode
         return [key, 0]
 
     ckpt = "ckpt"
-    node(ckpt, "CheckpointLoaderSimple", ckpt_name=checkpoint_for(request, models, server))
+    checkpoint = checkpoint_for(request, models, server)
+    node(ckpt, "CheckpointLoaderSimple", ckpt_name=checkpoint)
     unet, clip, vae = [ckpt, 0], [ckpt, 1], [ckpt, 2]
     for i, lora in enumerate(request.loras):
         key = f"lora{i}"
         node(key, "LoraLoader", model=unet, clip=clip, lora_name=_pick(lora.path, models.loras, "LoRA", server),
              strength_model=lora.weight, strength_clip=lora.weight)  # fmt: skip
         unet, clip = [key, 0], [key, 1]
+    if request.active_references():
+        unet = _references(node, request, unet, uploads, checkpoint, models, server)
     positive = node("positive", "CLIPTextEncode", text=request.prompt, clip=clip)
     negative = node("negative", "CLIPTextEncode", text=request.negative_prompt, clip=clip)
     blocks = region_blocks(request)
