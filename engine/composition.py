@@ -39,6 +39,7 @@ MAX_REFERENCES = 4  # each adds an image encoder pass and an attention per cross
 REFERENCE_MODES = ("style", "composition", "both")
 REFERENCE_MAX_WEIGHT = 1.5  # past ~1.2 IP-Adapter copies the reference; 1.5 leaves room to push a weak one
 REFERENCE_SIDES = (16, 8192)  # px: the encoder reads 224 px; under 16 there is nothing to read, over 8192 a paste accident
+REFERENCE_KEEP = 1024  # px on the long side a reference is kept at (files, autosave): 4× what any encoder reads
 MIN_COVERAGE = 0.02
 BACKGROUND_MIN = 0.05
 
@@ -104,12 +105,7 @@ class Reference:
     def __post_init__(self) -> None:
         if not isinstance(self.image, np.ndarray) or self.image.ndim not in (2, 3) or self.image.size == 0:
             raise UserError("a reference must be a picture")
-        h, w = self.image.shape[:2]
-        low, high = REFERENCE_SIDES
-        if min(h, w) < low or max(h, w) > high:
-            fix = "scale it down" if max(h, w) > high else "enlarge it"
-            raise UserError(f"a reference picture of {w}×{h} px cannot be used: it must be {low} to {high} px on "
-                            f"each side (it is read at 224 px), so {fix}")  # fmt: skip
+        check_reference_size(*self.image.shape[:2])
         try:
             object.__setattr__(self, "image", _frozen_image(self.image))
         except ValueError:
@@ -139,6 +135,27 @@ class Reference:
         return all(getattr(self, n) == getattr(other, n) for n in plain) and same_mask and np.array_equal(self.image, other.image)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def check_reference_size(h: int, w: int) -> None:
+    low, high = REFERENCE_SIDES
+    if min(h, w) < low or max(h, w) > high:
+        fix = "scale it down" if max(h, w) > high else "enlarge it"
+        raise UserError(f"a reference picture of {w}×{h} px cannot be used: it must be {low} to {high} px on "
+                        f"each side (it is read at 224 px), so {fix}")  # fmt: skip
+
+
+def reference_picture(image: np.ndarray) -> np.ndarray:
+    """A picture as a reference keeps it: checked, then at most REFERENCE_KEEP px on its long side."""
+    from PIL import Image
+
+    check_reference_size(*image.shape[:2])
+    h, w = image.shape[:2]
+    if max(h, w) <= REFERENCE_KEEP:
+        return image
+    scale = REFERENCE_KEEP / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image[..., :3])).resize(size, Image.Resampling.LANCZOS))
 
 
 def check_references(references: tuple[Reference, ...], width: int, height: int) -> None:

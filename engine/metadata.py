@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from noisebrush.engine.atomic import atomic_file
-from noisebrush.engine.composition import Region
+from noisebrush.engine.composition import Reference, Region
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import regular_file
 from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
@@ -92,6 +92,11 @@ def request_to_json(req: GenerationRequest) -> dict:
             {"prompt": r.prompt, "negative": r.negative, "mask": _png_b64(np.repeat(r.mask[..., None], 3, axis=2))}
             for r in req.regions
         ],
+        "references": [  # the picture itself, not a path that may vanish
+            {"image": _png_b64(r.image), "weight": r.weight, "mode": r.mode, "start": r.start, "end": r.end,
+             "mask": None if r.mask is None else _png_b64(np.repeat(r.mask[..., None], 3, axis=2)), "adapter": r.adapter}
+            for r in req.references
+        ],
     }
 
 
@@ -133,6 +138,9 @@ def request_from_json(data: object) -> GenerationRequest:
             loras=tuple(LoraSpec(str(lo["path"]), float(lo["weight"])) for lo in data.get("loras", [])),
             regions=tuple(Region(_from_b64(r["mask"])[..., 0], r["prompt"], r.get("negative", ""))
                           for r in data.get("regions") or []),  # fmt: skip
+            references=tuple(Reference(_from_b64(r["image"]), float(r["weight"]), str(r["mode"]), float(r.get("start", 0.0)),
+                                       float(r.get("end", 1.0)), None if not r.get("mask") else _from_b64(r["mask"])[..., 0],
+                                       str(r.get("adapter") or "")) for r in data.get("references") or []),  # fmt: skip
         )
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None

@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="use this ControlNet for KIND instead of the model's own")  # fmt: skip
     g.add_argument("--region", action="append", default=[], metavar="MASK.png=PROMPT",
                    help="a prompt for the white area of MASK (repeatable; later regions win where they overlap)")
+    g.add_argument("--reference", action="append", default=[], metavar="IMAGE[@WEIGHT]",
+                   help="follow this picture's style and/or composition (IP-Adapter; weight 0–1.5, default 0.8); repeatable")
+    g.add_argument("--reference-mode", choices=("style", "composition", "both"),
+                   help="what the references give: style (colours, texture), composition (layout) or both (default)")
+    g.add_argument("--ip-adapter", metavar="FILE", help="the IP-Adapter .safetensors to use (its image_encoder/ beside it)")
     g.add_argument("--lora", action="append", default=[], metavar="FILE.safetensors[@WEIGHT]",
                    help="apply a LoRA (weight -2 to 2, default 1); repeatable")  # fmt: skip
     g.add_argument("--steps", type=int)

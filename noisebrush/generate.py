@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 
-def _path_weight(text: str) -> tuple[str, float]:
+def _path_weight(text: str, default: float = 1.0) -> tuple[str, float]:
     """PATH[@WEIGHT] → (path, weight); an @ that is not followed by a number belongs to the path."""
     head, at, tail = text.rpartition("@")
     if at:
@@ -19,7 +19,7 @@ def _path_weight(text: str) -> tuple[str, float]:
             return head, float(tail)
         except ValueError:
             pass
-    return text, 1.0
+    return text, default
 
 
 def _parse_control(spec: str) -> tuple[str, str, float]:
@@ -43,6 +43,22 @@ def _parse_region(spec: str, width: int, height: int, notes: list[str]):
     loaded = read_image(path)
     notes.extend(loaded.notes)
     return Region(fit_to(loaded.image, width, height, Path(path).name, notes).max(axis=2), prompt.strip())
+
+
+def _references(args: argparse.Namespace, base, notes: list[str]) -> tuple:
+    """--reference IMAGE[@WEIGHT] (repeatable) with --reference-mode and --ip-adapter, or --from's references with
+    those two flags over them."""
+    from noisebrush.engine.composition import Reference, reference_picture
+    from noisebrush.engine.images import read_image
+
+    refs = [] if args.reference or not base else list(base.references)
+    for spec in args.reference:
+        path, weight = _path_weight(spec, default=0.8)
+        loaded = read_image(path)
+        notes.extend(loaded.notes)
+        refs.append(Reference(reference_picture(loaded.image), weight))
+    changes = {k: v for k, v in (("mode", args.reference_mode), ("adapter", args.ip_adapter)) if v}
+    return tuple(dataclasses.replace(r, **changes) for r in refs)
 
 
 def _build_request(args: argparse.Namespace, notes: list[str], local: bool = True):
@@ -118,6 +134,7 @@ def _build_request(args: argparse.Namespace, notes: list[str], local: bool = Tru
         height=height, scheduler=args.scheduler or (base.scheduler if base else d.scheduler), init_image=init,
         strength=pick(args.strength, base and base.strength, default_strength), model=model, mask=mask,
         feather=pick(args.feather, base and base.feather, 0), loras=loras, regions=regions,
+        references=_references(args, base, notes),
     )  # fmt: skip
     if args.extend:
         from noisebrush.engine.edit import extend

@@ -267,3 +267,68 @@ def test_an_adapter_of_another_family_or_a_pickle_is_refused(runner, tiny_model,
     pickle.write_bytes(b"\x80\x04not really")
     with pytest.raises(UserError, match="pickle checkpoint"):
         run(runner, req.replace(references=(Reference(RED, adapter=str(pickle)),)))
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+def _cli(tiny_model, out: Path, *extra: str) -> int:
+    from noisebrush.cli import main
+
+    return main(["generate", "--prompt", "a cat", "--model", tiny_model, "--steps", "2", "--seed", "3", "--width", "64",
+                 "--height", "64", "--out", str(out), *extra])  # fmt: skip
+
+
+def test_cli_reference_writes_a_png_that_reruns_with_the_picture_inside(tiny_model, models_env, tmp_path):
+    from PIL import Image
+
+    from noisebrush.cli import main
+    from noisebrush.engine.metadata import read_request
+
+    big = np.zeros((1500, 3000, 3), np.uint8)
+    big[..., 0] = 220
+    Image.fromarray(big).save(tmp_path / "ref.png")
+    out, plain = tmp_path / "out.png", tmp_path / "plain.png"
+    assert _cli(tiny_model, out, "--reference", f"{tmp_path / 'ref.png'}@0.6", "--reference-mode", "style") == 0
+    assert _cli(tiny_model, plain) == 0
+    saved = read_request(out)
+    (ref,) = saved.references
+    assert (ref.weight, ref.mode, ref.image.shape) == (0.6, "style", (512, 1024, 3))  # kept at 1024 px on its long side
+    (tmp_path / "ref.png").unlink()  # the file may vanish: the PNG holds the picture
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(out), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))
+    assert not np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(out)))
+
+
+def _bomb(folder: Path) -> Path:
+    from PIL import Image
+
+    Image.new("1", (12_000, 12_000)).save(folder / "bomb.png")  # 144 MP of nothing, a few kB on disk
+    return folder / "bomb.png"
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda d: d / "missing.png", "no such file"),
+    (lambda d: (d / "notes.png").write_text("hello") and d / "notes.png", "not an image"),
+    (_bomb, "too large"),
+    (lambda d: __import__("PIL.Image").Image.new("RGB", (1, 1)).save(d / "dot.png") or d / "dot.png", "1×1 px cannot be used"),
+    (lambda d: __import__("PIL.Image").Image.new("RGB", (20_000, 64)).save(d / "strip.png") or d / "strip.png",
+     "20000×64 px cannot be used"),
+])  # fmt: skip
+def test_cli_bad_reference_pictures_exit_2_with_one_line(tiny_model, tmp_path, capsys, make, says):
+    out = tmp_path / "out.png"
+    assert _cli(tiny_model, out, "--reference", str(make(tmp_path))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert says in err[-1] and "Traceback" not in "\n".join(err)
+    assert not out.exists()
+
+
+def test_cli_on_a_model_that_cannot_take_a_reference_exits_2_with_the_reason(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from noisebrush.cli import main
+
+    monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path))
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "ref.png")
+    code = main(["generate", "--prompt", "x", "--steps", "1", "--reference", str(tmp_path / "ref.png"),
+                 "--out", str(tmp_path / "out.png")])  # fmt: skip
+    assert code == 2 and "no IP-Adapter fits the embedded model" in capsys.readouterr().err
