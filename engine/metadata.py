@@ -21,7 +21,7 @@ A1111_KEY = "parameters"
 FORMAT_VERSION = 1
 
 
-def _png_b64(image: np.ndarray) -> str:
+def png_b64(image: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -31,7 +31,7 @@ MAX_PARAMETERS_CHARS = 64_000  # an A1111 parameters text longer than this is no
 MAX_EMBEDDED_PIXELS = 4096 * 4096
 
 
-def _from_b64(data: str) -> np.ndarray:
+def from_b64(data: str) -> np.ndarray:
     if not isinstance(data, str):
         raise ValueError("an image entry is not text")
     try:
@@ -80,21 +80,21 @@ def request_to_json(req: GenerationRequest) -> dict:
         "scheduler": req.scheduler,
         "strength": req.strength,
         "model": req.model,
-        "init_image": None if req.init_image is None else _png_b64(req.init_image),
-        "mask": None if req.mask is None else _png_b64(np.repeat(req.mask[..., None], 3, axis=2)),
+        "init_image": None if req.init_image is None else png_b64(req.init_image),
+        "mask": None if req.mask is None else png_b64(np.repeat(req.mask[..., None], 3, axis=2)),
         "loras": [{"path": lo.path, "weight": lo.weight} for lo in req.loras],
         "feather": req.feather,
         "controls": [
-            {"kind": c.kind, "weight": c.weight, "start": c.start, "end": c.end, "model": c.model, "image": _png_b64(c.image)}
+            {"kind": c.kind, "weight": c.weight, "start": c.start, "end": c.end, "model": c.model, "image": png_b64(c.image)}
             for c in req.controls
         ],
         "regions": [
-            {"prompt": r.prompt, "negative": r.negative, "mask": _png_b64(np.repeat(r.mask[..., None], 3, axis=2))}
+            {"prompt": r.prompt, "negative": r.negative, "mask": png_b64(np.repeat(r.mask[..., None], 3, axis=2))}
             for r in req.regions
         ],
         "references": [  # the picture itself, not a path that may vanish
-            {"image": _png_b64(r.image), "weight": r.weight, "mode": r.mode, "start": r.start, "end": r.end,
-             "mask": None if r.mask is None else _png_b64(np.repeat(r.mask[..., None], 3, axis=2)), "adapter": r.adapter}
+            {"image": png_b64(r.image), "weight": r.weight, "mode": r.mode, "start": r.start, "end": r.end,
+             "mask": None if r.mask is None else png_b64(np.repeat(r.mask[..., None], 3, axis=2)), "adapter": r.adapter}
             for r in req.references
         ],
     }
@@ -112,7 +112,7 @@ def request_from_json(data: object) -> GenerationRequest:
         controls = tuple(
             ControlSpec(
                 kind=c["kind"],
-                image=_from_b64(c["image"]),
+                image=from_b64(c["image"]),
                 weight=float(c["weight"]),
                 start=float(c["start"]),
                 end=float(c["end"]),
@@ -130,16 +130,16 @@ def request_from_json(data: object) -> GenerationRequest:
             width=int(data["width"]),
             height=int(data["height"]),
             scheduler=data.get("scheduler", "DPM++ 2M"),
-            init_image=None if not data.get("init_image") else _from_b64(data["init_image"]),
+            init_image=None if not data.get("init_image") else from_b64(data["init_image"]),
             strength=float(data.get("strength", 0.75)),
             model=data.get("model", ""),
-            mask=None if not data.get("mask") else _from_b64(data["mask"])[..., 0],
+            mask=None if not data.get("mask") else from_b64(data["mask"])[..., 0],
             feather=int(data.get("feather", 0)),
             loras=tuple(LoraSpec(str(lo["path"]), float(lo["weight"])) for lo in data.get("loras", [])),
-            regions=tuple(Region(_from_b64(r["mask"])[..., 0], r["prompt"], r.get("negative", ""))
+            regions=tuple(Region(from_b64(r["mask"])[..., 0], r["prompt"], r.get("negative", ""))
                           for r in data.get("regions") or []),  # fmt: skip
-            references=tuple(Reference(_from_b64(r["image"]), float(r["weight"]), str(r["mode"]), float(r.get("start", 0.0)),
-                                       float(r.get("end", 1.0)), None if not r.get("mask") else _from_b64(r["mask"])[..., 0],
+            references=tuple(Reference(from_b64(r["image"]), float(r["weight"]), str(r["mode"]), float(r.get("start", 0.0)),
+                                       float(r.get("end", 1.0)), None if not r.get("mask") else from_b64(r["mask"])[..., 0],
                                        str(r.get("adapter") or "")) for r in data.get("references") or []),  # fmt: skip
         )
     except UserError as exc:

@@ -96,6 +96,11 @@ class ActionsMixin:
         layers_menu = self.menuBar().addMenu("&Layers")
         layers_menu.addAction(self._action("Add region", "Ctrl+Shift+R", lambda: self.layers_panel.regions.add()))
         layers_menu.addAction(self._action("Add region from the mask", None, self.region_from_mask))
+        layers_menu.addSeparator()
+        refs = self.layers_panel.references
+        layers_menu.addAction(self._action("Add reference…", "Ctrl+Shift+F", lambda: refs.load_dialog()))
+        layers_menu.addAction(self._action("Paste as reference", None, refs.paste))
+        layers_menu.addAction(self._action("Use this result as a reference", None, refs.use_result))
         pose = self.menuBar().addMenu("&Pose")
         self.add_person_action = self._action("Add person", "Ctrl+Shift+A", lambda: self._pose_do(self.canvas.add_person))
         pose.addAction(self.add_person_action)

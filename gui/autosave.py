@@ -15,11 +15,13 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QLockFile
 from PySide6.QtGui import QImage
 
 from noisebrush.engine.pose import Person
 from noisebrush.gui.document import Document
+from noisebrush.gui.references import replace_references
 from noisebrush.gui.regions import replace_regions
 from noisebrush.gui.state import AppState, GenerationSettings
 
@@ -56,7 +58,12 @@ class SessionFolder:
         target = self.path / f"snap-{time.time_ns()}"
         target.mkdir()
         try:
-            state = {"values": snap["values"], "size": snap["size"], "layers": {}, "regions": snap.get("regions", [])}
+            state = {"values": snap["values"], "size": snap["size"], "layers": {}, "regions": snap.get("regions", []),
+                     "references": [info for info, _image, _mask in snap.get("references", [])]}
+            for info, image, mask in snap.get("references", []):  # their pictures, beside the layers
+                for name, pixels in ((f"{info['key']}.png", image), (f"{info['key']}-mask.png", mask)):
+                    if pixels is not None:
+                        write_png(target / name, pixels)
             for kind, info in snap["layers"].items():
                 file = target / f"{kind}.png"
                 # QImage.save says False on a full disk; read back, so a truncated file is caught too
@@ -86,6 +93,9 @@ class SessionFolder:
             state = json.loads((snap / "state.json").read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        saved_refs = [r for r in state.get("references") or [] if isinstance(r, dict) and isinstance(r.get("key"), str)]
+        replace_references(doc, [(r, read_png(snap / f"{r['key']}.png"), read_png(snap / f"{r['key']}-mask.png", mask=True))
+                                 for r in saved_refs if (snap / f"{r['key']}.png").is_file()], "Restore autosave")  # fmt: skip
         saved_regions = [r for r in state.get("regions") or [] if isinstance(r, dict) and isinstance(r.get("key"), str)]
         files = {now: r["key"] for now, r in zip(replace_regions(doc, saved_regions, "Restore autosave"), saved_regions)}
         for kind in doc.all_layers():
@@ -97,6 +107,26 @@ class SessionFolder:
                 doc.set_layer_image(kind, img, "Restore autosave", people)
             doc.restore_layer_settings(kind, info.get("settings"))
         return GenerationSettings.from_dict(state.get("values", {}))
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    """A picture (RGB or HxW) as a PNG, read back so a full disk is caught. Raises OSError."""
+    from PIL import Image
+
+    Image.fromarray(pixels).save(path, "PNG")
+    with Image.open(path) as check:
+        check.load()
+
+
+def read_png(path: Path, mask: bool = False) -> np.ndarray | None:
+    """A picture autosave wrote (None if it is missing or unreadable: the rest still comes back)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L" if mask else "RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 class Autosave:
@@ -159,7 +189,8 @@ class Autosave:
                 "people": [{"keypoints": p.keypoints, "hidden": sorted(p.hidden)} for p in layer.people],
             }
         return {"values": dataclasses.asdict(state.settings), "layers": layers, "size": [doc.size.width(), doc.size.height()],
-                "regions": [r.describe() for r in doc.regions.values()]}  # fmt: skip
+                "regions": [r.describe() for r in doc.regions.values()],
+                "references": [(r.describe(), r.image, r.saved_mask) for r in doc.references]}  # fmt: skip
 
     def write(self, snap: dict) -> None:
         self.session.write(snap)

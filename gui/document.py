@@ -209,6 +209,7 @@ class Document(QObject):
     changed = Signal(str)  # layer kind: pixels or settings
     layer_settings_changed = Signal(str, object, str)  # kind, frozenset of changed field names, origin
     regions_changed = Signal()  # a region added, deleted, moved or its prompt changed (gui/regions.py)
+    references_changed = Signal()  # a reference added, deleted, or its picture or settings changed (gui/references.py)
 
     def __init__(self, size: QSize | None = None) -> None:
         super().__init__()
@@ -218,6 +219,8 @@ class Document(QObject):
         self.edit_layers: dict[str, ControlLayer] = {k: ControlLayer(info, self.size) for k, info in EDIT_LAYERS.items()}
         self.regions: dict[str, ControlLayer] = {}  # RegionLayers by key, bottom first (gui/regions.py)
         self.region_serial = 0  # keys never repeat, so undo and autosave can name a region
+        self.references: list = []  # ReferenceLayers, in order (gui/references.py): pictures, not painted layers
+        self.reference_serial = 0
         for kind, layer in self.all_layers().items():
             layer.changed.connect(lambda k=kind: self.changed.emit(k))
 

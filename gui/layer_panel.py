@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from noisebrush.gui.reference_panel import ReferencesBox
 from noisebrush.gui.region_panel import RegionsBox
 from noisebrush.gui.state import AppState
 from noisebrush.gui.widgets import row, slider
@@ -198,6 +199,8 @@ class LayersPanel(QWidget):
         # "": the active region went away; the first control layer takes over
         self.regions.active_changed.connect(lambda k: self.active_changed.emit(k) if k else self.set_active(next(iter(self.boxes))))  # noqa: E501
         layout.addWidget(self.regions)
+        self.references = ReferencesBox(state)
+        layout.addWidget(self.references)
         for kind in state.doc.layers:
             # the kinds the embedded model has no ControlNet for start folded: the panel stays short
             box = LayerBox(state, kind, self.group, collapsed=kind not in EMBEDDED_KINDS)

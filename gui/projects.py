@@ -12,9 +12,11 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 
 from noisebrush.engine.controls import paint_order
 from noisebrush.engine.errors import UserError
+from noisebrush.engine.metadata import from_b64, png_b64
 from noisebrush.gui.document import qimage_to_rgba
 from noisebrush.gui.engine_bridge import to_qimage
 from noisebrush.gui.files import about
+from noisebrush.gui.references import replace_references
 from noisebrush.gui.regions import replace_regions
 from noisebrush.gui.state import AppState
 from noisebrush.gui.tasks import Task
@@ -25,6 +27,29 @@ def _names(names: list[str], most: int = 3) -> str:
     quoted = [f'"{n}"' for n in names[:most]] + ([f"{len(names) - most} more"] if len(names) > most else [])
     listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
     return ("the layer " if len(names) == 1 else "the layers ") + listed
+
+
+def letterboxed(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A picture fitted inside width×height (aspect kept, centred, transparent around): a layer other apps keep."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = min(1.0, width / w, height / h)
+    fit = (max(1, round(w * scale)), max(1, round(h * scale)))
+    pic = np.asarray(Image.fromarray(image).resize(fit, Image.Resampling.LANCZOS)) if fit != (w, h) else image
+    out = np.zeros((height, width, 4), np.uint8)
+    y, x = (height - fit[1]) // 2, (width - fit[0]) // 2
+    out[y : y + fit[1], x : x + fit[0], :3] = pic
+    out[y : y + fit[1], x : x + fit[0], 3] = 255
+    return out
+
+
+def unboxed(rgba: np.ndarray) -> np.ndarray:
+    """The picture letterboxed() placed: the opaque part of the layer (all of it when nothing is transparent)."""
+    ys, xs = np.nonzero(rgba[..., 3] > 0)
+    if len(ys) == 0:
+        return rgba[..., :3]
+    return np.ascontiguousarray(rgba[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1, :3])
 
 
 class Projects(QObject):
@@ -74,7 +99,14 @@ class Projects(QObject):
                 region.settings.visible, region.settings.opacity)  # fmt: skip
         mask = doc.edit_layers["mask"]
         add("Mask", "mask", qimage_to_rgba(mask.image), mask.settings.visible, mask.settings.opacity)
+        refs = []
+        for i, ref in enumerate(doc.references):  # hidden layers, so Krita keeps the pictures on a round trip
+            name = f"Reference {i + 1} (keep hidden)"
+            add(name, ref.key, letterboxed(ref.image, w, h), False, 1.0)
+            refs.append({**ref.describe(), "layer": name,
+                         "mask": None if ref.saved_mask is None else png_b64(ref.saved_mask)})  # fmt: skip
         data = {
+            "references": refs,
             "regions": [r.describe() for r in doc.regions.values()],
             "settings": dataclasses.asdict(state.settings),
             "layers": {k: dataclasses.asdict(layer.settings) for k, layer in doc.all_layers().items()},
@@ -123,6 +155,22 @@ class Projects(QObject):
         moved = {new: saved_layers.pop(old) for old, new in renamed.items() if old in saved_layers}
         saved_layers.update(moved)
 
+    def _open_references(self, project, data: dict, kinds: dict) -> None:
+        """The file's references from their hidden layers (the picture cropped out of its letterbox)."""
+        by_name = {layer.name: layer for layer in project.layers}
+        saved = []
+        for info in data.get("references") or []:
+            layer = by_name.get(info.get("layer")) if isinstance(info, dict) else None
+            if layer is None:
+                continue
+            kinds[layer.name] = "reference"  # not a picture for the Image layer
+            try:
+                mask = from_b64(info["mask"]) if info.get("mask") else None
+            except (ValueError, OSError):
+                mask = None  # a damaged mask: the reference applies everywhere rather than not at all
+            saved.append((info, unboxed(layer.rgba), None if mask is None else mask.max(axis=2)))
+        replace_references(self.state.doc, saved, "Open project")
+
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.window, "Open project", "", "OpenRaster (*.ora)")
         if path:
@@ -154,6 +202,7 @@ class Projects(QObject):
         doc.undo_stack.beginMacro("Open project")
         try:
             self._open_regions(project, data, kinds, saved_layers)
+            self._open_references(project, data, kinds)
 
             def kind_of(layer) -> str:
                 return kinds.get(layer.name) or titles.get(layer.name) or layer.name.lower()
@@ -161,12 +210,14 @@ class Projects(QObject):
             # Layers Noisebrush has no kind for (Krita's "Background", "Paint Layer 1") are the picture: with the
             # Image layer they become the Image layer, blended as the file shows them; never dropped in silence.
             pictures = [layer for layer in project.layers if kind_of(layer) == "image"
-                        or kind_of(layer) not in doc.all_layers() and kind_of(layer) != "result"]  # fmt: skip
+                        or kind_of(layer) not in doc.all_layers() and kind_of(layer) not in ("result", "reference")]  # fmt: skip
             strangers = [layer.name for layer in pictures if kind_of(layer) != "image"]
             for layer in project.layers:
                 kind = kind_of(layer)
                 if kind == "result":
                     state.set_result(to_qimage(np.ascontiguousarray(layer.rgba[..., :3])))
+                    continue
+                if kind == "reference":
                     continue
                 if any(layer is p for p in pictures):
                     continue

@@ -24,6 +24,7 @@ from noisebrush.engine.pose import people_from_json, people_to_json
 from noisebrush.engine.prompt_loras import apply_tags
 from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
 from noisebrush.gui.document import Document, qimage_to_rgba
+from noisebrush.gui.references import reference_specs, replace_references
 from noisebrush.gui.regions import region_specs, replace_regions
 
 DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
@@ -131,7 +132,7 @@ class AppState(QObject):
         req = GenerationRequest(
             prompt=prompt, negative_prompt=s.negative, controls=controls, steps=self._steps(live_frame), guidance=s.guidance,
             seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model, loras=loras,
-            regions=region_specs(self.doc, s.width, s.height),
+            regions=region_specs(self.doc, s.width, s.height), references=reference_specs(self.doc, s.width, s.height),
         )  # fmt: skip
         return req if s.mode == "generate" else self._edit_request(req)
 
@@ -229,6 +230,7 @@ class AppState(QObject):
                     doc.set_layer_from_map(kind, image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2), None,
                                            "Restore from file")  # fmt: skip
             replace_regions(doc, req.regions, "Restore from file")
+            replace_references(doc, req.references, "Restore from file")
         finally:
             doc.undo_stack.endMacro()
         mode = {"txt2img": "generate", "img2img": "refine", "inpaint": "inpaint"}[req.mode]
@@ -297,3 +299,4 @@ class AppState(QObject):
         self.last_result = ev
         self.set_result(image)
         self.restore_request(ev.params)
+        replace_references(self.doc, ev.params.references, "Restore references")  # they are settings, with pictures

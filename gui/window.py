@@ -95,6 +95,8 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.layers_panel.active_changed.connect(self._set_active_layer)
         self.layers_panel.regions.edited.connect(lambda: self._on_stroke(""))  # a region's prompt typed, or one added
         self.layers_panel.regions.error.connect(self.show_error)
+        self.layers_panel.references.edited.connect(lambda: self._on_stroke(""))  # a reference came, went or changed
+        self.layers_panel.references.error.connect(self.show_error)
         self.layers_panel.load_requested.connect(files.load_layer_dialog)
         self.layers_panel.clear_requested.connect(self.doc.clear_layer)
         self.canvas.stroke_finished.connect(self._on_stroke)
