@@ -159,6 +159,14 @@ def classify_file(path: Path) -> ModelEntry | None:
     except UserError as exc:
         return ModelEntry(path.name, path, "single_file", "?", "?", None, _size(path), str(exc))
     keys = [k for k in header if k != "__metadata__"]
+    if any(k.startswith("image_proj.") for k in keys) and any(k.startswith("ip_adapter.") for k in keys):
+        from noisebrush.engine.ip_adapters import FAMILY_WIDTH, adapter_files
+
+        try:  # its image encoder must be beside it, or it cannot run
+            family, note = FAMILY_WIDTH.get(adapter_files(path).cross_dim, "?"), ""
+        except UserError as exc:
+            family, note = "?", str(exc)
+        return ModelEntry(path.name, path, "single_file", family, "ip-adapter", None, _size(path), note)
     if looks_like_lora(keys):
         return ModelEntry(path.name, path, "single_file", lora_family(header), "lora", None, _size(path))
     flow = flow_file(keys)

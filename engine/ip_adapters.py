@@ -29,6 +29,13 @@ WHAT_TO_GET = {
     "sd15": "models/ip-adapter_sd15.safetensors and models/image_encoder/",
     "sdxl": "sdxl_models/ip-adapter_sdxl_vit-h.safetensors and models/image_encoder/",
 }
+# the files of h94/IP-Adapter a family needs, for the download dialog (not the repo's 10+ GB of variants and .bin)
+DOWNLOAD_FILES = {
+    "sd15": ("models/ip-adapter_sd15.safetensors", "models/image_encoder/config.json",
+             "models/image_encoder/model.safetensors"),
+    "sdxl": ("sdxl_models/ip-adapter_sdxl_vit-h.safetensors", "models/image_encoder/config.json",
+             "models/image_encoder/model.safetensors"),
+}  # fmt: skip
 _LAYER_KEY = re.compile(r"^ip_adapter\.(\d+)\.to_([kv])_ip\.weight$")
 SCAN_DEPTH = 4
 
@@ -175,4 +182,24 @@ def find_adapter(cross_dim: int, model_name: str, explicit: str = "", models_roo
         raise UserError(f"no IP-Adapter fits {model_name} (its text encoder is {cross_dim}-wide; IP-Adapters are made "
                         "for SD1.5 and SDXL): choose an SD1.5 or SDXL model for reference pictures")  # fmt: skip
     raise UserError(f"no {family.upper().replace('SD15', 'SD1.5')} IP-Adapter found: reference pictures need "
-                    f"{WHAT_TO_GET[family]} from {HUB_REPO} in the models folder or the Hugging Face cache")  # fmt: skip
+                    f"{WHAT_TO_GET[family]} from {HUB_REPO} in the models folder or the Hugging Face cache (the window "
+                    "offers the download)")  # fmt: skip
+
+
+def missing_family(message: str) -> str | None:
+    """The family whose adapter a refusal from find_adapter asks for (so the window can offer its download)."""
+    for family, title in (("sd15", "SD1.5"), ("sdxl", "SDXL")):
+        if f"no {title} IP-Adapter found" in message:
+            return family
+    return None
+
+
+def adapter_plan(sizes: dict[str, int], family: str):
+    """The download of just the files a family's references need, from h94/IP-Adapter's file list."""
+    from noisebrush.engine.sources import DownloadPlan
+
+    files = tuple(f for f in DOWNLOAD_FILES[family] if f in sizes)
+    if len(files) != len(DOWNLOAD_FILES[family]):
+        raise UserError(f"{HUB_REPO} no longer has {', '.join(sorted(set(DOWNLOAD_FILES[family]) - set(files)))}")
+    total = sum(sizes[f] for f in files)
+    return DownloadPlan(files, total, sum(sizes.values()) - total)

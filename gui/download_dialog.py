@@ -17,8 +17,11 @@ class DownloadDialog(QDialog):
     downloaded = Signal(str)  # the Hub id, once it is in the cache
 
     def __init__(self, parent=None, repo: str = "", fetch: Callable[..., str] | None = None,
-                 list_files: Callable[[str], dict[str, int]] | None = None) -> None:  # fmt: skip
+                 list_files: Callable[[str], dict[str, int]] | None = None,
+                 planner: Callable[[dict[str, int]], DownloadPlan] = plan_download) -> None:  # fmt: skip
+        """planner: which of the repo's files to get (a pipeline's, or just an IP-Adapter's)."""
         super().__init__(parent)
+        self.planner = planner
         self.setWindowTitle("Download a model")
         self.fetch = fetch
         self.list_files = list_files or hub_file_sizes
@@ -49,8 +52,8 @@ class DownloadDialog(QDialog):
         self.start_btn.setEnabled(False)
         if self.plan is None:
             self.info.setText(f"Looking up {repo}…")
-            list_files = self.list_files
-            self.task = Task(lambda: plan_download(list_files(repo)), parent=self)
+            list_files, planner = self.list_files, self.planner
+            self.task = Task(lambda: planner(list_files(repo)), parent=self)
             self.task.done.connect(self._planned)
             self.task.failed.connect(self._failed)
             self.task.start()

@@ -215,6 +215,19 @@ class Files(QObject):
         dlg.open()
         self._download_dialog = dlg
 
+    def download_adapter_dialog(self, family: str, fetch=None, list_files=None) -> None:
+        """h94/IP-Adapter's files for one family's references: the adapter and its image encoder, nothing else."""
+        from noisebrush.engine.ip_adapters import HUB_REPO, adapter_plan
+        from noisebrush.gui.download_dialog import DownloadDialog
+
+        dlg = DownloadDialog(self.window, HUB_REPO, fetch=fetch, list_files=list_files,
+                             planner=lambda sizes: adapter_plan(sizes, family))  # fmt: skip
+        dlg.setWindowTitle("Download an IP-Adapter for reference pictures")
+        dlg.repo.setReadOnly(True)
+        dlg.downloaded.connect(lambda _repo: self.status.emit("The IP-Adapter is ready: generate again", 8000))
+        dlg.open()
+        self._download_dialog = dlg
+
     def use_model(self, ref: str) -> None:
         """A model the person picked: its own defaults (few-step models want few steps), loaded in the background."""
         d = model_defaults(ref)

@@ -78,6 +78,8 @@ class ReferenceRow(QWidget):
         self.mode.setCurrentIndex(list(MODES).index(layer.mode))
         self.limit = QComboBox(toolTip="Where the reference applies")
         self._fill_limits(state, layer)
+        self.adapter = QComboBox(toolTip="The IP-Adapter: Automatic finds one made for the model in the models folder")
+        self._fill_adapters(state, layer)
         self.start = _spin(layer.start, 0.0, 1.0, 0.05, "From this share of the steps")
         self.end = _spin(layer.end, 0.0, 1.0, 0.05, "Until this share of the steps")
         picture = QToolButton(text="Picture…", toolTip="Another picture for this reference", autoRaise=True)
@@ -97,6 +99,10 @@ class ReferenceRow(QWidget):
             middle.addWidget(w)
         middle.addStretch(1)
         grid.addLayout(middle, 1, 1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(QLabel("Adapter"))
+        bottom.addWidget(self.adapter, 1)
+        grid.addLayout(bottom, 2, 1)
         grid.setColumnStretch(1, 1)
 
         def changed(**fields) -> None:
@@ -106,10 +112,23 @@ class ReferenceRow(QWidget):
         self.weight.valueChanged.connect(lambda v: changed(weight=round(v, 3)))
         self.mode.currentIndexChanged.connect(lambda _i: changed(mode=self.mode.currentData()))
         self.limit.currentIndexChanged.connect(lambda _i: changed(limit=self.limit.currentData()))
+        self.adapter.currentIndexChanged.connect(lambda _i: changed(adapter=self.adapter.currentData()))
         self.start.valueChanged.connect(lambda v: changed(start=min(round(v, 3), self.end.value())))
         self.end.valueChanged.connect(lambda v: changed(end=max(round(v, 3), self.start.value())))
         picture.clicked.connect(lambda: self.picture_requested.emit(self.key))
         delete.clicked.connect(lambda: delete_reference(doc, self.key))
+
+    def _fill_adapters(self, state: AppState, layer: ReferenceLayer) -> None:
+        """Automatic, and the IP-Adapters found for the current model's family (the embedded model has none)."""
+        self.adapter.addItem("Automatic", "")
+        info = state.model_info(state.settings.model)
+        family = info.family if info is not None and state.settings.model else None
+        for m in state.models:
+            if m.role == "ip-adapter" and family is not None and m.family == family:
+                self.adapter.addItem(m.title, m.ref)
+        if layer.adapter and self.adapter.findData(layer.adapter) < 0:
+            self.adapter.addItem(layer.adapter.replace("\\", "/").rsplit("/", 1)[-1], layer.adapter)
+        self.adapter.setCurrentIndex(max(0, self.adapter.findData(layer.adapter)))
 
     def _fill_limits(self, state: AppState, layer: ReferenceLayer) -> None:
         self.limit.addItem("Everywhere", EVERYWHERE)
@@ -154,6 +173,8 @@ class ReferencesBox(QGroupBox):
         layout.addWidget(rule)
         state.doc.references_changed.connect(self.refresh)
         state.doc.regions_changed.connect(lambda: self.refresh(force=True))
+        state.models_changed.connect(lambda: self.refresh(force=True))  # the Adapter lists follow the model list
+        state.settings_changed.connect(lambda names, _o: "model" in names and self.refresh(force=True))
 
     # --- ways in -----------------------------------------------------------------------------------------
     def add_picture(self, image: np.ndarray, key: str | None = None) -> None:

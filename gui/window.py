@@ -158,7 +158,14 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.persistence.autosave_now()
 
     def show_error(self, message: str) -> None:
-        self.banner.show_message(message, "error")
+        from noisebrush.engine.ip_adapters import missing_family
+
+        family = missing_family(message)  # a reference with no IP-Adapter: offer the download, as the message says
+        if family is not None:
+            self.banner.show_message(message, "error", "Download IP-Adapter…",
+                                     lambda: self.files.download_adapter_dialog(family))  # fmt: skip
+        else:
+            self.banner.show_message(message, "error")
         self.statusBar().showMessage(message.splitlines()[0], 8000)
 
     def engine_dialog(self) -> EngineDialog:

@@ -203,3 +203,24 @@ def test_autosave_and_history_bring_references_back(qtbot, tmp_path):
     finally:
         b.close()
         a.close()
+
+
+def test_a_missing_adapter_offers_the_download_of_just_its_files(fake_window, qtbot, tmp_path):
+    w = fake_window
+    message = ("no SD1.5 IP-Adapter found: reference pictures need models/ip-adapter_sd15.safetensors and "
+               "models/image_encoder/ from h94/IP-Adapter in the models folder or the Hugging Face cache")  # fmt: skip
+    w.bridge.failed.emit(1, message)
+    assert w.banner.action.isVisible() and w.banner.action.text() == "Download IP-Adapter…"
+    sizes = {"models/ip-adapter_sd15.safetensors": 44_000_000, "models/image_encoder/config.json": 600,
+             "models/image_encoder/model.safetensors": 2_500_000_000, "models/ip-adapter_sd15.bin": 44_000_000}
+    fetched = []
+    w.files.download_adapter_dialog("sd15", fetch=lambda repo, **kw: fetched.append((repo, kw["allow_patterns"])) or
+                                    str(tmp_path), list_files=lambda repo: sizes)  # fmt: skip
+    dlg = w.files._download_dialog
+    assert dlg.repo.text() == "h94/IP-Adapter" and dlg.repo.isReadOnly()
+    dlg.start_btn.click()
+    qtbot.waitUntil(lambda: dlg.plan is not None, timeout=5000)
+    assert "3 files, 2.54 GB" in dlg.info.text()
+    dlg.start_btn.click()
+    qtbot.waitUntil(lambda: bool(fetched), timeout=5000)
+    assert fetched[0][0] == "h94/IP-Adapter" and sorted(fetched[0][1]) == sorted(set(sizes) - {"models/ip-adapter_sd15.bin"})

@@ -332,3 +332,52 @@ def test_cli_on_a_model_that_cannot_take_a_reference_exits_2_with_the_reason(tmp
     code = main(["generate", "--prompt", "x", "--steps", "1", "--reference", str(tmp_path / "ref.png"),
                  "--out", str(tmp_path / "out.png")])  # fmt: skip
     assert code == 2 and "no IP-Adapter fits the embedded model" in capsys.readouterr().err
+
+
+# --- where the files come from ----------------------------------------------------------------------------------
+def _sd15_shaped_adapter(root: Path) -> Path:
+    """An adapter whose header says SD1.5 (768-wide), tiny otherwise: what the models list should call SD1.5."""
+    import torch
+    from tiny_ip_adapter import write_encoder
+
+    write_encoder(root / "models" / "image_encoder")
+    state = {"image_proj.proj.weight": torch.zeros(4 * 768, 16), "image_proj.proj.bias": torch.zeros(4 * 768),
+             "image_proj.norm.weight": torch.ones(768), "image_proj.norm.bias": torch.zeros(768)}  # fmt: skip
+    for i in range(16):
+        for part in "kv":
+            state[f"ip_adapter.{2 * i + 1}.to_{part}_ip.weight"] = torch.zeros(8, 768)
+    path = root / "models" / "ip-adapter_sd15.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+def test_the_models_list_shows_adapters_by_family_and_finds_the_one_for_a_model(tmp_path, monkeypatch):
+    from noisebrush.engine.catalog import scan
+    from noisebrush.engine.ip_adapters import find_adapter
+
+    path = _sd15_shaped_adapter(tmp_path / "IP-Adapter")
+    (tmp_path / "ip-adapter_broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")  # not one
+    monkeypatch.setattr("noisebrush.engine.ip_adapters._hub_snapshot", lambda: None)
+    (entry,) = [e for e in scan(tmp_path, depth=4) if e.role == "ip-adapter"]
+    assert (entry.path, entry.family, entry.usable) == (path, "sd15", True)
+    files = find_adapter(768, "dreamshaper", models_root=tmp_path)  # the broken file does not block the good one
+    assert files.path == path and files.encoder == path.parent / "image_encoder" and files.kind == "plain"
+
+
+def test_the_download_takes_just_the_adapter_and_its_encoder():
+    from noisebrush.engine.ip_adapters import adapter_plan, missing_family
+
+    sizes = {"models/ip-adapter_sd15.safetensors": 44_000_000, "models/ip-adapter_sd15.bin": 44_000_000,
+             "models/image_encoder/config.json": 600, "models/image_encoder/model.safetensors": 2_500_000_000,
+             "models/image_encoder/pytorch_model.bin": 2_500_000_000, "sdxl_models/ip-adapter_sdxl.safetensors": 700_000_000}
+    plan = adapter_plan(sizes, "sd15")
+    assert set(plan.files) == {"models/ip-adapter_sd15.safetensors", "models/image_encoder/config.json",
+                               "models/image_encoder/model.safetensors"}  # no pickles, no other variants  # fmt: skip
+    assert plan.total_bytes == 2_544_000_600
+    with pytest.raises(UserError, match="no longer has sdxl_models/ip-adapter_sdxl_vit-h.safetensors"):
+        adapter_plan(sizes, "sdxl")
+    with pytest.raises(UserError) as caught:
+        from noisebrush.engine.ip_adapters import find_adapter
+
+        find_adapter(2048, "juggernaut", models_root=Path("/nonexistent"))
+    assert missing_family(str(caught.value)) == "sdxl" and missing_family("something else") is None
