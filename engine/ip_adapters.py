@@ -38,6 +38,7 @@ DOWNLOAD_FILES = {
 }  # fmt: skip
 _LAYER_KEY = re.compile(r"^ip_adapter\.(\d+)\.to_([kv])_ip\.weight$")
 SCAN_DEPTH = 4
+OWN_FOLDER = "ip-adapter"  # a model folder's own adapter (the embedded model's), beside its controlnets/
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,11 @@ def candidates(models_root: Path | None = None) -> list[Path]:
     return found
 
 
-def find_adapter(cross_dim: int, model_name: str, explicit: str = "", models_root: Path | None = None) -> AdapterFiles:
+def find_adapter(cross_dim: int, model_name: str, explicit: str = "", models_root: Path | None = None,
+                 own: Path | None = None) -> AdapterFiles:  # fmt: skip
     """The adapter a reference uses on a model whose cross-attention is `cross_dim` wide: `explicit` when given,
-    else the first fitting one found (h94's plain adapter before -plus). Refuses with what to get."""
+    else the model's own (an `ip-adapter/` folder beside its parts, as the embedded model ships), else the first
+    fitting one found (h94's plain adapter before -plus). Refuses with what to get."""
     family = FAMILY_WIDTH.get(cross_dim)
     if explicit:
         files = adapter_files(Path(explicit))
@@ -171,6 +174,8 @@ def find_adapter(cross_dim: int, model_name: str, explicit: str = "", models_roo
         return files
     order = PREFERRED.get(family or "", ())
     ranked = sorted(candidates(models_root), key=lambda p: (order.index(p.name) if p.name in order else len(order), str(p)))
+    if own is not None and (own / OWN_FOLDER).is_dir():
+        ranked = sorted((own / OWN_FOLDER).glob("ip-adapter*.safetensors")) + ranked
     for path in ranked:
         try:
             files = adapter_files(path)

@@ -122,9 +122,13 @@ class Runner:
         if family not in REFERENCE_FAMILIES:
             raise UserError(f"reference pictures run on SD1.5 and SDXL models on this computer (IP-Adapter), not on "
                             f"{family.upper()} models")  # fmt: skip
+        from noisebrush.engine.models import resolve_model_dir
+
         width = self._cross_dim(req.model, family)
         name = req.model or "the embedded model"
-        return [find_adapter(width, name, r.adapter) for r in req.active_references()]
+        folder = resolve_model_dir(req.model)
+        own = folder if folder.is_dir() else folder.parent
+        return [find_adapter(width, name, r.adapter, own=own) for r in req.active_references()]
 
     def _reference_job(self, model, files: list, req: GenerationRequest, cfg: bool):
         """The job's references with their adapters loaded (once per model and file) and their pictures encoded."""
@@ -216,8 +220,10 @@ class Runner:
             regions = self._region_embeds(pipe, model, req, embeds, nets)
             if regions is not None:
                 embeds, masks = regions
-            cfg = guidance > 1 and model.components["unet"].config.time_cond_proj_dim is None
-            references = self._reference_job(model, reference_files, req, cfg) if reference_files else None
+            references = None
+            if reference_files:  # (SD1.5 and SDXL only: flow models were refused before loading)
+                cfg = guidance > 1 and model.components["unet"].config.time_cond_proj_dim is None
+                references = self._reference_job(model, reference_files, req, cfg)
         kwargs: dict = dict(
             **embeds,
             num_inference_steps=req.steps,

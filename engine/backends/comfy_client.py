@@ -200,7 +200,12 @@ class ComfyClient:
         IP-Adapter nodes: `/object_info/<class>` answers {} for a class nobody registered)."""
         from noisebrush.engine.backends.comfy_workflow import IPADAPTER_NODES
 
-        infos = [self.get_json(f"/object_info/{cls}") for cls in IPADAPTER_NODES]
+        try:
+            infos = [self.get_json(f"/object_info/{cls}") for cls in IPADAPTER_NODES]
+        except ServerError as exc:
+            if exc.down:
+                raise
+            return None  # a 404 (an older server, a proxy): no pack to use either way
         if not all(isinstance(i, dict) and cls in i for i, cls in zip(infos, IPADAPTER_NODES)):
             return None
         try:
