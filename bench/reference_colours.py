@@ -1,11 +1,12 @@
 """Do results follow a reference's colours? The embedded model with its own reference adapter (training/train_reference.py).
 
-    python bench/reference_colours.py [--seeds 4] [--steps 12] [--adapter FILE]
+    python bench/reference_colours.py [--seeds 4] [--steps 12] [--adapter FILE] [--held-out purple,orange]
 
 For each of the world's ten colours, a reference picture in that colour (a field of it with a white square, and
 the reverse), a prompt that names no colour, and four seeds: the share of the result's pixels whose nearest palette
-colour is the reference's, with the reference (Both, Style) and without. Purple and orange were held out of the
-adapter's training pictures, and so were landscapes: the last table uses landscape references.
+colour is the reference's, with the reference (Both, Style) and without. `--held-out` names the colours the adapter
+was trained without (training/train_reference.py --hold-out), reported apart; landscapes are held out of every
+adapter's training, and the last lines use landscape references.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from noisebrush.engine.composition import Reference  # noqa: E402
 from noisebrush.engine.events import Finished  # noqa: E402
 from noisebrush.engine.request import GenerationRequest  # noqa: E402
-from training.train_reference import HELD_OUT_COLOURS  # noqa: E402
 from training.world import PALETTE, generate  # noqa: E402
 
 PROMPTS = ("a circle", "a shape on a background", "a star")
@@ -53,7 +53,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--adapter", default="")
+    p.add_argument("--held-out", default="", help="colours the adapter never saw in training, comma-separated")
     args = p.parse_args()
+    held_out = tuple(c for c in args.held_out.split(",") if c)
     options = LoadOptions()
     runner = Runner(ModelManager(choose(options), options), previews=False)
 
@@ -75,11 +77,13 @@ def main() -> None:
                         req = base.replace(references=(Reference(ref, 1.0, mode, adapter=args.adapter),))
                         got[mode].append(share(run(req), colour))
         means = {k: float(np.mean(v)) for k, v in got.items()}
-        rows.append((colour, colour in HELD_OUT_COLOURS, means))
-        print(f"{colour:8} {'yes' if colour in HELD_OUT_COLOURS else '':8} {means['none']:6.3f} {means['both']:6.3f} "
+        rows.append((colour, colour in held_out, means))
+        print(f"{colour:8} {'yes' if colour in held_out else '':8} {means['none']:6.3f} {means['both']:6.3f} "
               f"{means['style']:6.3f}", flush=True)  # fmt: skip
     for label, held in (("trained colours", False), ("held-out colours", True)):
         sel = [m for _c, h, m in rows if h == held]
+        if not sel:
+            continue
         print(f"{label}: share of the reference's colour, none {np.mean([m['none'] for m in sel]):.3f} → both "
               f"{np.mean([m['both'] for m in sel]):.3f}, style {np.mean([m['style'] for m in sel]):.3f}")  # fmt: skip
     rng = np.random.default_rng(7)  # landscapes: a scene type the adapter never saw

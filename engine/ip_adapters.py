@@ -49,6 +49,9 @@ class AdapterFiles:
     kind: str  # "plain": the encoder's projected embedding → 4 tokens; "plus": its hidden states → 16 tokens
     layers: int  # cross-attention layers it has weights for
     embed_dim: int  # what it reads from the encoder: projection_dim (plain) or hidden_size (plus)
+    # the layers its maker measured for each mode (the file's `noisebrush.<mode>_layers` metadata: comma-separated
+    # name prefixes), where the structural rule of reference_attention.mode_weights does not fit its model
+    mode_layers: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def family(self) -> str:
@@ -58,6 +61,17 @@ class AdapterFiles:
 def _shape(header: dict, key: str) -> list[int]:
     entry = header.get(key)
     return list(entry.get("shape", [])) if isinstance(entry, dict) else []
+
+
+def declared_layers(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The per-mode layer prefixes an adapter file declares in its metadata (see AdapterFiles.mode_layers)."""
+    meta = check_safetensors(path).get("__metadata__")
+    out = []
+    for mode in ("style", "composition"):
+        value = meta.get(f"noisebrush.{mode}_layers") if isinstance(meta, dict) else None
+        if isinstance(value, str) and value.strip():
+            out.append((mode, tuple(p.strip() for p in value.split(",")[:64] if p.strip())))
+    return tuple(out)
 
 
 def read_adapter(path: Path) -> tuple[int, str, int, int]:
@@ -120,7 +134,7 @@ def adapter_files(path: Path) -> AdapterFiles:
                 if pickles:
                     refuse_pickle(pickles[0])
                 raise UserError(f"the image encoder {folder} has no model.safetensors")
-            return AdapterFiles(path, folder, cross_dim, kind, layers, embed_dim)
+            return AdapterFiles(path, folder, cross_dim, kind, layers, embed_dim, declared_layers(path))
     what = "projection" if kind == "plain" else "hidden"
     raise UserError(f"IP-Adapter {path.name} needs its image encoder ({embed_dim}-wide {what} output): put h94's "
                     f"image_encoder/ folder beside it")  # fmt: skip

@@ -45,9 +45,18 @@ def cross_attention_names(unet: Any) -> list[str]:
     return [n for n in unet.attn_processors if not n.endswith("attn1.processor") and "motion_modules" not in n]
 
 
-def mode_weights(names: list[str]) -> dict[str, dict[str, float]]:
+def mode_weights(names: list[str], declared: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> dict[str, dict[str, float]]:
     """name → {"style": f, "composition": f, "both": 1.0}: how much of a reference's weight reaches each
-    cross-attention layer in each mode (the module docstring says which layers and why)."""
+    cross-attention layer in each mode (the module docstring says which layers and why). `declared`: the layer
+    prefixes an adapter's maker measured per mode, which replace the rule for that mode (the embedded model's)."""
+    out = _structural_weights(names)
+    for mode, prefixes in declared:
+        for n in names:
+            out[n][mode] = 1.0 if n.startswith(prefixes) else 0.0
+    return out
+
+
+def _structural_weights(names: list[str]) -> dict[str, dict[str, float]]:
     units: list[tuple[str, int, int]] = []
     for n in names:
         m = _BLOCK.match(n)
@@ -176,8 +185,8 @@ class ReferenceJob:
 
         self.refs, self.adapters, self.latent_hw, self.cfg = refs, adapters, latent_hw, cfg
         self.tokens = [a.encode(r.image) for a, r in zip(adapters, refs)]
-        weights = mode_weights(names)
-        self.scales = {n: [r.weight * weights[n][r.mode] for r in refs] for n in names}
+        weights = [mode_weights(names, a.files.mode_layers) for a in adapters]
+        self.scales = {n: [r.weight * w[n][r.mode] for r, w in zip(refs, weights)] for n in names}
         self.masks = [None if r.mask is None else torch.from_numpy(r.mask.astype(np.float32) / 255.0) for r in refs]
         self._level_masks: dict[tuple, Any] = {}
         self.fraction = 0.0  # of the sampling done, set by the step callback

@@ -209,12 +209,44 @@ def fresh_runner():
     return Runner(ModelManager(choose(options), options), previews=False)
 
 
-def test_the_embedded_model_is_refused_before_loading_with_the_reason(tmp_path, monkeypatch):
+def test_a_model_no_adapter_fits_is_refused_before_loading_with_the_reason(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path))
+    monkeypatch.setattr("noisebrush.engine.ip_adapters._hub_snapshot", lambda: None)
     r = fresh_runner()
-    with pytest.raises(UserError, match="no IP-Adapter fits the embedded model .*choose an SD1.5 or SDXL model"):
-        r.run(1, GenerationRequest("x", references=(Reference(RED),)), lambda e: None, threading.Event())
-    assert not r.models.is_loaded("")
+    with pytest.raises(UserError, match="no IP-Adapter fits .*tiny \\(its text encoder is 384-wide.*SD1.5 or SDXL model"):
+        r.run(1, GenerationRequest("x", model=tiny_model, references=(Reference(RED),)), lambda e: None, threading.Event())
+    assert not r.models.is_loaded(tiny_model)
+
+
+def _mean_distance(image: np.ndarray, rgb) -> float:
+    return float(np.abs(image.reshape(-1, 3).astype(float).mean(0) - np.array(rgb)).sum())
+
+
+@pytest.mark.parametrize("mode", ["both", "style"])
+def test_the_embedded_model_has_its_own_adapter_and_follows_a_references_colour(runner, tmp_path, monkeypatch, mode):
+    """No download: assets/models/default/ip-adapter/ (training/train_reference.py). A blue and a red reference each
+    pull the picture's colours toward theirs; Style acts through the one layer the adapter declares."""
+    monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path))
+    base = GenerationRequest("a circle", steps=12, seed=1)
+    plain = run(runner, base)
+    for rgb in ((220, 35, 35), (35, 75, 215)):
+        ref = flat(rgb, 128)
+        ref[40:88, 40:88] = 245
+        got = run(runner, base.replace(references=(Reference(ref, 1.0, mode),)))
+        assert _mean_distance(got, rgb) < _mean_distance(plain, rgb) - 40, (rgb, got.reshape(-1, 3).mean(0))
+
+
+def test_an_adapter_can_declare_its_style_layers(runner, monkeypatch, tmp_path):
+    from noisebrush.engine.ip_adapters import adapter_files
+    from noisebrush.engine.paths import default_model_dir
+    from noisebrush.engine.reference_attention import cross_attention_names, mode_weights
+
+    files = adapter_files(default_model_dir() / "ip-adapter" / "ip-adapter_noisebrush.safetensors")
+    assert files.mode_layers == (("style", ("up_blocks.1.attentions.1",)),)
+    names = cross_attention_names(runner.models.get("").components["unet"])
+    weights = mode_weights(names, files.mode_layers)
+    assert [n for n in names if weights[n]["style"]] == ["up_blocks.1.attentions.1.transformer_blocks.0.attn2.processor"]
+    assert weights == {n: {**w, "style": weights[n]["style"]} for n, w in mode_weights(names).items()}  # the rest: the rule
 
 
 def test_a_missing_adapter_names_what_to_get(tmp_path, monkeypatch):
@@ -322,16 +354,28 @@ def test_cli_bad_reference_pictures_exit_2_with_one_line(tiny_model, tmp_path, c
     assert not out.exists()
 
 
-def test_cli_on_a_model_that_cannot_take_a_reference_exits_2_with_the_reason(tmp_path, capsys, monkeypatch):
+def test_cli_on_a_model_that_cannot_take_a_reference_exits_2_with_the_reason(tiny_model, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path))
+    monkeypatch.setattr("noisebrush.engine.ip_adapters._hub_snapshot", lambda: None)
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "ref.png")
+    assert _cli(tiny_model, tmp_path / "out.png", "--reference", str(tmp_path / "ref.png")) == 2
+    assert "no IP-Adapter fits" in capsys.readouterr().err and not (tmp_path / "out.png").exists()
+
+
+def test_cli_reference_on_the_embedded_model_works_out_of_the_box(tmp_path, monkeypatch):
     from PIL import Image
 
     from noisebrush.cli import main
+    from noisebrush.engine.metadata import read_request
 
     monkeypatch.setenv("NOISEBRUSH_MODELS", str(tmp_path))
-    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "ref.png")
-    code = main(["generate", "--prompt", "x", "--steps", "1", "--reference", str(tmp_path / "ref.png"),
-                 "--out", str(tmp_path / "out.png")])  # fmt: skip
-    assert code == 2 and "no IP-Adapter fits the embedded model" in capsys.readouterr().err
+    Image.new("RGB", (96, 96), (35, 75, 215)).save(tmp_path / "ref.png")
+    out = tmp_path / "out.png"
+    assert main(["generate", "--prompt", "a circle", "--steps", "4", "--seed", "1", "--reference",
+                 f"{tmp_path / 'ref.png'}@1.0", "--reference-mode", "style", "--out", str(out)]) == 0  # fmt: skip
+    assert read_request(out).references[0].mode == "style"
 
 
 # --- where the files come from ----------------------------------------------------------------------------------
