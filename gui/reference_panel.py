@@ -42,7 +42,8 @@ MODES = {"style": "Style", "composition": "Composition", "both": "Both"}
 MODE_TIPS = {"style": "colours, texture, brushwork", "composition": "layout and shapes", "both": "style, layout and subject"}
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff)"
 RULE = ("A picture the result follows: Style takes its colours and brushwork, Composition its layout, Both all of "
-        "it. Needs an SD1.5 or SDXL model with an IP-Adapter, or a ComfyUI server with the IPAdapter node pack.")  # fmt: skip
+        "it. The embedded model has its own adapter; SD1.5 and SDXL need an IP-Adapter, ComfyUI servers the IPAdapter "
+        "node pack.")  # fmt: skip
 THUMB = 56
 
 
@@ -91,8 +92,6 @@ class ReferenceRow(QWidget):
         for w in (self.enabled, QLabel("Weight"), self.weight, self.mode):
             top.addWidget(w)
         top.addStretch(1)
-        top.addWidget(picture)
-        top.addWidget(delete)
         grid.addLayout(top, 0, 1)
         middle = QHBoxLayout()
         for w in (QLabel("Where"), self.limit, QLabel("Steps"), self.start, QLabel("–"), self.end):
@@ -102,6 +101,8 @@ class ReferenceRow(QWidget):
         bottom = QHBoxLayout()
         bottom.addWidget(QLabel("Adapter"))
         bottom.addWidget(self.adapter, 1)
+        bottom.addWidget(picture)
+        bottom.addWidget(delete)
         grid.addLayout(bottom, 2, 1)
         grid.setColumnStretch(1, 1)
 
