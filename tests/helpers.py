@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 
 import cv2
@@ -61,6 +62,35 @@ def open_window(qtbot, tmp_path, engine=None, **kw):
     w.show()
     qtbot.waitExposed(w)
     return w
+
+
+@contextlib.contextmanager
+def project_round_trip(qtbot, tmp_path, build, through_krita: bool = False):
+    """`build(window)` makes a project and returns what to compare; it is saved as .ora (rewritten as Krita would,
+    when asked) and opened in a fresh window. Yields (what build returned, the new window at 128 px)."""
+    from fake_backend import FakeBackend
+    from test_ora_foreign import krita_round_trip
+
+    from noisebrush.engine.engine import Engine
+
+    a = open_window(qtbot, tmp_path / "a", Engine(FakeBackend(step_s=0.01)))
+    try:
+        before = build(a)
+        assert a.projects.save(str(tmp_path / "p.ora"))
+    finally:
+        a.close()
+    path = str(tmp_path / "p.ora")
+    if through_krita:
+        path = krita_round_trip(path, str(tmp_path / "k.ora"))
+    b = open_window(qtbot, tmp_path / "b", Engine(FakeBackend(step_s=0.01)))
+    try:
+        with qtbot.waitSignal(b.projects.opened, timeout=10000):
+            b.projects.open(path)
+        b.state.update(width=128, height=128)
+        yield before, b
+        assert not b.banner.isVisible() or "Image layer" not in b.banner.label.text()  # not taken for pictures
+    finally:
+        b.close()
 
 
 def add_random_lora(model, seed: int, scale: float):

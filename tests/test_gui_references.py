@@ -72,12 +72,10 @@ def test_loading_a_picture_runs_on_a_worker_and_a_bad_file_says_so(fake_window, 
     box = w.layers_panel.references
     Image.fromarray(picture()).save(tmp_path / "ref.png")
     (tmp_path / "bad.png").write_text("not a picture")
-    with qtbot.waitSignal(box.load(str(tmp_path / "ref.png")).done, timeout=10000):
-        pass
-    qtbot.waitUntil(lambda: len(w.doc.references) == 1, timeout=5000)
-    with qtbot.waitSignal(box.load(str(tmp_path / "bad.png")).failed, timeout=10000):
-        pass
-    qtbot.waitUntil(lambda: w.banner.isVisible() and "bad.png" in w.banner.label.text(), timeout=5000)
+    box.load(str(tmp_path / "ref.png"))  # (its signals may fire before a waitSignal here could connect)
+    qtbot.waitUntil(lambda: len(w.doc.references) == 1, timeout=10000)
+    box.load(str(tmp_path / "bad.png"))
+    qtbot.waitUntil(lambda: w.banner.isVisible() and "bad.png" in w.banner.label.text(), timeout=10000)
     assert len(w.doc.references) == 1  # nothing lost, nothing half-added
 
 
@@ -135,40 +133,23 @@ def test_a_saved_png_reopens_with_its_reference_pictures(qtbot, tmp_path):
 
 @pytest.mark.parametrize("through_krita", [False, True])
 def test_a_project_keeps_its_reference_pictures(qtbot, tmp_path, through_krita):
-    from fake_backend import FakeBackend
-    from helpers import open_window
-    from test_ora_foreign import krita_round_trip
+    from helpers import project_round_trip
 
-    from noisebrush.engine.engine import Engine
-
-    a = open_window(qtbot, tmp_path / "a", Engine(FakeBackend(step_s=0.01)))
-    try:
+    def build(a):
         a.layers_panel.references.add_picture(picture())
         a.layers_panel.references.add_picture(picture((10, 20, 230), size=(300, 200)))
         set_reference(a.doc, a.doc.references[1].key, mode="style", weight=0.3, start=0.1, end=0.7)
         a.state.update(width=128, height=128)
-        before = a.state.capture_request().references
-        assert a.projects.save(str(tmp_path / "p.ora"))
-    finally:
-        a.close()
-    path = str(tmp_path / "p.ora")
-    if through_krita:
-        path = krita_round_trip(path, str(tmp_path / "k.ora"))
-    b = open_window(qtbot, tmp_path / "b", Engine(FakeBackend(step_s=0.01)))
-    try:
-        with qtbot.waitSignal(b.projects.opened, timeout=10000):
-            b.projects.open(path)
-        b.state.update(width=128, height=128)
+        return a.state.capture_request().references
+
+    with project_round_trip(qtbot, tmp_path, build, through_krita) as (before, b):
         after = b.state.capture_request().references
         assert [(r.weight, r.mode, r.start, r.end) for r in after] == [(r.weight, r.mode, r.start, r.end) for r in before]
         assert np.array_equal(after[0].image, before[0].image)  # small enough to travel as it is
         big = after[1].image  # letterboxed into the 128 px canvas: the same picture, scaled to fit
         assert big.shape[1] / big.shape[0] == pytest.approx(200 / 300, rel=0.02)
         assert abs(big.astype(float).mean((0, 1)) - before[1].image.astype(float).mean((0, 1))).max() < 4
-        assert not b.banner.isVisible() or "Image layer" not in b.banner.label.text()  # not taken for pictures
         assert b.layers_panel.references.rows  # shown in the panel
-    finally:
-        b.close()
 
 
 def test_autosave_and_history_bring_references_back(qtbot, tmp_path):

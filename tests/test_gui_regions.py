@@ -60,36 +60,19 @@ def test_typing_a_region_prompt_starts_a_live_frame_with_it(fake_window, qtbot):
 
 @pytest.mark.parametrize("through_krita", [False, True])
 def test_a_project_keeps_every_region_and_reopens_them(qtbot, tmp_path, through_krita):
-    from fake_backend import FakeBackend
-    from helpers import open_window
-    from test_ora_foreign import krita_round_trip
+    from helpers import project_round_trip
 
-    from noisebrush.engine.engine import Engine
-
-    a = open_window(qtbot, tmp_path / "a", Engine(FakeBackend(step_s=0.01)))
-    try:
+    def build(a):
         add_painted(a, "an orange sunset sky", [(0.1, 0.2), (0.9, 0.2)])
         add_painted(a, "a snowy pine forest", [(0.1, 0.8), (0.9, 0.8)])
         a.state.update(width=128, height=128)
-        before = a.state.capture_request().regions
-        assert a.projects.save(str(tmp_path / "p.ora"))
-    finally:
-        a.close()
-    path = str(tmp_path / "p.ora")
-    if through_krita:
-        path = krita_round_trip(path, str(tmp_path / "k.ora"))
-    b = open_window(qtbot, tmp_path / "b", Engine(FakeBackend(step_s=0.01)))
-    try:
-        with qtbot.waitSignal(b.projects.opened, timeout=10000):
-            b.projects.open(path)
-        b.state.update(width=128, height=128)
+        return a.state.capture_request().regions
+
+    with project_round_trip(qtbot, tmp_path, build, through_krita) as (before, b):
         after = b.state.capture_request().regions
         assert [r.prompt for r in after] == [r.prompt for r in before]
         for x, y in zip(before, after):
             assert np.array_equal(x.mask > 0, y.mask > 0)
-        assert not b.banner.isVisible() or "Image layer" not in b.banner.label.text()  # not taken for pictures
-    finally:
-        b.close()
 
 
 def test_autosave_brings_regions_back_after_a_crash(qtbot, tmp_path):
