@@ -63,9 +63,9 @@ def _shape(header: dict, key: str) -> list[int]:
     return list(entry.get("shape", [])) if isinstance(entry, dict) else []
 
 
-def declared_layers(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The per-mode layer prefixes an adapter file declares in its metadata (see AdapterFiles.mode_layers)."""
-    meta = check_safetensors(path).get("__metadata__")
+def declared_layers(header: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The per-mode layer prefixes an adapter file's header declares in its metadata (see AdapterFiles.mode_layers)."""
+    meta = header.get("__metadata__")
     out = []
     for mode in ("style", "composition"):
         value = meta.get(f"noisebrush.{mode}_layers") if isinstance(meta, dict) else None
@@ -74,8 +74,8 @@ def declared_layers(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(out)
 
 
-def read_adapter(path: Path) -> tuple[int, str, int, int]:
-    """(cross_dim, kind, layers, embed_dim) from an adapter file's header; UserError when it is not one."""
+def read_adapter(path: Path) -> tuple[int, str, int, int, dict]:
+    """(cross_dim, kind, layers, embed_dim, header) from an adapter file's header; UserError when it is not one."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
         refuse_pickle(path)
     if not path.is_file():
@@ -102,9 +102,9 @@ def read_adapter(path: Path) -> tuple[int, str, int, int]:
     cross_dim = k_shape[1]
     proj, proj_in = _shape(header, "image_proj.proj.weight"), _shape(header, "image_proj.proj_in.weight")
     if len(proj) == 2 and "image_proj.norm.weight" in header and proj[0] % cross_dim == 0:
-        return cross_dim, "plain", len(ids), proj[1]
+        return cross_dim, "plain", len(ids), proj[1], header
     if "image_proj.latents" in header and len(proj_in) == 2:
-        return cross_dim, "plus", len(ids), proj_in[1]
+        return cross_dim, "plus", len(ids), proj_in[1], header
     raise UserError(f"{path.name} is an IP-Adapter variant Noisebrush does not run (FaceID or full-face); use "
                     "ip-adapter or ip-adapter-plus")  # fmt: skip
 
@@ -124,7 +124,7 @@ def adapter_files(path: Path) -> AdapterFiles:
     """The adapter at `path` with the image encoder that fits it: `image_encoder/` beside it, or h94's
     `models/image_encoder/` or `sdxl_models/image_encoder/` one level up."""
     path = Path(path).expanduser()
-    cross_dim, kind, layers, embed_dim = read_adapter(path)
+    cross_dim, kind, layers, embed_dim, header = read_adapter(path)
     here, up = path.parent, path.parent.parent
     candidates = [here / "image_encoder", up / "models" / "image_encoder", up / "sdxl_models" / "image_encoder"]
     for folder in dict.fromkeys(candidates):
@@ -134,7 +134,7 @@ def adapter_files(path: Path) -> AdapterFiles:
                 if pickles:
                     refuse_pickle(pickles[0])
                 raise UserError(f"the image encoder {folder} has no model.safetensors")
-            return AdapterFiles(path, folder, cross_dim, kind, layers, embed_dim, declared_layers(path))
+            return AdapterFiles(path, folder, cross_dim, kind, layers, embed_dim, declared_layers(header))
     what = "projection" if kind == "plain" else "hidden"
     raise UserError(f"IP-Adapter {path.name} needs its image encoder ({embed_dim}-wide {what} output): put h94's "
                     f"image_encoder/ folder beside it")  # fmt: skip
@@ -187,10 +187,13 @@ def find_adapter(cross_dim: int, model_name: str, explicit: str = "", models_roo
                             f"{model_name} is {have}: choose one made for it")  # fmt: skip
         return files
     order = PREFERRED.get(family or "", ())
-    ranked = sorted(candidates(models_root), key=lambda p: (order.index(p.name) if p.name in order else len(order), str(p)))
-    if own is not None and (own / OWN_FOLDER).is_dir():
-        ranked = sorted((own / OWN_FOLDER).glob("ip-adapter*.safetensors")) + ranked
-    for path in ranked:
+
+    def ranked():  # the model's own first: then no folder is walked for it (a live frame asks every time)
+        if own is not None and (own / OWN_FOLDER).is_dir():
+            yield from sorted((own / OWN_FOLDER).glob("ip-adapter*.safetensors"))
+        yield from sorted(candidates(models_root), key=lambda p: (order.index(p.name) if p.name in order else len(order), str(p)))
+
+    for path in ranked():
         try:
             files = adapter_files(path)
         except UserError:

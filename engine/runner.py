@@ -101,13 +101,13 @@ class Runner:
             return entry.family if entry is not None else "?"
         return flow_family(Path(folder)) or "sd15"  # SDXL and SD1.5 both take regions; only the flow families differ
 
-    def _cross_dim(self, ref: str, family: str) -> int:
-        """The width of a model's cross-attention, from its UNet config (or its family, for a single file), unloaded."""
+    def _cross_dim(self, ref: str, family: str, folder) -> int:
+        """The width of a model's cross-attention, from its UNet config (or its family, for a single file), unloaded.
+        `folder`: resolve_model_dir(ref)."""
         if self.models.is_loaded(ref):
             return int(self.models.get(ref).components["unet"].config.cross_attention_dim)
-        from noisebrush.engine.models import read_json_object, resolve_model_dir
+        from noisebrush.engine.models import read_json_object
 
-        folder = resolve_model_dir(ref)
         if folder.is_dir() and (folder / "unet" / "config.json").is_file():
             width = read_json_object(folder / "unet" / "config.json").get("cross_attention_dim")
             if isinstance(width, int):
@@ -124,9 +124,9 @@ class Runner:
                             f"{family.upper()} models")  # fmt: skip
         from noisebrush.engine.models import resolve_model_dir
 
-        width = self._cross_dim(req.model, family)
-        name = req.model or "the embedded model"
         folder = resolve_model_dir(req.model)
+        width = self._cross_dim(req.model, family, folder)
+        name = req.model or "the embedded model"
         own = folder if folder.is_dir() else folder.parent
         return [find_adapter(width, name, r.adapter, own=own) for r in req.active_references()]
 

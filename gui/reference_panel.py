@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from noisebrush.engine.composition import REFERENCE_MAX_WEIGHT
 from noisebrush.engine.errors import UserError
 from noisebrush.gui.document import qimage_to_rgba
+from noisebrush.gui.engine_bridge import to_qimage
 from noisebrush.gui.references import (
     EVERYWHERE,
     MASK_LAYER,
@@ -48,10 +49,7 @@ THUMB = 56
 
 
 def thumbnail(image: np.ndarray) -> QPixmap:
-    h, w = image.shape[:2]
-    rgb = np.ascontiguousarray(image[..., :3])
-    qimg = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(qimg).scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+    return QPixmap.fromImage(to_qimage(image[..., :3])).scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
                                           Qt.TransformationMode.SmoothTransformation)  # fmt: skip
 
 

@@ -145,7 +145,7 @@ def replace_references(doc: Document, saved: tuple[Reference, ...] | list[tuple[
 
 def _checked(info: dict) -> dict:
     """A saved describe() dict's settings, with defaults for what is missing and UserError for wrong types."""
-    defaults = {"weight": 0.8, "mode": "both", "start": 0.0, "end": 1.0, "limit": EVERYWHERE, "adapter": "", "enabled": True}
+    defaults = {f.name: f.default for f in dataclasses.fields(ReferenceLayer) if f.name in FIELDS}
     values = {k: info.get(k, v) for k, v in defaults.items()}
     if not isinstance(values["limit"], str) or not isinstance(values["enabled"], bool):
         raise UserError("a saved reference is damaged")
