@@ -148,6 +148,10 @@ def _gguf_entry(path: Path) -> ModelEntry:
 
 
 def classify_file(path: Path) -> ModelEntry | None:
+    from noisebrush.engine.upscale import FOLDER, WEIGHTS_SUFFIXES
+
+    if path.parent.name == FOLDER and path.suffix.lower() in WEIGHTS_SUFFIXES:  # read weights-only, checked on load
+        return ModelEntry(path.name, path, "single_file", "any", "upscaler", None, _size(path))
     if path.suffix.lower() in PICKLE_SUFFIXES:
         return ModelEntry(path.name, path, "pickle", "?", "?", None, _size(path), "pickle checkpoint: not opened (unsafe)")
     if is_gguf(path):
@@ -222,6 +226,7 @@ def scan(folder: Path | None = None, depth: int = 2) -> list[ModelEntry]:
 
 def format_table(entries: list[ModelEntry]) -> str:
     from noisebrush.engine.memory import footprint
+
     if not entries:
         return "no models found"
     rows = [("NAME", "FAMILY", "KIND", "FORMAT", "SIZE", "NOTE")]

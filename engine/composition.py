@@ -11,10 +11,13 @@ with one sentence before anything loads:
   mask, the same frozen-image conventions; locally an IP-Adapter whose weights load once and whose attention is
   installed per job (`engine/reference_attention.py`, files found by `engine/ip_adapters.py`), on ComfyUI the
   IPAdapter node pack when `/object_info` shows it, refused with the pack's name when not.
-- **Tiles** (next): not a request field but a plan above the backend protocol, like variations: a large picture is
-  split into overlapping ordinary img2img requests (the crop of the picture, of every control map and of every
-  region mask; references stay whole), which the engine queues so several servers take tiles at once, and whose
-  results are blended with feathered weights. So a tile is a request every backend already runs.
+- **Tiling** (here, the data; `engine/tiling.py` the plan; `engine/tiled_run.py` the run): a request with a
+  `Tiling` is a picture (its init image, any size) upscaled to the output size (up to 8192 px a side) by an upscale
+  model or Lanczos, then refined in overlapping tiles at the model's native size. The Engine, above the backend
+  protocol, splits it into ordinary img2img requests (the crop of the picture, of every control map and of every
+  region mask; references stay whole), queues them so several servers take tiles at once, and blends the results
+  with smooth weights that sum to one. So a tile is a request every backend already runs, and no backend sees a
+  `Tiling`.
 
 How regions are prepared (after Krita AI Diffusion's `process_regions`, whose rules people know):
 - an upper region (later in the tuple) is cut out of the lower ones: where regions overlap, the upper one wins;
@@ -27,11 +30,15 @@ How regions are prepared (after Krita AI Diffusion's `process_regions`, whose ru
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.request import _finite, _frozen_image, _frozen_mask, _text
+
+if TYPE_CHECKING:
+    from noisebrush.engine.request import GenerationRequest
 
 MAX_REGIONS = 8  # each adds a prompt's tokens to every cross-attention; Krita advises at most 5
 MAX_REGION_WORDS = 300  # a prompt's words beyond the encoder's window are dropped anyway: 10,000 is a paste accident
@@ -40,6 +47,8 @@ REFERENCE_MODES = ("style", "composition", "both")
 REFERENCE_MAX_WEIGHT = 1.5  # past ~1.2 IP-Adapter copies the reference; 1.5 leaves room to push a weak one
 REFERENCE_SIDES = (16, 8192)  # px: the encoder reads 224 px; under 16 there is nothing to read, over 8192 a paste accident
 REFERENCE_KEEP = 1024  # px on the long side a reference is kept at (files, autosave): 4× what any encoder reads
+TILED_SIDES = (64, 8192)  # px of a tiled request's output: the document's limit; 8192² RGB is 200 MB per buffer
+UPSCALE_SOURCE_SIDES = (16, 8192)  # px of the picture to upscale: under 16 there is nothing to upscale
 MIN_COVERAGE = 0.02
 BACKGROUND_MIN = 0.05
 
@@ -168,6 +177,46 @@ def check_references(references: tuple[Reference, ...], width: int, height: int)
         if r.mask is not None and r.mask.shape != (height, width):
             raise UserError(f"the mask of reference {i} is {r.mask.shape[1]}×{r.mask.shape[0]}, the output "
                             f"{width}×{height}: resize it first")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Upscale the request's init image to its width×height, then refine it in tiles with its prompt at its strength
+    (strength 0: upscale only). `upscaler`: an upscale model file (ESRGAN, SwinIR, DAT… read by spandrel), "" for
+    Lanczos; `tile`: px of a tile side, 0 for the model's native size; `overlap`: px, 0 for a quarter of a tile."""
+
+    upscaler: str = ""
+    tile: int = 0
+    overlap: int = 0
+
+    def __post_init__(self) -> None:
+        _text(self.upscaler, "upscaler path")
+        for name in ("tile", "overlap"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise UserError(f"the tile {name} must be a whole number of px (got {getattr(self, name)!r})")
+        if self.tile and (self.tile % 8 or not 64 <= self.tile <= 2048):
+            raise UserError(f"a tile must be a multiple of 8 from 64 to 2048 px (got {self.tile})")
+        if self.overlap < 0 or (self.tile and self.overlap > self.tile // 2):
+            raise UserError(f"the tile overlap must be from 0 to half a tile (got {self.overlap} px)")
+
+
+def check_tiled(request: GenerationRequest) -> None:
+    """UserError for a tiled request no backend should try (the rest of `validate` checks the plain fields)."""
+    low, high = TILED_SIDES
+    for name in ("width", "height"):
+        v = getattr(request, name)
+        if not isinstance(v, int) or v % 8 or not low <= v <= high:
+            raise UserError(f"an upscaled picture's {name} must be a multiple of 8 from {low} to {high} px (got {v})")
+    if request.init_image is None:
+        raise UserError("an upscale needs a picture to start from")
+    h, w = request.init_image.shape[:2]
+    low, high = UPSCALE_SOURCE_SIDES
+    if min(h, w) < low or max(h, w) > high:
+        fix = "scale it down first" if max(h, w) > high else "draw or open a larger one"
+        raise UserError(f"a {w}×{h} px picture cannot be upscaled: it must be {low} to {high} px on each side, so {fix}")
+    if request.mask is not None:
+        raise UserError("a full-size refine repaints the whole picture: clear the inpaint mask, or inpaint at the "
+                        "model's size")  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)

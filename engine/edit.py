@@ -25,8 +25,9 @@ def extend(req: GenerationRequest, left: int, top: int, right: int, bottom: int)
     h, w = req.height, req.width
     mask[top : top + h, left : left + w] = 0 if req.mask is None else req.mask
     controls = tuple(
-        dataclasses.replace(c, image=cv2.copyMakeBorder(np.asarray(c.image), borderType=cv2.BORDER_CONSTANT, value=0,
-                                                        **border))  # fmt: skip
+        dataclasses.replace(
+            c, image=cv2.copyMakeBorder(np.asarray(c.image), borderType=cv2.BORDER_CONSTANT, value=0, **border)
+        )  # fmt: skip
         for c in req.controls
     )
     # a region that reaches an edge goes on into the new border there, as its picture does

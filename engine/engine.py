@@ -1,5 +1,9 @@
 """The long-lived engine thread: job ids, the queue, latest-wins, cancel and listeners (policy only).
 
+A request with a `tiling` (an upscale and a refine in tiles) is split here, above the backend protocol, by
+`engine/tiled_run.py`: its tiles are ordinary jobs put at the front of the queue, so every lane (every server) takes
+tiles, and they share the parent's cancel flag, so cancel and latest-wins stop them all within a step.
+
 What runs a job is a Backend (`noisebrush.engine.backends`): the local diffusers one by default. Diffusers
 pipelines are not thread-safe, so a backend gets one engine thread unless it says it can run more jobs at once
 (`parallel_jobs`: a ComfyUI backend runs one per server). Other threads only enqueue, cancel and listen.
@@ -21,6 +25,7 @@ from noisebrush.engine.device import DeviceChoice, LoadOptions
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Cancelled, Event, Failed, Started
 from noisebrush.engine.request import GenerationRequest
+from noisebrush.engine.tiled_run import TiledRun
 
 log = logging.getLogger(__name__)
 Listener = Callable[[Event], None]
@@ -33,6 +38,11 @@ class _Job:
     request: GenerationRequest | None  # None: only load the model named by `preload`
     preload: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
+    tile: tuple[TiledRun, int] | None = None  # one tile of a tiled job (request None: the run makes it when taken)
+
+    @property
+    def preload_only(self) -> bool:
+        return self.request is None and self.tile is None
 
 
 class Engine:
@@ -89,16 +99,22 @@ class Engine:
             if not self.is_alive():  # loudly: a job queued now would never run
                 raise RuntimeError("the engine thread has stopped; see the log")
             if latest_wins:
-                dropped = [j for j in self._queue if j.request is not None]
-                self._queue = deque(j for j in self._queue if j.request is None)
+                dropped = [j for j in self._queue if not j.preload_only]
+                self._queue = deque(j for j in self._queue if j.preload_only)
                 for running in self._running.values():
                     if running.request is not None:
                         running.cancelled.set()
             self._queue.append(job)
             self._cv.notify_all()
-        for j in dropped:
-            self._emit(Cancelled(j.id, 0))
+        self._drop(dropped)
         return job.id
+
+    def _drop(self, jobs: list[_Job]) -> None:
+        for j in jobs:
+            if j.tile is not None:
+                j.tile[0].tile_stopped(j.tile[1])  # its run ends (Cancelled) once every tile has
+            else:
+                self._emit(Cancelled(j.id, 0))
 
     def preload(self, model: str = "") -> None:
         """Load a model in the background so the first Generate does not wait for it."""
@@ -121,12 +137,11 @@ class Engine:
 
     def cancel_all(self) -> None:
         with self._cv:
-            queued = [j for j in self._queue if j.request is not None]
+            queued = [j for j in self._queue if not j.preload_only]
             self._queue.clear()
             for running in self._running.values():
                 running.cancelled.set()
-        for j in queued:
-            self._emit(Cancelled(j.id, 0))
+        self._drop(queued)
 
     @property
     def busy(self) -> bool:
@@ -185,7 +200,11 @@ class Engine:
                     return
                 job = self._queue.popleft()
                 self._running[job.id] = job
+            tiles_out = False
             try:
+                if job.tile is not None:
+                    self._run_tile(job, *job.tile)
+                    continue
                 if job.request is None:
                     try:
                         self.backend.preload(job.preload)
@@ -193,16 +212,65 @@ class Engine:
                         log.warning("preload failed: %s", exc)
                     continue
                 self._emit(Started(job.id, job.request))
+                if job.request.tiling is not None:
+                    tiles_out = self._start_tiled(job)
+                    continue
                 self.backend.run(job.id, job.request, self._emit, job.cancelled)
             except Stopped as stop:
                 self._emit(Cancelled(job.id, stop.steps_done))
             except UserError as exc:
                 self._emit(Failed(job.id, str(exc)))
             except Exception as exc:
-                log.error("job %d failed:\n%s", job.id, traceback.format_exc())
-                first = " ".join(str(exc).split())[:200]  # a sentence for the person; the class and stack are logged
-                reason = f": {first}" if first else ""
-                self._emit(Failed(job.id, f"the job failed unexpectedly{reason} (the log has the details)"))
+                self._emit(Failed(job.id, _unexpected(job.id, exc)))
             finally:
-                with self._cv:
-                    self._running.pop(job.id, None)
+                if not tiles_out:  # a tiled job stays running (cancellable) until its last tile ends
+                    with self._cv:
+                        self._running.pop(job.id, None)
+
+    def _start_tiled(self, job: _Job) -> bool:
+        """Upscale and plan; queue the tiles first in line. Whether tiles went out (else the run has ended)."""
+        assert job.request is not None
+        run = TiledRun(job.id, job.request, self._emit, job.cancelled, self._tiled_ended)
+        try:
+            count = run.prepare()
+        except Stopped:
+            run.stop()
+            return False
+        except UserError as exc:
+            run.fail(str(exc))
+            return False
+        except Exception as exc:
+            run.fail(_unexpected(job.id, exc))
+            return False
+        with self._cv:
+            self._queue.extendleft(_Job(next(_job_ids), None, cancelled=job.cancelled, tile=(run, i))
+                                   for i in reversed(range(count)))  # fmt: skip
+            self._cv.notify_all()
+        return count > 0
+
+    def _tiled_ended(self, job_id: int) -> None:
+        with self._cv:
+            self._running.pop(job_id, None)
+
+    def _run_tile(self, job: _Job, run: TiledRun, index: int) -> None:
+        if job.cancelled.is_set():
+            run.tile_stopped(index)
+            return
+        try:
+            self.backend.run(job.id, run.tile_request(index), run.emit_for(index), job.cancelled)
+        except Stopped:
+            run.tile_stopped(index)
+        except UserError as exc:
+            run.tile_failed(index, str(exc))
+        except Exception as exc:
+            run.tile_failed(index, _unexpected(job.id, exc))
+        if run.is_open(index):  # a backend that returned without a result
+            run.tile_failed(index, "the backend returned no picture")
+
+
+def _unexpected(job_id: int, exc: Exception) -> str:
+    """A sentence for the person; the class and stack go to the log."""
+    log.error("job %d failed:\n%s", job_id, traceback.format_exc())
+    first = " ".join(str(exc).split())[:200]
+    reason = f": {first}" if first else ""
+    return f"the job failed unexpectedly{reason} (the log has the details)"

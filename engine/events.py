@@ -30,6 +30,7 @@ class Preview:
     total: int
     image: np.ndarray  # HxWx3 uint8 at latent resolution; the GUI scales it
     elapsed_s: float
+    box: tuple[int, int, int, int] | None = None  # a tile's preview: where it lands (x, y, w, h in output px)
 
 
 @dataclass(frozen=True)

@@ -40,4 +40,3 @@ def read_few_step(folder: Path | None, meta: dict[str, Any]) -> FewStep | None:
     if steps < 1 or (lora is not None and not (lora.is_file() and lora.is_relative_to(folder.resolve()))):
         return None
     return FewStep(steps, str(lora) if lora else None, scheduler, guidance)
-

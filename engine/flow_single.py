@@ -83,7 +83,7 @@ def read_header(path: Path) -> dict:
 
 
 def single_file_family(path: Path) -> str | None:
-    """"sd3" or "flux" for a flow-matching base checkpoint file, else None (an SD1.5/SDXL file, or not a model)."""
+    """ "sd3" or "flux" for a flow-matching base checkpoint file, else None (an SD1.5/SDXL file, or not a model)."""
     from noisebrush.engine.catalog import classify_file
     from noisebrush.engine.flow import FLOW_FAMILIES
 

@@ -24,7 +24,7 @@ FLUX_WIDTH = 3072  # Flux.1's hidden size; SD3 Medium/3.5 Medium are 1536 wide, 
 
 
 def _flow_family(header: dict) -> str | None:
-    """"flux" or "sd3" for a LoRA over a flow transformer, None for a UNet's (whose blocks are down/mid/up)."""
+    """ "flux" or "sd3" for a LoRA over a flow transformer, None for a UNet's (whose blocks are down/mid/up)."""
     widths = []
     for key, value in header.items():
         rest = key

@@ -19,6 +19,8 @@ GB = 1e9
 MARGIN = {"sd15": 1.0 * GB, "sdxl": 3.0 * GB, "sd3": 3.0 * GB, "flux": 3.0 * GB}
 FLOAT_TYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 VARIANT_WORDS = (".fp16.", ".bf16.", ".fp32.")
+
+
 @dataclass(frozen=True)
 class Footprint:
     weights: int  # bytes of all parts at 16 bits

@@ -93,8 +93,15 @@ def request_to_json(req: GenerationRequest) -> dict:
             for r in req.regions
         ],
         "references": [  # the picture itself, not a path that may vanish
-            {"image": png_b64(r.image), "weight": r.weight, "mode": r.mode, "start": r.start, "end": r.end,
-             "mask": None if r.mask is None else png_b64(np.repeat(r.mask[..., None], 3, axis=2)), "adapter": r.adapter}
+            {
+                "image": png_b64(r.image),
+                "weight": r.weight,
+                "mode": r.mode,
+                "start": r.start,
+                "end": r.end,
+                "mask": None if r.mask is None else png_b64(np.repeat(r.mask[..., None], 3, axis=2)),
+                "adapter": r.adapter,
+            }
             for r in req.references
         ],
     }
@@ -136,11 +143,21 @@ def request_from_json(data: object) -> GenerationRequest:
             mask=None if not data.get("mask") else from_b64(data["mask"])[..., 0],
             feather=int(data.get("feather", 0)),
             loras=tuple(LoraSpec(str(lo["path"]), float(lo["weight"])) for lo in data.get("loras", [])),
-            regions=tuple(Region(from_b64(r["mask"])[..., 0], r["prompt"], r.get("negative", ""))
-                          for r in data.get("regions") or []),  # fmt: skip
-            references=tuple(Reference(from_b64(r["image"]), float(r["weight"]), str(r["mode"]), float(r.get("start", 0.0)),
-                                       float(r.get("end", 1.0)), None if not r.get("mask") else from_b64(r["mask"])[..., 0],
-                                       str(r.get("adapter") or "")) for r in data.get("references") or []),  # fmt: skip
+            regions=tuple(
+                Region(from_b64(r["mask"])[..., 0], r["prompt"], r.get("negative", "")) for r in data.get("regions") or []
+            ),  # fmt: skip
+            references=tuple(
+                Reference(
+                    from_b64(r["image"]),
+                    float(r["weight"]),
+                    str(r["mode"]),
+                    float(r.get("start", 0.0)),
+                    float(r.get("end", 1.0)),
+                    None if not r.get("mask") else from_b64(r["mask"])[..., 0],
+                    str(r.get("adapter") or ""),
+                )
+                for r in data.get("references") or []
+            ),  # fmt: skip
         )
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None

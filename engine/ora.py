@@ -206,8 +206,19 @@ def read_ora(path: str | Path) -> Project:
             data = json.loads(z.read(PROJECT_FILE)) if PROJECT_FILE in names else packed
     except UserError as exc:
         raise UserError(f"{path.name}: {exc}") from None
-    except (OSError, zipfile.BadZipFile, ET.ParseError, ValueError, KeyError, RecursionError, OverflowError, EOFError,
-            zlib.error, RuntimeError, NotImplementedError) as exc:  # Runtime: encrypted; NotImplemented: a zip method
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        ET.ParseError,
+        ValueError,
+        KeyError,
+        RecursionError,
+        OverflowError,
+        EOFError,
+        zlib.error,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:  # Runtime: encrypted; NotImplemented: a zip method
         reason = " ".join(str(exc).split())[:120]
         raise UserError(f"{path.name}: damaged or not an OpenRaster project ({reason})") from None
     return Project(width, height, layers, data if isinstance(data, dict) else {})

@@ -125,6 +125,7 @@ class X0Tap:
         self.x0: torch.Tensor | None = None
         self._acp_on: dict = {}  # device → alphas_cumprod there (for _estimate)
         self._step = scheduler.step
+
         # instance attribute: this scheduler object only. The wrapper shows step's own signature: pipelines pass
         # `generator` (and `eta`) only to a step that declares them, and ancestral samplers need the request's
         # generator to reproduce a seed.

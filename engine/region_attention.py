@@ -136,7 +136,6 @@ class RegionAttnProcessor:
             out = out + residual
         return out / attn.rescale_output_factor
 
-
     def _by_block(self, q, k, v, n: int, scale: float):
         """The same result as the masked softmax over all tokens, at about the cost of one prompt: a position that
         attends one block only sees just that block's tokens (the others' weights would be exactly 0); only border

@@ -13,7 +13,7 @@ from noisebrush.engine.controls import get_kind
 from noisebrush.engine.errors import UserError
 
 if TYPE_CHECKING:
-    from noisebrush.engine.composition import Reference, Region
+    from noisebrush.engine.composition import Reference, Region, Tiling
 
 # The one place for the ranges every front end (GUI, CLI, files) is held to.
 MAX_SEED = 2**32 - 1  # A1111's range; -1 in their files means "random"
@@ -141,6 +141,7 @@ class GenerationRequest:
     loras: tuple[LoraSpec, ...] = field(default_factory=tuple)
     regions: tuple[Region, ...] = field(default_factory=tuple)  # a prompt per painted area (engine/composition.py)
     references: tuple[Reference, ...] = field(default_factory=tuple)  # pictures to follow (engine/composition.py)
+    tiling: Tiling | None = None  # upscale the init image to width×height and refine it in tiles (engine/tiling.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "controls", tuple(self.controls))
@@ -152,7 +153,7 @@ class GenerationRequest:
 
     @property
     def mode(self) -> str:
-        """"txt2img", "img2img" (an init image) or "inpaint" (an init image and a mask)."""
+        """ "txt2img", "img2img" (an init image) or "inpaint" (an init image and a mask)."""
         if self.init_image is None:
             return "txt2img"
         return "inpaint" if self.mask is not None else "img2img"
@@ -167,13 +168,19 @@ class GenerationRequest:
             raise UserError(f"guidance must be between 0 and {MAX_GUIDANCE:g} (got {self.guidance:g})")
         if self.seed is not None and (not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED):
             raise UserError(f"the seed must be a whole number from 0 to {MAX_SEED} (got {self.seed})")
+        if self.tiling is not None:
+            from noisebrush.engine.composition import Tiling, check_tiled
+
+            if not isinstance(self.tiling, Tiling):
+                raise UserError("tiling must be a Tiling (an upscaler, a tile size and an overlap)")
+            check_tiled(self)
         for name in ("width", "height"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v % 8 or not MIN_SIZE <= v <= MAX_SIZE:
+            if self.tiling is None and (not isinstance(v, int) or v % 8 or not MIN_SIZE <= v <= MAX_SIZE):
                 raise UserError(f"{name} must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE} px (got {v})")
-        if not 0.0 < _finite(self.strength, "strength") <= 1.0:
+        if not 0.0 <= _finite(self.strength, "strength") <= 1.0 or (self.strength == 0 and self.tiling is None):
             raise UserError(f"strength must be in (0, 1] (got {self.strength})")
-        for name, image in (("init image", self.init_image), ("mask", self.mask)):
+        for name, image in (("init image", None if self.tiling else self.init_image), ("mask", self.mask)):
             if image is not None and image.shape[:2] != (self.height, self.width):
                 raise UserError(f"the {name} is {image.shape[1]}×{image.shape[0]}, the output {self.width}×{self.height}")
         if self.mask is not None and self.init_image is None:

@@ -91,8 +91,9 @@ def _venv(source: Path) -> Path:
     wanted = [ln.strip() for ln in reqs.splitlines() if ln.strip() and not ln.startswith("#")]
     # torch comes from the project's venv. torchaudio only serves ComfyUI's audio nodes, which then stay unloaded.
     wanted = [r for r in wanted if r.split("=")[0].split(">")[0] not in {"torch", "torchvision", "torchaudio"}]
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted, "requests"],
-                   check=True)  # fmt: skip  (upstream's requirements omit requests, which it imports)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted, "requests"], check=True
+    )  # fmt: skip  (upstream's requirements omit requests, which it imports)
     stamp.write_text(reqs)
     return py
 

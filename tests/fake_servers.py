@@ -19,8 +19,9 @@ COMFY_ANSWERS = {
     "/models/checkpoints": ["fake.safetensors"],
     "/models/controlnet": [],
     "/models/loras": [],
-    "/object_info/KSampler": {"KSampler": {"input": {"required": {"sampler_name": [["euler"]],
-                                                                  "scheduler": [["normal"]]}}}},  # fmt: skip
+    "/object_info/KSampler": {
+        "KSampler": {"input": {"required": {"sampler_name": [["euler"]], "scheduler": [["normal"]]}}}
+    },  # fmt: skip
     "/prompt": {"exec_info": {"queue_remaining": 0}},
 }
 COMFY_ANSWERS["/object_info/KSampler"]["KSampler"]["input"]["required"] = {

@@ -190,9 +190,18 @@ def write_flux_file(path: Path, configs: Path, guidance: bool = True, folder: Pa
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1,
-                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                                         pooled_projection_dim=32, guidance_embeds=guidance, axes_dims_rope=[4, 4, 8])
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        guidance_embeds=guidance,
+        axes_dims_rope=[4, 4, 8],
+    )
     t5 = T5EncoderModel(T5Config(vocab_size=32128, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
                                  decoder_start_token_id=0, feed_forward_proj="gated-gelu"))  # fmt: skip
     clip, vae = CLIPTextModel(_clip_config(32)), tiny_vae16(0.1159, 0.3611)

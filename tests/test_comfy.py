@@ -100,7 +100,6 @@ def test_a_scribble_runs_on_the_server_with_a_preview_every_step(server):
     assert rec.of(job, Started) and server.url.split("//")[1] in end.model_name
 
 
-
 def test_regions_run_on_the_server_and_change_the_picture_where_they_are(server):
     """Issue 26 on ComfyUI: one masked conditioning per region (core nodes only); the server finishes the job, and
     a region's prompt changes the picture inside its mask more than outside."""

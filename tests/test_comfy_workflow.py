@@ -94,7 +94,7 @@ def test_comfyui_errors_become_one_line():
                                                             "details": "ckpt_name: 'x' not in []"}]}}})  # fmt: skip
     line = _describe_error(detail)
     assert "\n" not in line and "Value not in list" in line and "ckpt_name" in line
-    assert _describe_error("<html>" + "x" * 5000) .startswith("<html>")
+    assert _describe_error("<html>" + "x" * 5000).startswith("<html>")
 
 
 def _jpeg() -> bytes:
@@ -160,8 +160,11 @@ def test_regions_become_one_masked_conditioning_each_combined_before_the_control
     left[:, :24] = 255
     right = np.zeros((64, 64), np.uint8)
     right[:, 40:] = 255
-    r = req(prompt="snow", controls=(ControlSpec("scribble", MAP),),
-            regions=(Region(left, "a red fox"), Region(right, "a pine", negative="blurry")))
+    r = req(
+        prompt="snow",
+        controls=(ControlSpec("scribble", MAP),),
+        regions=(Region(left, "a red fox"), Region(right, "a pine", negative="blurry")),
+    )
     blocks = region_blocks(r)
     assert [b.prompt for b in blocks] == ["snow", "a red fox, snow", "a pine, snow"]  # the background keeps 25 %
     g = build_workflow(r, 1, Uploads(("c",), regions=("m0", "m1", "m2")), ServerModels(("v1-5.safetensors",), ("scribble.pth",)))
@@ -190,9 +193,16 @@ PACK_SIGNATURES = {
 PACK_WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
                      "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
                      "style and composition", "style transfer precise", "composition precise")  # fmt: skip
-PACK = ServerModels(("v1-5.safetensors", "juggernautXL.safetensors"), ipadapters=("ip-adapter_sd15.safetensors",
-                    "ip-adapter-plus_sd15.safetensors", "ip-adapter_sdxl_vit-h.safetensors", "ip-adapter_sdxl.safetensors"),
-                    clip_vision=("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"))
+PACK = ServerModels(
+    ("v1-5.safetensors", "juggernautXL.safetensors"),
+    ipadapters=(
+        "ip-adapter_sd15.safetensors",
+        "ip-adapter-plus_sd15.safetensors",
+        "ip-adapter_sdxl_vit-h.safetensors",
+        "ip-adapter_sdxl.safetensors",
+    ),
+    clip_vision=("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"),
+)
 
 
 def _reference(**kw):

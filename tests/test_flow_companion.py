@@ -58,8 +58,13 @@ def here(models, tmp_path, monkeypatch) -> Path:
 
 def test_transformer_only_files_are_listed_usable_with_their_companion(here):
     entries = {e.name: e for e in scan(here)}
-    files = ("flux1-dev.safetensors", "flux1-dev-F16.gguf", "flux1-dev-Q8_0.gguf", "sd3_medium.safetensors",
-             "sd3_medium-F16.gguf")
+    files = (
+        "flux1-dev.safetensors",
+        "flux1-dev-F16.gguf",
+        "flux1-dev-Q8_0.gguf",
+        "sd3_medium.safetensors",
+        "sd3_medium-F16.gguf",
+    )
     for name in files:
         e = entries[name]
         assert e.usable and e.role == "base", (name, e.note)
@@ -106,7 +111,8 @@ def test_without_a_companion_the_file_says_what_to_get(here, lonely_folder, tmp_
         shutil.copy(here / name, lonely)
     notes = {e.name: e.note for e in scan(lonely)}
     assert notes["flux1-dev.safetensors"] == (
-        f"Flux transformer only, without its VAE and text encoders (CLIP-L, T5-XXL): {FLUX_WAY_OUT}")
+        f"Flux transformer only, without its VAE and text encoders (CLIP-L, T5-XXL): {FLUX_WAY_OUT}"
+    )
     assert notes["flux1-dev-Q8_0.gguf"] == notes["flux1-dev.safetensors"]
     code = main(["generate", "--prompt", "x", "--model", str(lonely / "flux1-dev-Q8_0.gguf"), "--out",
                  str(tmp_path / "o.png")])  # fmt: skip

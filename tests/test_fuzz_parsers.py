@@ -14,6 +14,7 @@ Runs derandomized (the same examples on every run, no example database), so CI i
 all, 150 to 400 per case (each test's @settings says how many); about 30 s on two cores, plus pytest's start.
 `pytest --hypothesis-show-statistics` shows how many inputs each parser read and how many it refused.
 """
+
 from __future__ import annotations
 
 import base64
@@ -122,8 +123,11 @@ def images() -> st.SearchStrategy[bytes]:
     return st.one_of(
         st.sampled_from([PNG_64, PNG_8, PNG_8_RGBA, JPEG_8]),
         st.sampled_from([PNG_8, JPEG_8, PNG_8_RGBA]).flatmap(mutated),
-        st.builds(png_header, st.sampled_from([0, 1, 64, 8193, 20_000, 70_000, 2**31 - 1, 2**32 - 1]),
-                  st.sampled_from([0, 1, 64, 8193, 20_000, 70_000, 2**31 - 1, 2**32 - 1])),  # fmt: skip
+        st.builds(
+            png_header,
+            st.sampled_from([0, 1, 64, 8193, 20_000, 70_000, 2**31 - 1, 2**32 - 1]),
+            st.sampled_from([0, 1, 64, 8193, 20_000, 70_000, 2**31 - 1, 2**32 - 1]),
+        ),  # fmt: skip
         st.binary(max_size=64),
     )
 
@@ -802,8 +806,13 @@ JOB_MESSAGES = [
     {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 1}}}},
     {"type": "execution_interrupted", "data": {"prompt_id": PROMPT_ID}},
 ]  # fmt: skip
-JOB_FIELDS = {"value": NUMBERISH, "exception_message": SERVER_TEXT, "node_type": SERVER_TEXT,
-              "prompt_id": st.sampled_from([PROMPT_ID, "another job"]), "type": st.sampled_from(["progress", "executing"])}
+JOB_FIELDS = {
+    "value": NUMBERISH,
+    "exception_message": SERVER_TEXT,
+    "node_type": SERVER_TEXT,
+    "prompt_id": st.sampled_from([PROMPT_ID, "another job"]),
+    "type": st.sampled_from(["progress", "executing"]),
+}
 JOB_FRAMES = weighted((4, st.sampled_from([*JOB_MESSAGES, JOB_MESSAGES[2]]).flatmap(lambda m: json_bytes(faulty(m, JOB_FIELDS)))
                           .map(lambda b: (1, b))),  # a text frame
                       (1, preview_frames().map(lambda b: (2, b))))  # a binary one  # fmt: skip

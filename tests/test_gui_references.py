@@ -192,8 +192,12 @@ def test_a_missing_adapter_offers_the_download_of_just_its_files(fake_window, qt
                "models/image_encoder/ from h94/IP-Adapter in the models folder or the Hugging Face cache")  # fmt: skip
     w.bridge.failed.emit(1, message)
     assert w.banner.action.isVisible() and w.banner.action.text() == "Download IP-Adapter…"
-    sizes = {"models/ip-adapter_sd15.safetensors": 44_000_000, "models/image_encoder/config.json": 600,
-             "models/image_encoder/model.safetensors": 2_500_000_000, "models/ip-adapter_sd15.bin": 44_000_000}
+    sizes = {
+        "models/ip-adapter_sd15.safetensors": 44_000_000,
+        "models/image_encoder/config.json": 600,
+        "models/image_encoder/model.safetensors": 2_500_000_000,
+        "models/ip-adapter_sd15.bin": 44_000_000,
+    }
     fetched = []
     w.files.download_adapter_dialog("sd15", fetch=lambda repo, **kw: fetched.append((repo, kw["allow_patterns"])) or
                                     str(tmp_path), list_files=lambda repo: sizes)  # fmt: skip

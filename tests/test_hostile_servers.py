@@ -191,4 +191,3 @@ def test_a_server_that_fails_mid_job_hands_it_to_another_and_the_engine_goes_on(
         assert any(getattr(e, "job_id", None) == later and isinstance(e, Finished | Failed) for e in events)
     finally:
         engine.shutdown()
-

@@ -181,7 +181,7 @@ def test_the_app_logs_to_a_rotating_file_with_crash_stacks(tmp_path):
         assert faulthandler.is_enabled()
     finally:
         faulthandler.enable()  # back to stderr, as pytest had it
-        for h in logging.getLogger().handlers[len(handlers):]:
+        for h in logging.getLogger().handlers[len(handlers) :]:
             h.close()
             logging.getLogger().removeHandler(h)
         sys.excepthook = hook

@@ -411,9 +411,14 @@ def test_the_models_list_shows_adapters_by_family_and_finds_the_one_for_a_model(
 def test_the_download_takes_just_the_adapter_and_its_encoder():
     from noisebrush.engine.ip_adapters import adapter_plan, missing_family
 
-    sizes = {"models/ip-adapter_sd15.safetensors": 44_000_000, "models/ip-adapter_sd15.bin": 44_000_000,
-             "models/image_encoder/config.json": 600, "models/image_encoder/model.safetensors": 2_500_000_000,
-             "models/image_encoder/pytorch_model.bin": 2_500_000_000, "sdxl_models/ip-adapter_sdxl.safetensors": 700_000_000}
+    sizes = {
+        "models/ip-adapter_sd15.safetensors": 44_000_000,
+        "models/ip-adapter_sd15.bin": 44_000_000,
+        "models/image_encoder/config.json": 600,
+        "models/image_encoder/model.safetensors": 2_500_000_000,
+        "models/image_encoder/pytorch_model.bin": 2_500_000_000,
+        "sdxl_models/ip-adapter_sdxl.safetensors": 700_000_000,
+    }
     plan = adapter_plan(sizes, "sd15")
     assert set(plan.files) == {"models/ip-adapter_sd15.safetensors", "models/image_encoder/config.json",
                                "models/image_encoder/model.safetensors"}  # no pickles, no other variants  # fmt: skip

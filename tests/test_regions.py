@@ -239,8 +239,14 @@ def test_the_per_block_fast_path_paints_what_the_masked_softmax_over_every_token
     left, right = halves()
     blob = np.zeros((128, 128), np.uint8)
     blob[30:70, 50:90] = 255  # overlaps both halves: borders where pooled masks meet at every level
-    req = GenerationRequest("", width=128, height=128, steps=8, seed=2, regions=(
-        Region(left, "a red circle on a red background"), Region(right, "a blue square"), Region(blob, "a green star")))
+    req = GenerationRequest(
+        "",
+        width=128,
+        height=128,
+        steps=8,
+        seed=2,
+        regions=(Region(left, "a red circle on a red background"), Region(right, "a blue square"), Region(blob, "a green star")),
+    )
     fast = run(runner, req).astype(int)
     with region_masks(exact=True):
         slow = run(runner, req).astype(int)

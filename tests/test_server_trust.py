@@ -46,8 +46,12 @@ def test_same_origin_redirects_keep_the_token_for_http_and_websocket(servers):
     assert client.system_stats()["system"]["comfyui_version"] == "0.3.64"
     ws = client.connect("abc", timeout_s=5)
     ws.close()
-    assert server.seen == [("/system_stats", f"Bearer {TOKEN}"), ("/comfy/system_stats", f"Bearer {TOKEN}"),
-                           ("/ws?clientId=abc", f"Bearer {TOKEN}"), ("/comfy/ws?clientId=abc", f"Bearer {TOKEN}")]
+    assert server.seen == [
+        ("/system_stats", f"Bearer {TOKEN}"),
+        ("/comfy/system_stats", f"Bearer {TOKEN}"),
+        ("/ws?clientId=abc", f"Bearer {TOKEN}"),
+        ("/comfy/ws?clientId=abc", f"Bearer {TOKEN}"),
+    ]
 
 
 def test_a_self_signed_server_is_refused_until_pinned_then_works(servers):

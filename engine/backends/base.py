@@ -32,7 +32,7 @@ class ModelInfo:
 
     ref: str  # what GenerationRequest.model / ControlSpec.model take
     title: str
-    role: str  # "base" | "controlnet" | "lora" | "ip-adapter"
+    role: str  # "base" | "controlnet" | "lora" | "ip-adapter" | "upscaler"
     family: str  # "sd15" | "sdxl" | …
     control_kind: str | None = None  # ControlNets: the kind their file name says, None when it says none
     control_kinds: tuple[str, ...] | None = None  # base models: the kinds they ship a ControlNet for (None: unknown)

@@ -213,8 +213,10 @@ class ComfyBackend:
             mask=upload(np.repeat(mask[..., None], 3, axis=2), "mask") if mask is not None else None,
             regions=tuple(upload(_grey(b.weight), f"region{i}") for i, b in enumerate(region_blocks(request))),
             references=tuple(upload(r.image, f"reference{i}") for i, r in enumerate(refs)),
-            reference_masks=tuple(None if r.mask is None else upload(np.repeat(r.mask[..., None], 3, axis=2), f"refmask{i}")
-                                  for i, r in enumerate(refs)),
+            reference_masks=tuple(
+                None if r.mask is None else upload(np.repeat(r.mask[..., None], 3, axis=2), f"refmask{i}")
+                for i, r in enumerate(refs)
+            ),
         )
         workflow = build_workflow(request, seed, uploads, models, server.name)
         checkpoint = workflow["ckpt"]["inputs"]["ckpt_name"]

@@ -66,8 +66,10 @@ def der_fingerprint(der: bytes) -> str:
 
 
 def cross_origin_refusal(server: str, source: str, target: str) -> TrustError:
-    return TrustError(f"{server} redirects {origin_text(source)} to {origin_text(target)}; Noisebrush does not follow "
-                      "a server to another address (its token stays with it): if you trust that one, enter it instead")
+    return TrustError(
+        f"{server} redirects {origin_text(source)} to {origin_text(target)}; Noisebrush does not follow "
+        "a server to another address (its token stays with it): if you trust that one, enter it instead"
+    )
 
 
 def _unverified_context() -> ssl.SSLContext:
