@@ -200,6 +200,13 @@ class Tiling:
             raise UserError(f"the tile overlap must be from 0 to half a tile (got {self.overlap} px)")
 
 
+def check_upscale_source(h: int, w: int) -> None:
+    low, high = UPSCALE_SOURCE_SIDES
+    if min(h, w) < low or max(h, w) > high:
+        fix = "scale it down first" if max(h, w) > high else "draw or open a larger one"
+        raise UserError(f"a {w}×{h} px picture cannot be upscaled: it must be {low} to {high} px on each side, so {fix}")
+
+
 def check_tiled(request: GenerationRequest) -> None:
     """UserError for a tiled request no backend should try (the rest of `validate` checks the plain fields)."""
     low, high = TILED_SIDES
@@ -209,11 +216,7 @@ def check_tiled(request: GenerationRequest) -> None:
             raise UserError(f"an upscaled picture's {name} must be a multiple of 8 from {low} to {high} px (got {v})")
     if request.init_image is None:
         raise UserError("an upscale needs a picture to start from")
-    h, w = request.init_image.shape[:2]
-    low, high = UPSCALE_SOURCE_SIDES
-    if min(h, w) < low or max(h, w) > high:
-        fix = "scale it down first" if max(h, w) > high else "draw or open a larger one"
-        raise UserError(f"a {w}×{h} px picture cannot be upscaled: it must be {low} to {high} px on each side, so {fix}")
+    check_upscale_source(*request.init_image.shape[:2])
     if request.mask is not None:
         raise UserError("a full-size refine repaints the whole picture: clear the inpaint mask, or inpaint at the "
                         "model's size")  # fmt: skip

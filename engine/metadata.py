@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from noisebrush.engine.atomic import atomic_file
-from noisebrush.engine.composition import Reference, Region
+from noisebrush.engine.composition import Reference, Region, Tiling
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.images import regular_file
 from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec
@@ -104,6 +105,7 @@ def request_to_json(req: GenerationRequest) -> dict:
             }
             for r in req.references
         ],
+        "tiling": None if req.tiling is None else dataclasses.asdict(req.tiling),  # an upscale and its tiled refine
     }
 
 
@@ -158,6 +160,7 @@ def request_from_json(data: object) -> GenerationRequest:
                 )
                 for r in data.get("references") or []
             ),  # fmt: skip
+            tiling=None if not data.get("tiling") else Tiling(**{k: data["tiling"][k] for k in ("upscaler", "tile", "overlap")}),
         )
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None

@@ -50,7 +50,7 @@ class Upscaler:
             if cancelled is not None and cancelled.is_set():
                 raise Stopped(0)
             crop = picture[t.y : t.y + t.height, t.x : t.x + t.width]
-            x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float().div(255)
+            x = torch.from_numpy(np.array(crop)).permute(2, 0, 1)[None].float().div(255)
             with torch.inference_mode():
                 y = model(x.to(model.device, model.dtype)).float().clamp(0, 1)
             tile_out = (y[0].permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)

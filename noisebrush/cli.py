@@ -41,12 +41,25 @@ def _parser() -> argparse.ArgumentParser:
                    help=_control_help())  # fmt: skip
     g.add_argument("--controlnet", action="append", default=[], metavar="KIND=FOLDER",
                    help="use this ControlNet for KIND instead of the model's own")  # fmt: skip
-    g.add_argument("--region", action="append", default=[], metavar="MASK.png=PROMPT",
-                   help="a prompt for the white area of MASK (repeatable; later regions win where they overlap)")
-    g.add_argument("--reference", action="append", default=[], metavar="IMAGE[@WEIGHT]",
-                   help="follow this picture's style and/or composition (IP-Adapter; weight 0–1.5, default 0.8); repeatable")
-    g.add_argument("--reference-mode", choices=("style", "composition", "both"),
-                   help="what the references give: style (colours, texture), composition (layout) or both (default)")
+    g.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="MASK.png=PROMPT",
+        help="a prompt for the white area of MASK (repeatable; later regions win where they overlap)",
+    )
+    g.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="IMAGE[@WEIGHT]",
+        help="follow this picture's style and/or composition (IP-Adapter; weight 0–1.5, default 0.8); repeatable",
+    )
+    g.add_argument(
+        "--reference-mode",
+        choices=("style", "composition", "both"),
+        help="what the references give: style (colours, texture), composition (layout) or both (default)",
+    )
     g.add_argument("--ip-adapter", metavar="FILE", help="the IP-Adapter .safetensors to use (its image_encoder/ beside it)")
     g.add_argument("--lora", action="append", default=[], metavar="FILE.safetensors[@WEIGHT]",
                    help="apply a LoRA (weight -2 to 2, default 1); repeatable")  # fmt: skip
@@ -80,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--preview-decoder", choices=["auto", "linear", "taesd"], default="auto",
                    help="previews by a linear map or a tiny autoencoder (auto: TAESD when one is found)")  # fmt: skip
     g.add_argument("--out", required=True, help="output PNG, or FILE.ora for a layered OpenRaster project")
+    from noisebrush.upscale_cli import add_parser
+
+    add_parser(sub)
     return p
 
 
@@ -130,9 +146,11 @@ def missing_xcb_libraries() -> list[str]:
 
 
 def _run_gui(files: list[str] | None = None) -> int:
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("QT_QPA_PLATFORM") or os.environ.get("WAYLAND_DISPLAY")
-    ) and os.environ.get("DISPLAY"):
+    if (
+        sys.platform.startswith("linux")
+        and not (os.environ.get("QT_QPA_PLATFORM") or os.environ.get("WAYLAND_DISPLAY"))
+        and os.environ.get("DISPLAY")
+    ):
         missing = missing_xcb_libraries()
         if missing:
             print(f"noisebrush: error: Qt's X11 plugin needs {', '.join(missing)}, which this system lacks. "
@@ -187,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             from noisebrush.generate import cmd_generate
 
             return cmd_generate(args)
+        if args.command == "upscale":
+            from noisebrush.upscale_cli import cmd_upscale
+
+            return cmd_upscale(args)
         if args.command == "models":
             from noisebrush.engine.catalog import format_table, models_dir, scan
 

@@ -218,6 +218,7 @@ def run_jobs(jobs, previews_dir: Path | None, threads: int | None, log=print, me
         ids = [engine.submit(req) for req, _ in jobs]
         index = {job: i for i, job in enumerate(ids)}
         done: dict[int, Finished] = {}
+        shown = 0.0
         while len(done) < len(ids):
             try:
                 ev = events.get(timeout=0.5)
@@ -228,6 +229,10 @@ def run_jobs(jobs, previews_dir: Path | None, threads: int | None, log=print, me
                 continue
             if isinstance(ev, Progress):
                 log(ev.message)
+            elif isinstance(ev, Preview) and ev.box is not None and time.monotonic() - shown > 1.0:
+                shown = time.monotonic()  # a tiled job: one line a second, with how long is left
+                left = ev.elapsed_s * (ev.total - ev.step) / max(1, ev.step)
+                log(f"refining in tiles: {ev.step}/{ev.total} steps, about {left:.0f} s left")
             elif isinstance(ev, Preview) and previews_dir is not None:
                 name = f"step_{ev.step:03d}.png" if len(jobs) == 1 else f"{i + 1}-step_{ev.step:03d}.png"
                 try:
@@ -305,5 +310,3 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for (_, path), done in zip(jobs, run_jobs(jobs, previews, args.threads, log, memory, backend), strict=True):
             print(f"wrote {path} (seed {done.params.seed}, {done.model_name}, {time.perf_counter() - t0:.1f} s)")
     return 0
-
-
