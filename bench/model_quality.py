@@ -112,18 +112,24 @@ def main() -> None:
     if args.n == 0:  # speed only
         print(f"speed: {args.steps} steps at 128 px end to end: {speed:.2f} s (median of 5, {default_threads()} torch threads)")
         return
-    print(f"cases: {args.n} per control kind (held-out seed {HELD_OUT_SEED}), {args.steps} steps, {args.scheduler}; "
-          f"{quality_s:.0f} s")
+    print(
+        f"cases: {args.n} per control kind (held-out seed {HELD_OUT_SEED}), {args.steps} steps, {args.scheduler}; "
+        f"{quality_s:.0f} s"
+    )
     print(f"edge F-score (scribble, 2 px): {np.mean(edge):.3f}   target >= 0.6")
     print(f"colour accuracy (guidance {g:g}): {np.mean(colors5):.3f} over {len(colors5)} checks   target >= 0.9")
     print(f"  strict (the colour the world painted, even where the caption leaves it open): {np.mean(strict5):.3f}")
     print(f"depth adherence F-score: {np.mean(depth):.3f}   target >= 0.5")
     print(f"pose adherence (limbs covered): {np.mean(limbs):.3f} over {len(limbs)} limbs   target >= 0.7")
-    print(f"guidance works: colour accuracy {np.mean(colors5):.3f} at {g:g} vs {np.mean(colors1):.3f} at 1"
-          f"   target: higher at {g:g}")
+    print(
+        f"guidance works: colour accuracy {np.mean(colors5):.3f} at {g:g} vs {np.mean(colors1):.3f} at 1"
+        f"   target: higher at {g:g}"
+    )
     target = "0.3" if args.steps <= 4 else "2"
-    print(f"speed: {args.steps} steps at 128 px end to end: {speed:.2f} s (median of 5, {default_threads()} torch threads)"
-          f"   target <= {target} s")
+    print(
+        f"speed: {args.steps} steps at 128 px end to end: {speed:.2f} s (median of 5, {default_threads()} torch threads)"
+        f"   target <= {target} s"
+    )
     if args.save and sheet:
         Image.fromarray(np.concatenate(sheet, axis=0)).save(args.save)
         print(f"contact sheet: {args.save} (scribble, output, depth, output, pose, output)")

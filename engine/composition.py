@@ -183,7 +183,7 @@ def check_references(references: tuple[Reference, ...], width: int, height: int)
 class Tiling:
     """Upscale the request's init image to its width×height, then refine it in tiles with its prompt at its strength
     (strength 0: upscale only). `upscaler`: an upscale model file (ESRGAN, SwinIR, DAT… read by spandrel), "" for
-    Lanczos; `tile`: px of a tile side, 0 for the model's native size; `overlap`: px, 0 for a quarter of a tile."""
+    Lanczos; `tile`: px of a tile side, 0 for the model's native size; `overlap`: px, 0 for 3/8 of a tile."""
 
     upscaler: str = ""
     tile: int = 0

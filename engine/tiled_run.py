@@ -16,7 +16,7 @@ import numpy as np
 from noisebrush.engine.backends.base import Emit
 from noisebrush.engine.events import Cancelled, Event, Failed, Finished, Preview, Progress
 from noisebrush.engine.request import MAX_SEED, GenerationRequest
-from noisebrush.engine.tiling import Blend, Tile, plan_tiles, tile_request
+from noisebrush.engine.tiling import Blend, Tile, default_overlap, plan_tiles, tile_request
 
 
 def native_tile(request: GenerationRequest) -> int:
@@ -69,7 +69,7 @@ class TiledRun:
             self._finish(picture)
             return 0
         size = native_tile(req)
-        overlap = tiling.overlap or size // 4
+        overlap = tiling.overlap or default_overlap(size)
         self.tiles = plan_tiles(req.width, req.height, size, min(overlap, size // 2))
         self._picture, self._blend = picture, Blend(req.width, req.height)
         self._open = {t.index for t in self.tiles}

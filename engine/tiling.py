@@ -69,6 +69,12 @@ def _shares(starts: list[int], size: int, band: int) -> list[np.ndarray]:
     return shares
 
 
+def default_overlap(tile: int) -> int:
+    """3/8 of a tile: at a quarter the hand-over's steepest point was 1.33× the picture's own gradient on the seam
+    bench, at 3/8 0.99 (bench/print_size.py seams), for 44 % more tiles at 512 px."""
+    return tile * 3 // 8 // 8 * 8
+
+
 def plan_tiles(width: int, height: int, tile: int, overlap: int) -> tuple[Tile, ...]:
     """Tiles of tile×tile px (smaller only where the picture is), row by row, overlapping by ≥ `overlap` px."""
     tw, th = min(tile, width), min(tile, height)

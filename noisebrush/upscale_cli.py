@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     u.add_argument("--guidance", type=float)
     u.add_argument("--seed", type=int)
     u.add_argument("--tile", type=int, help="px of a tile side (default: the model's own size)")
-    u.add_argument("--overlap", type=int, help="px tiles overlap (default: a quarter of a tile)")
+    u.add_argument("--overlap", type=int, help="px tiles overlap (default: 3/8 of a tile)")
     u.add_argument("--from", dest="from_png", metavar="SAVED.png", help="run again what an upscaled PNG records")
     u.add_argument("--server", action="append", default=[], metavar="URL",
                    help="refine on this ComfyUI server; repeat it and the tiles are shared among them")  # fmt: skip

@@ -353,3 +353,43 @@ def test_a_token_is_nowhere_but_the_secret_store_after_a_run(server, qtbot, tmp_
     out, err = capfd.readouterr()
     assert leaks == [] and token not in caplog.text and token not in out + err
     assert messages and not any(token in m for m in messages)
+
+
+def tiled_request(**kw) -> GenerationRequest:
+    from noisebrush.engine.composition import Tiling
+
+    picture = np.zeros((64, 64, 3), np.uint8)
+    picture[:, :, 2] = 180
+    picture[16:48, 16:48] = (200, 40, 30)
+    base = dict(prompt="a red square", model=CHECKPOINT, steps=6, width=128, height=128, seed=3, strength=0.5,
+                init_image=picture, tiling=Tiling(tile=64, overlap=16))  # fmt: skip
+    return GenerationRequest(**{**base, **kw})
+
+
+def test_two_servers_share_the_tiles_of_one_picture(server, second_server):
+    with Engine(ComfyBackend([server.url, second_server.url])) as engine:
+        rec = Recorder(engine)
+        job = engine.submit(tiled_request())
+        end = rec.until_done([job], timeout=240)[job]
+    assert isinstance(end, Finished), end
+    assert end.image.shape == (128, 128, 3)
+    sent_to = {e.message.rsplit(" ", 1)[-1] for e in rec.of(job, Progress) if "sending the job to" in e.message}
+    assert sent_to == {server.url.split("//")[1], second_server.url.split("//")[1]}, sent_to
+    boxes = {e.box for e in rec.of(job, Preview)} - {None}
+    assert len(boxes) == 9  # every 64 px tile of the 128 px picture streamed into its place
+
+
+def test_a_server_that_dies_during_a_tiled_refine_has_its_tiles_resent(comfy_install, server):
+    victim = _start(comfy_install, "tile-victim")
+    try:
+        with Engine(ComfyBackend([victim.url, server.url])) as engine:
+            rec = Recorder(engine)
+            job = engine.submit(tiled_request(steps=30))
+            while sum(1 for e in rec.seen if isinstance(e, Preview) and e.box) < 2:
+                rec.seen.append(rec.events.get(timeout=120))
+            victim.kill()
+            end = rec.until_done([job], timeout=300)[job]
+    finally:
+        victim.stop()
+    assert isinstance(end, Finished), end
+    assert any(isinstance(e, Progress) and "stopped answering" in e.message for e in rec.seen)

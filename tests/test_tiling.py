@@ -17,7 +17,7 @@ from noisebrush.engine.engine import Engine
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Cancelled, Failed, Finished, Preview
 from noisebrush.engine.request import ControlSpec, GenerationRequest
-from noisebrush.engine.tiling import Blend, plan_tiles, tile_request
+from noisebrush.engine.tiling import Blend, default_overlap, plan_tiles, tile_request
 from noisebrush.engine.upscale import check_scale, load_upscaler, upscale
 
 
@@ -187,14 +187,14 @@ def test_every_tile_runs_previews_land_in_their_boxes_and_the_blend_has_no_seam(
         job = eng.submit(tiled())
         done = eng.log.wait_end(job)
         assert isinstance(done, Finished), done
-    tiles = plan_tiles(384, 256, 128, 32)
-    assert len(backend.requests) == len(tiles) == 12
-    assert sorted((r.width, r.height) for r in backend.requests) == [(128, 128)] * 12
+    tiles = plan_tiles(384, 256, 128, default_overlap(128))
+    assert len(backend.requests) == len(tiles) == 15
+    assert sorted((r.width, r.height) for r in backend.requests) == [(128, 128)] * 15
     previews = eng.log.of(job, Preview)
     assert previews[0].box is None and previews[0].image.shape == (256, 384, 3)  # the upscaled picture first
     boxes = {p.box for p in previews[1:]}
     assert boxes == {t.box for t in tiles}  # every tile streamed into its place
-    assert previews[-1].step == previews[-1].total == 12 * 2  # one count over tiles × steps
+    assert previews[-1].step == previews[-1].total == 15 * 2  # one count over tiles × steps
     assert [p.step for p in previews] == sorted(p.step for p in previews)
     out = done.image.astype(int)
     assert done.image.shape == (256, 384, 3)
@@ -212,7 +212,7 @@ def test_cancel_stops_every_tile_within_a_step_and_keeps_nothing():
         end = eng.log.wait_end(job, timeout=5)
         assert isinstance(end, Cancelled)
         ran = len(backend.requests)
-        assert ran < len(plan_tiles(512, 512, 128, 32))
+        assert ran < len(plan_tiles(512, 512, 128, default_overlap(128)))
         assert not eng.log.of(job, Finished)
         threading.Event().wait(0.2)
         assert len(backend.requests) == ran and not eng.busy  # no tile started after the cancel
@@ -238,7 +238,7 @@ def test_a_failing_tile_fails_the_job_in_one_sentence():
 
     with engine_with(Failing(step_s=0.001)) as eng:
         end = eng.log.wait_end(eng.submit(tiled()))
-    assert isinstance(end, Failed) and end.message == "tile 4 of 12: the server ran out of memory"
+    assert isinstance(end, Failed) and end.message == "tile 4 of 15: the server ran out of memory"
 
 
 def test_upscale_only_needs_no_backend_and_a_bad_upscaler_fails_before_any_tile(tmp_path):
