@@ -45,13 +45,13 @@ def flat_picture(size: int = 128, seed: int = 0) -> np.ndarray:
     return np.clip(base + grain, 0, 255).astype(np.uint8)
 
 
-def run_tiled(req: GenerationRequest, backend=None):
-    """(the job's last event, the finished tiles as (box, picture) in the order they came)."""
+def run_tiled(req: GenerationRequest, backend=None, keep_tiles: bool = True):
+    """(the job's last event, the finished tiles as (box, picture) in the order they came, when kept)."""
     ends: list = []
     tiles: list = []
 
     def listen(e) -> None:
-        if isinstance(e, Preview) and e.box is not None and e.image.shape[:2] == (e.box[3], e.box[2]):
+        if keep_tiles and isinstance(e, Preview) and e.box is not None and e.image.shape[:2] == (e.box[3], e.box[2]):
             tiles.append((e.box, e.image))  # a finished tile (step previews are at latent size)
         elif isinstance(e, Finished | Failed | Cancelled):
             ends.append(e)
@@ -64,10 +64,11 @@ def run_tiled(req: GenerationRequest, backend=None):
     return ends[0], tiles
 
 
-def refine(size: int, strength: float, steps: int, backend=None, model: str = "", tile: int = 0, overlap: int = 0):
+def refine(size: int, strength: float, steps: int, backend=None, model: str = "", tile: int = 0, overlap: int = 0,
+           keep_tiles: bool = True):  # fmt: skip
     req = GenerationRequest("a blue background", init_image=flat_picture(), width=size, height=size, steps=steps,
                             strength=strength, seed=5, model=model, tiling=Tiling(tile=tile, overlap=overlap))  # fmt: skip
-    end, tiles = run_tiled(req, backend)
+    end, tiles = run_tiled(req, backend, keep_tiles)
     if not isinstance(end, Finished):
         raise SystemExit(f"the refine did not finish: {end}")
     return end, tiles
@@ -131,7 +132,7 @@ def cmd_memory(args) -> None:
 
 
 def cmd_one(size: int, steps: int) -> None:
-    end, _ = refine(size, 0.25, steps)
+    end, _ = refine(size, 0.25, steps, keep_tiles=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"tiles": len(plan_tiles(size, size, 128, default_overlap(128))), "s": end.elapsed_s, "peak_mb": peak}))
 

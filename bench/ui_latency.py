@@ -1,11 +1,12 @@
 """How responsive the app stays while the engine works.
 
-    python bench/ui_latency.py [--model FOLDER] [--steps 20] [--debounce 150]
+    python bench/ui_latency.py [--model FOLDER] [--steps 20] [--debounce 150] [--big 4096]
 
 Runs the real window (offscreen unless a display is set) wired to the real engine, and prints:
   max event-loop gap: N ms                 (target < 33 ms)
   stroke end → first preview: N ms          (target ≤ debounce + one step + 30 ms)
   preview frames shown per second: N
+  on a 4096² document: longest stall of a brush stroke: N ms (target < 33 ms), and its memory (RSS)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--model", default="")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--debounce", type=int, default=150)
+    ap.add_argument("--big", type=int, default=4096, help="the side of the large document to paint on (0: skip)")
     args = ap.parse_args()
     app = QApplication(sys.argv)
     from noisebrush.gui.app import create_main_window
@@ -58,7 +60,7 @@ def main() -> None:
     ticker.start()
 
     shown: list[tuple[int, float]] = []  # (job, time) of previews the window painted
-    w.bridge.preview.connect(lambda job, step, total, img, el: job == w.job and shown.append((job, time.perf_counter())))
+    w.bridge.preview.connect(lambda job, *_: job == w.job and shown.append((job, time.perf_counter())))
     results: dict = {}
 
     def wait_for(cond, timeout=300.0) -> None:
@@ -100,6 +102,8 @@ def main() -> None:
         wait_for(lambda: bool(shown))
         latencies.append((shown[0][1] - t_end) * 1000)
         wait_for(lambda: w.job is None)
+    w.panel.live.setChecked(False)
+    big = big_document(w, app, args.big) if args.big else None
     w.close()
     latencies.sort()
     print(f"model: {args.model or 'embedded default'}  steps: {args.steps}  one step: {step_s * 1000:.0f} ms  torch threads: "
@@ -108,7 +112,49 @@ def main() -> None:
     print(f"stroke end → first preview: {latencies[len(latencies) // 2]:.0f} ms median, {latencies[-1]:.0f} ms worst "
           f"(target ≤ {args.debounce} + {step_s * 1000:.0f} + 30 = {args.debounce + step_s * 1000 + 30:.0f} ms)")  # fmt: skip
     print(f"preview frames shown per second: {results['fps']:.1f}")
+    if big:
+        print(f"on a {args.big}² document: longest stall of a brush stroke {big['stall']:.1f} ms (median event "
+              f"{big['median']:.1f} ms; target < 33 ms); RSS {big['rss_small']:.0f} MB at 128 px → {big['rss']:.0f} MB "
+              f"with its {big['layers']} layers, {big['rss_strokes']:.0f} MB after 20 strokes with their undo")  # fmt: skip
     del job
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def big_document(w, app, side: int) -> dict:
+    """Brush strokes on a side² document: how long the GUI thread is busy per input event and per repaint."""
+    small = rss_mb()
+    w.state.update(width=side, height=side)
+    app.processEvents()
+    after_resize = rss_mb()
+    w.layers_panel.set_active("scribble")
+    w.brush_size_box.setValue(24)
+    c = w.canvas
+    c.zoom(4.0)  # zoomed in, as one paints details on a large picture
+    app.processEvents()
+    stalls: list[float] = []
+
+    def timed(fn) -> None:
+        t = time.perf_counter()
+        fn()
+        app.processEvents()  # the repaint of what the event changed
+        stalls.append((time.perf_counter() - t) * 1000)
+
+    r = c.rect()
+    for i in range(20):
+        y = int(r.height() * (0.1 + 0.04 * i))
+        points = [QPoint(int(r.width() * (0.1 + 0.04 * k)), y) for k in range(21)]
+        first, last = points[0], points[-1]
+        timed(lambda a=first: QTest.mousePress(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a))
+        for p in points[1:]:
+            timed(lambda p=p: QTest.mouseMove(c, p))
+        timed(lambda b=last: QTest.mouseRelease(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b))
+    stalls.sort()
+    return {"stall": stalls[-1], "median": stalls[len(stalls) // 2], "rss_small": small, "rss": after_resize,
+            "rss_strokes": rss_mb(), "layers": len(w.doc.all_layers())}  # fmt: skip
 
 
 if __name__ == "__main__":

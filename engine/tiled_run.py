@@ -19,14 +19,14 @@ from noisebrush.engine.request import MAX_SEED, GenerationRequest
 from noisebrush.engine.tiling import Blend, Tile, default_overlap, plan_tiles, tile_request
 
 
-def native_tile(request: GenerationRequest) -> int:
-    """The tile side: the request's own, else the model's native size (128 px for the embedded model, 512 for SD1.5,
-    1024 for SDXL, SD3 and Flux), never larger than the picture."""
-    if request.tiling is not None and request.tiling.tile:
-        return request.tiling.tile
+def native_tile(model: str, tile: int = 0) -> int:
+    """The tile side: `tile` when given, else the model's native size (128 px for the embedded model, 512 for SD1.5,
+    1024 for SDXL, SD3 and Flux)."""
+    if tile:
+        return tile
     from noisebrush.engine.models import model_defaults
 
-    d = model_defaults(request.model)
+    d = model_defaults(model)
     return max(64, max(d.width, d.height) // 8 * 8)
 
 
@@ -68,7 +68,7 @@ class TiledRun:
         if req.strength == 0:  # upscale only
             self._finish(picture)
             return 0
-        size = native_tile(req)
+        size = native_tile(req.model, tiling.tile)
         overlap = tiling.overlap or default_overlap(size)
         self.tiles = plan_tiles(req.width, req.height, size, min(overlap, size // 2))
         self._picture, self._blend = picture, Blend(req.width, req.height)

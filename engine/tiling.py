@@ -117,4 +117,8 @@ class Blend:
         part[...] = np.minimum(part + np.rint(image[..., :3] * w).astype(np.uint32), 65535)
 
     def result(self) -> np.ndarray:
-        return np.minimum((self._sum.astype(np.uint32) + 128) >> 8, 255).astype(np.uint8)
+        """The picture, once: rounded in place (the sums stay below 65,410, so + 128 cannot overflow), so the only
+        new buffer is the result's."""
+        self._sum += 128
+        self._sum >>= 8
+        return self._sum.astype(np.uint8)

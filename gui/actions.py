@@ -145,6 +145,8 @@ class ActionsMixin:
         gen.addSeparator()
         self.edit_result_action = self._action("Edit this result", "Ctrl+E", self.edit_this)
         gen.addAction(self.edit_result_action)
+        self.upscale_action = self._action("Upscale && refine…", "Ctrl+Shift+U", self.upscale_dialog)
+        gen.addAction(self.upscale_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self._action("Keyboard shortcuts", "F1", self.show_shortcuts))
         help_menu.addAction(self._action("About Noisebrush", None, self.show_about))
@@ -227,6 +229,15 @@ class ActionsMixin:
         self.doc.set_layer_image("image", image, "Paste picture")
         self.layers_panel.set_active("image")
 
+    def upscale_dialog(self) -> None:
+        """Upscale the picture and refine it in tiles; the tiles appear on the canvas one by one."""
+        from noisebrush.engine.tiled_run import native_tile
+        from noisebrush.gui.upscale_dialog import UpscaleDialog
+
+        dialog = UpscaleDialog(self.state, native_tile(self.state.settings.model), self)
+        if dialog.exec() == UpscaleDialog.DialogCode.Accepted:
+            self.jobs.upscale(*dialog.choice())
+
     def edit_this(self) -> None:
         """The shown result becomes the Image layer (undoable): refine it, inpaint a region, or extend it."""
         ev = self.state.last_result
@@ -247,7 +258,7 @@ class ActionsMixin:
         self.redo_action.setToolTip(f"Redo {stack.redoText()}".strip())
 
     def set_view(self, view: str) -> None:
-        """"both", "result" or "sketch": what the canvas shows (H, Shift+H, X)."""
+        """ "both", "result" or "sketch": what the canvas shows (H, Shift+H, X)."""
         self.canvas.set_view(view)
         self.result_only_action.setChecked(view == "result")
         self.sketch_only_action.setChecked(view == "sketch")

@@ -58,8 +58,13 @@ class SessionFolder:
         target = self.path / f"snap-{time.time_ns()}"
         target.mkdir()
         try:
-            state = {"values": snap["values"], "size": snap["size"], "layers": {}, "regions": snap.get("regions", []),
-                     "references": [info for info, _image, _mask in snap.get("references", [])]}
+            state = {
+                "values": snap["values"],
+                "size": snap["size"],
+                "layers": {},
+                "regions": snap.get("regions", []),
+                "references": [info for info, _image, _mask in snap.get("references", [])],
+            }
             for info, image, mask in snap.get("references", []):  # their pictures, beside the layers
                 for name, pixels in ((f"{info['key']}.png", image), (f"{info['key']}-mask.png", mask)):
                     if pixels is not None:

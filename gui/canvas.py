@@ -49,6 +49,7 @@ class Canvas(PoseEditing, QWidget):
         self.offset = QPointF(0, 0)
         self._stroke_before: QImage | None = None
         self._stroke_source: np.ndarray | None = None  # the layer's exact map before the stroke (undo brings it back)
+        self._dirty = QRectF()
         self._last: QPointF | None = None
         self._pressure = 1.0
         self._pan_from: QPointF | None = None
@@ -151,6 +152,7 @@ class Canvas(PoseEditing, QWidget):
     def _begin(self, pos: QPointF) -> None:
         layer = self.doc.layer(self.active_layer)
         self._stroke_before, self._stroke_source = layer.image.copy(), layer.source()
+        self._dirty = QRectF()  # what the stroke touched, in document px: undo keeps only that
         self._last = self.to_doc(pos)
         self._dab(self._last, self._last)
 
@@ -182,6 +184,7 @@ class Canvas(PoseEditing, QWidget):
             p.drawLine(a, b)
         p.end()
         r = QRectF(a, b).normalized().adjusted(-width, -width, width, width)
+        self._dirty = self._dirty.united(r)
         self.update(self._screen_rect(r))
 
     def _screen_rect(self, doc_rect: QRectF):
@@ -201,8 +204,10 @@ class Canvas(PoseEditing, QWidget):
             p = QPainter(layer.image)
             if self.tool == "eraser":
                 p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Clear)
-            p.fillRect(QRectF(self._rect_from, cur).normalized(), self._mask_colour())
+            box = QRectF(self._rect_from, cur).normalized()
+            p.fillRect(box, self._mask_colour())
             p.end()
+            self._dirty = self._dirty.united(box)
             self.update()
         else:
             self._dab(self._last, cur)
@@ -216,7 +221,8 @@ class Canvas(PoseEditing, QWidget):
         before, self._stroke_before, self._last = self._stroke_before, None, None
         name = "Mask rectangle" if self._rect_from is not None else "Erase" if self.tool == "eraser" else "Stroke"
         self._rect_from = None
-        self.doc.undo_stack.push(ImageEdit(layer, before, layer.image.copy(), name, source_before=self._stroke_source))
+        rect = self._dirty.toAlignedRect().adjusted(-2, -2, 2, 2).intersected(layer.image.rect())
+        self.doc.undo_stack.push(ImageEdit(layer, before, layer.image, name, source_before=self._stroke_source, rect=rect))
         self.stroke_finished.emit(self.active_layer)
 
     def mousePressEvent(self, e: QMouseEvent) -> None:  # noqa: N802

@@ -186,23 +186,48 @@ class ControlLayer(QObject):
 
 
 class ImageEdit(QUndoCommand):
-    """One stroke, clear or load on one layer: the layer's image before and after."""
+    """One stroke, clear or load on one layer: the layer's pixels before and after.
+
+    A stroke passes `rect`, the rectangle it touched: only those pixels are kept (a stroke on a 4096² layer keeps
+    a few hundred KB, not two 64 MB copies), so undo stays bounded by the strokes' size, not the document's."""
 
     def __init__(self, layer: ControlLayer, before: QImage, after: QImage, text: str,
                  people_before: list[Person] | None = None, people_after: list[Person] | None = None,
-                 source_after: np.ndarray | None = None, source_before: np.ndarray | None = None) -> None:  # fmt: skip
+                 source_after: np.ndarray | None = None, source_before: np.ndarray | None = None,
+                 rect: QRect | None = None) -> None:  # fmt: skip
         super().__init__(text)
-        self.layer, self.before, self.after = layer, before, after
+        self.layer, self.rect = layer, rect
+        self.before, self.after = (before, after) if rect is None else (before.copy(rect), after.copy(rect))
         self.people_before = [p.copy() for p in (people_before if people_before is not None else layer.people)]
         self.people_after = [p.copy() for p in (people_after if people_after is not None else layer.people)]
         # the exact maps (ControlLayer.source) of the pixels before and after: they travel with undo/redo
         self.source_before, self.source_after = source_before, source_after
+        self._painted = rect is not None  # a stroke is already on the layer when it is pushed
+
+    def _put(self, pixels: QImage, people: list[Person], source: np.ndarray | None) -> None:
+        if self.rect is None:
+            self.layer.set_pixels(pixels.copy(), [p.copy() for p in people], source)
+            return
+        image = self.layer.image.copy()
+        p = QPainter(image)
+        p.setCompositionMode(QPainter.CompositionMode.CompositionMode_Source)
+        p.drawImage(self.rect.topLeft(), pixels)
+        p.end()
+        self.layer.set_pixels(image, [q.copy() for q in people], source)
 
     def redo(self) -> None:
-        self.layer.set_pixels(self.after.copy(), [p.copy() for p in self.people_after], self.source_after)
+        if self._painted:  # the first redo, on push: the stroke's pixels are there already
+            self._painted = False
+            self.layer.set_pixels(self.layer.image, self.layer.people, self.source_after)
+            return
+        self._put(self.after, self.people_after, self.source_after)
 
     def undo(self) -> None:
-        self.layer.set_pixels(self.before.copy(), [p.copy() for p in self.people_before], self.source_before)
+        self._put(self.before, self.people_before, self.source_before)
+
+    def cost(self) -> int:
+        """Bytes held."""
+        return self.before.sizeInBytes() + self.after.sizeInBytes()
 
 
 class Document(QObject):
@@ -253,6 +278,12 @@ class Document(QObject):
     def invert_mask(self) -> None:
         alpha = qimage_to_rgba(self.edit_layers["mask"].image)[..., 3]
         self.set_layer_from_map("mask", np.repeat((255 - alpha)[..., None], 3, axis=2), None, "Invert mask")
+
+    def is_empty(self) -> bool:
+        """Nothing painted, loaded or posed on any layer, and no regions or references."""
+        if self.regions or self.references:
+            return False
+        return not any(layer.people or qimage_to_rgba(layer.image)[..., 3].any() for layer in self.all_layers().values())
 
     def pose_layer(self) -> ControlLayer:
         """The layer the pose editor works on."""

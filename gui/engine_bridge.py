@@ -29,7 +29,7 @@ def to_qimage(image: np.ndarray) -> QImage:
 class EngineBridge(QObject):
     started = Signal(int)
     progress = Signal(int, str)
-    preview = Signal(int, int, int, object, float)  # job, step, total, np.ndarray, elapsed
+    preview = Signal(int, int, int, object, float, object)  # job, step, total, np.ndarray, elapsed, tile box or None
     finished = Signal(int, object)  # job, engine.events.Finished
     failed = Signal(int, str)
     cancelled = Signal(int, int)
@@ -39,7 +39,9 @@ class EngineBridge(QObject):
         super().__init__(parent)
         self.engine = engine
         self._lock = threading.Lock()
-        self._pending_preview: Preview | None = None
+        # the latest preview not yet shown, per place: frames of one picture replace each other (a slow GUI skips
+        # them), but a tiled job's tiles each keep their latest, so none is missing from the canvas
+        self._pending_previews: dict[tuple | None, Preview] = {}
         self._preview_ready.connect(self._flush_preview)
         engine.add_listener(self._on_event)
 
@@ -47,8 +49,8 @@ class EngineBridge(QObject):
     def _on_event(self, ev: Event) -> None:
         if isinstance(ev, Preview):
             with self._lock:
-                queued = self._pending_preview is not None
-                self._pending_preview = ev
+                queued = bool(self._pending_previews)
+                self._pending_previews[ev.box] = ev
             if not queued:
                 self._preview_ready.emit()
         elif isinstance(ev, Started):
@@ -66,9 +68,9 @@ class EngineBridge(QObject):
     @Slot()
     def _flush_preview(self) -> None:
         with self._lock:
-            ev, self._pending_preview = self._pending_preview, None
-        if ev is not None:
-            self.preview.emit(ev.job_id, ev.step, ev.total, ev.image, ev.elapsed_s)
+            pending, self._pending_previews = list(self._pending_previews.values()), {}
+        for ev in pending:
+            self.preview.emit(ev.job_id, ev.step, ev.total, ev.image, ev.elapsed_s, ev.box)
 
     def switch_engine(self, engine: Engine) -> Engine:
         """Route a new engine's jobs through here; the old one's jobs are cancelled (their Cancelled events still

@@ -128,6 +128,9 @@ class Files(QObject):
     def _put_picture(self, path: str, loaded: LoadedImage) -> bool:
         """A picture without settings into the layer it looks like, and say which."""
         kind, why = guess_kind(loaded.image)
+        h, w = loaded.image.shape[:2]
+        if kind in self.state.doc.layers and self.state.doc.is_empty():  # a first picture sets the document's shape
+            self.state.update("restore", width=w, height=h)
         if kind not in self.state.doc.layers or not self.load_layer_file(kind, path, loaded):
             return False
         title = self.state.doc.layers[kind].info.title

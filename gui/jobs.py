@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, QRectF, QTimer, Signal
+from PySide6.QtGui import QImage, QPainter
 
 from noisebrush.engine.errors import UserError
 from noisebrush.engine.events import Finished
@@ -66,6 +67,7 @@ class Jobs(QObject):
         super().__init__(parent)
         self.state, self.bridge = state, bridge
         self.batch: list[int] = []  # variations still to come, in order; the first is state.job
+        self._tiles: QImage | None = None  # the picture a tiled job's tiles are painted into
         self.live = LiveScheduler(live_delay_ms, self)
         self.live.fire.connect(lambda: self.generate(latest_wins=True, live_frame=True))
         bridge.started.connect(self._on_started)
@@ -140,11 +142,33 @@ class Jobs(QObject):
         if job == self.state.job:
             self.status.emit("Generating…", 0)
 
-    def _on_preview(self, job: int, step: int, total: int, image: np.ndarray, elapsed: float) -> None:
+    def _on_preview(self, job: int, step: int, total: int, image: np.ndarray, elapsed: float, box: tuple | None) -> None:
         if job != self.state.job:
             return  # a superseded job's late frame
-        self.state.set_result(to_qimage(image), preview=True)
+        if box is None:
+            self._tiles = to_qimage(image)  # a tiled job's first frame is the upscaled picture its tiles land on
+            self.state.set_result(self._tiles, preview=True)
+        elif self._tiles is not None:  # a tile's step (blurry, at latent size) or its finished pixels, in place
+            p = QPainter(self._tiles)
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            p.drawImage(QRectF(*box), to_qimage(image))
+            p.end()
+            self.state.set_result(self._tiles, preview=True)
         self.progress.emit(step, total, elapsed / step * (total - step) if step else None)
+
+    def upscale(self, scale: float, upscaler: str, strength: float) -> int | None:
+        """The picture (the Image layer's, else the shown result) upscaled and refined in tiles, previews in place."""
+        try:
+            req = self.state.capture_upscale(scale, upscaler, strength)
+            req.validate()
+        except UserError as exc:
+            self.error.emit(str(exc))
+            return None
+        self.state.set_job(self.bridge.submit(req, latest_wins=True))
+        self.state.editor_of[self.state.job] = self.state.capture_editor()
+        self.running.emit(True)
+        self.status.emit(f"Upscaling to {req.width}×{req.height}…", 0)
+        return self.state.job
 
     def _on_finished(self, job: int, ev: Finished) -> None:
         self.state.add_result(ev, live=self.state.settings.live)

@@ -197,7 +197,9 @@ class LayersPanel(QWidget):
         layout.addWidget(editing)
         self.regions = RegionsBox(state, self.group)
         # "": the active region went away; the first control layer takes over
-        self.regions.active_changed.connect(lambda k: self.active_changed.emit(k) if k else self.set_active(next(iter(self.boxes))))  # noqa: E501
+        self.regions.active_changed.connect(
+            lambda k: self.active_changed.emit(k) if k else self.set_active(next(iter(self.boxes)))
+        )  # noqa: E501
         layout.addWidget(self.regions)
         self.references = ReferencesBox(state)
         layout.addWidget(self.references)

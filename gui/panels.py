@@ -149,7 +149,6 @@ class GenerationPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
 
-
         edits = {
             "prompt": (self.prompt.textChanged, lambda: self.prompt.toPlainText().strip()),
             "negative": (self.negative.textChanged, lambda: self.negative.text().strip()),

@@ -196,6 +196,8 @@ class Projects(QObject):
         if saved is not None:
             model = saved.model if state.known_model(saved.model, "base") else state.settings.model
             state.update("restore", **(dataclasses.asdict(saved) | {"model": model, "live": False}))
+        else:  # another app's file: the document takes its size and shape (its layers are not stretched)
+            state.update("restore", width=project.width, height=project.height)
         titles = {layer.info.title: k for k, layer in doc.all_layers().items()}  # files edited in Krita keep names
         kinds = dict(data.get("kinds")) if isinstance(data.get("kinds"), dict) else {}
         saved_layers = dict(data.get("layers")) if isinstance(data.get("layers"), dict) else {}

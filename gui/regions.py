@@ -144,4 +144,3 @@ def replace_regions(doc: Document, regions: tuple[Region, ...] | list[dict], tex
 
 def _colour_ok(colour: object) -> bool:
     return isinstance(colour, list) and len(colour) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)
-

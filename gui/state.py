@@ -27,7 +27,8 @@ from noisebrush.gui.document import Document, qimage_to_rgba
 from noisebrush.gui.references import reference_specs, replace_references
 from noisebrush.gui.regions import region_specs, replace_regions
 
-DOC_LONG_SIDE = 512  # sketch resolution: control maps are scaled down to the output size
+MIN_SKETCH_SIDE = 512  # px: a smaller output's document is an integer multiple of it, so strokes stay smooth
+MAX_DOC_SIDE = 8192  # px: an upscaled picture's document; 8192² RGBA is 256 MB a layer
 HISTORY_LIMIT = 200  # results kept in memory; live mode makes many
 
 
@@ -67,8 +68,10 @@ NOT_IN_REQUEST = frozenset({"seed_locked", "live"})
 
 
 def doc_size(width: int, height: int) -> QSize:
-    scale = DOC_LONG_SIDE / max(width, height)
-    return QSize(max(8, round(width * scale)), max(8, round(height * scale)))
+    """The document is the output at full size: every pixel a person paints reaches the request unresampled. Only
+    an output under 512 px (the embedded model's 128) is sketched at a whole multiple of its size."""
+    k = max(1, -(-MIN_SKETCH_SIDE // max(width, height)))
+    return QSize(width * k, height * k)
 
 
 class AppState(QObject):
@@ -95,7 +98,8 @@ class AppState(QObject):
     def update(self, origin: str = "user", **changes: object) -> frozenset[str]:
         """Change settings; emits settings_changed with the fields that really changed (so echoes stop here)."""
         if "width" in changes or "height" in changes:  # the engine takes multiples of 8
-            changes.update({k: max(8, int(changes[k]) // 8 * 8) for k in ("width", "height") if k in changes})
+            changes.update({k: min(MAX_DOC_SIDE, max(8, int(changes[k]) // 8 * 8)) for k in ("width", "height")
+                            if k in changes})  # fmt: skip
         before = self.settings
         self.settings = dataclasses.replace(before, **changes)
         names = frozenset(f for f in changes if getattr(before, f) != getattr(self.settings, f))
@@ -135,6 +139,38 @@ class AppState(QObject):
             regions=region_specs(self.doc, s.width, s.height), references=reference_specs(self.doc, s.width, s.height),
         )  # fmt: skip
         return req if s.mode == "generate" else self._edit_request(req)
+
+    def upscale_source(self) -> np.ndarray | None:
+        """What Upscale works on: the Image layer's picture (a small model's at output size), else the shown result."""
+        picture = self.doc.edit_image(self.settings.width, self.settings.height)
+        if picture is None and self.last_result is not None:
+            picture = self.last_result.image
+        return picture
+
+    def capture_upscale(self, scale: float, upscaler: str, strength: float) -> GenerationRequest:
+        """An upscale request (engine/composition.py Tiling): the Image layer's picture at the document's full size
+        (else the shown result), `scale` times larger, refined in tiles at `strength` (0: upscale only) with the
+        prompt, the control layers, the regions and the references at the new size, cropped per tile."""
+        from noisebrush.engine.composition import Tiling
+        from noisebrush.engine.upscale import check_scale
+
+        if not self.settings.seed_locked:
+            self.new_seed(origin="seed")
+        s, doc = self.settings, self.doc
+        picture = self.upscale_source()
+        if picture is None:
+            raise UserError("nothing to upscale yet: generate a picture, or load one into the Image layer")
+        width, height = check_scale(scale, picture.shape[1], picture.shape[0])
+        prompt, loras = apply_tags(s.prompt, tuple(LoraSpec(p, wt) for p, wt in s.loras),
+                                   [m.ref for m in self.models if m.role == "lora"], "the LoRA list")  # fmt: skip
+        missing = self.kinds_without_controlnet()
+        return GenerationRequest(
+            prompt=prompt, negative_prompt=s.negative, steps=s.steps, guidance=s.guidance, seed=s.seed, width=width,
+            height=height, scheduler=s.scheduler, model=s.model, loras=loras, init_image=picture, strength=strength,
+            controls=tuple(c for c in doc.active_specs(width, height) if c.kind not in missing),
+            regions=region_specs(doc, width, height), references=reference_specs(doc, width, height),
+            tiling=Tiling(upscaler=upscaler),
+        )  # fmt: skip
 
     def model_defaults(self) -> ModelDefaults:
         """The current model's defaults (few-step path, LCM training, kind of guidance): read once per model."""

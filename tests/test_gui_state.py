@@ -37,7 +37,7 @@ def test_the_gui_runs_on_any_backend_previews_result_and_history(window, qtbot):
     stroke(w)
     w.state.update(steps=5)
     previews = []
-    w.bridge.preview.connect(lambda job, step, total, img, el: previews.append(step))
+    w.bridge.preview.connect(lambda job, step, total, img, el, box: previews.append(step))
     with qtbot.waitSignal(w.bridge.finished, timeout=10000):
         w.generate_action.trigger()
     assert previews and previews[-1] == 5
