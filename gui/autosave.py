@@ -184,12 +184,12 @@ class Autosave:
 
     @staticmethod
     def snapshot(state: AppState) -> dict:
-        """What to save, captured on the GUI thread (QImage copies share pixels until written to)."""
+        """What to save, captured on the GUI thread without copying pixels (QImage shares them until written to)."""
         doc = state.doc
         layers = {}
         for kind, layer in doc.all_layers().items():
             layers[kind] = {
-                "image": layer.image.copy(),
+                "image": QImage(layer.image),  # shared, not copied: a stroke detaches the layer's own
                 "settings": dataclasses.asdict(layer.settings),
                 "people": [{"keypoints": p.keypoints, "hidden": sorted(p.hidden)} for p in layer.people],
             }

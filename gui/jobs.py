@@ -68,6 +68,7 @@ class Jobs(QObject):
         self.state, self.bridge = state, bridge
         self.batch: list[int] = []  # variations still to come, in order; the first is state.job
         self._tiles: QImage | None = None  # the picture a tiled job's tiles are painted into
+        self._upscaling_job, self._upscaling = -1, ""  # the upscale job and what its status line says
         self.live = LiveScheduler(live_delay_ms, self)
         self.live.fire.connect(lambda: self.generate(latest_wins=True, live_frame=True))
         bridge.started.connect(self._on_started)
@@ -140,7 +141,7 @@ class Jobs(QObject):
     # --- engine events (GUI thread) --------------------------------------------------------
     def _on_started(self, job: int) -> None:
         if job == self.state.job:
-            self.status.emit("Generating…", 0)
+            self.status.emit(self._upscaling if job == self._upscaling_job else "Generating…", 0)
 
     def _on_preview(self, job: int, step: int, total: int, image: np.ndarray, elapsed: float, box: tuple | None) -> None:
         if job != self.state.job:
@@ -167,7 +168,10 @@ class Jobs(QObject):
         self.state.set_job(self.bridge.submit(req, latest_wins=True))
         self.state.editor_of[self.state.job] = self.state.capture_editor()
         self.running.emit(True)
-        self.status.emit(f"Upscaling to {req.width}×{req.height}…", 0)
+        self._upscaling_job = self.state.job
+        what = f"refining in tiles at {strength:g}" if strength else "no refine"
+        self._upscaling = f"Upscaling to {req.width}×{req.height} ({what})…"
+        self.status.emit(self._upscaling, 0)
         return self.state.job
 
     def _on_finished(self, job: int, ev: Finished) -> None:
