@@ -183,11 +183,15 @@ def check_references(references: tuple[Reference, ...], width: int, height: int)
 class Tiling:
     """Upscale the request's init image to its width×height, then refine it in tiles with its prompt at its strength
     (strength 0: upscale only). `upscaler`: an upscale model file (ESRGAN, SwinIR, DAT… read by spandrel), "" for
-    Lanczos; `tile`: px of a tile side, 0 for the model's native size; `overlap`: px, 0 for 3/8 of a tile."""
+    Lanczos; `tile`: px of a tile side, 0 for the model's native size; `overlap`: px, 0 for 3/8 of a tile;
+    `controlnet`: a tile ControlNet (SD1.5 tile, SDXL tile or an SDXL ProMax Union; a server's file name on
+    ComfyUI) that keeps each refined tile faithful to its source, at `controlnet_weight`; "" for none."""
 
     upscaler: str = ""
     tile: int = 0
     overlap: int = 0
+    controlnet: str = ""
+    controlnet_weight: float = 0.8
 
     def __post_init__(self) -> None:
         _text(self.upscaler, "upscaler path")
@@ -198,6 +202,9 @@ class Tiling:
             raise UserError(f"a tile must be a multiple of 8 from 64 to 2048 px (got {self.tile})")
         if self.overlap < 0 or (self.tile and self.overlap > self.tile // 2):
             raise UserError(f"the tile overlap must be from 0 to half a tile (got {self.overlap} px)")
+        _text(self.controlnet, "tile ControlNet")
+        if not 0 <= _finite(self.controlnet_weight, "tile ControlNet weight") <= 2:
+            raise UserError(f"the tile ControlNet's weight must be from 0 to 2 (got {self.controlnet_weight:g})")
 
 
 def check_upscale_source(h: int, w: int) -> None:

@@ -60,6 +60,7 @@ class ControlKind:
     paint_order: int = 0  # lower is painted first, under the others
     accepts_pose_json: bool = False
     opacity: float = 0.8  # the layer's default opacity over the picture
+    layer: bool = True  # False: no layer to paint; the engine makes the map (tile: the picture itself, per tile)
 
 
 CONTROL_KINDS: dict[str, ControlKind] = {}
@@ -86,8 +87,13 @@ def kind_names() -> tuple[str, ...]:
     return tuple(CONTROL_KINDS)
 
 
+def layer_kinds() -> tuple[str, ...]:
+    """The kinds a document has a layer for."""
+    return tuple(k for k, info in CONTROL_KINDS.items() if info.layer)
+
+
 def paint_order() -> list[str]:
-    return sorted(CONTROL_KINDS, key=lambda k: CONTROL_KINDS[k].paint_order)
+    return sorted(layer_kinds(), key=lambda k: CONTROL_KINDS[k].paint_order)
 
 
 def kind_from_name(name: str) -> str | None:
@@ -110,6 +116,8 @@ for _kind in (
                 ink_to_map, map_to_ink, ("canny",), paint_order=40),
     ControlKind("lineart", "Line art", "white line art on black", "ink", ("lineart", "line_art", "line-art"),
                 ink_to_map, map_to_ink, ("lineart",), paint_order=50),
+    ControlKind("tile", "Tile", "the picture itself: a tile ControlNet keeps a refined tile faithful to it", "image",
+                ("tile",), colour_to_map, map_to_colour, layer=False),
 ):  # fmt: skip
     register(_kind)
 

@@ -109,6 +109,9 @@ def request_to_json(req: GenerationRequest) -> dict:
     }
 
 
+TILING_FIELDS = frozenset(f.name for f in dataclasses.fields(Tiling))
+
+
 class NoSettings(UserError):
     """A readable picture with no settings in it: a plain image, not a damaged settings file."""
 
@@ -160,7 +163,7 @@ def request_from_json(data: object) -> GenerationRequest:
                 )
                 for r in data.get("references") or []
             ),  # fmt: skip
-            tiling=None if not data.get("tiling") else Tiling(**{k: data["tiling"][k] for k in ("upscaler", "tile", "overlap")}),
+            tiling=None if not data.get("tiling") else Tiling(**{k: v for k, v in data["tiling"].items() if k in TILING_FIELDS}),
         )
     except UserError as exc:
         raise UserError(f"the settings in this PNG cannot be used: {exc}") from None

@@ -97,11 +97,13 @@ def tile_request(full: GenerationRequest, picture: np.ndarray, t: Tile) -> Gener
     regions = tuple(replace(r, mask=_crop(r.mask, t)) for r in full.regions if _crop(r.mask, t).any())
     references = tuple(r if r.mask is None else replace(r, mask=_crop(r.mask, t)) for r in full.references)
     seed = None if full.seed is None else (full.seed + t.index) % (MAX_SEED + 1)
-    return full.replace(
-        tiling=None, width=t.width, height=t.height, init_image=_crop(picture, t), seed=seed, mask=None,
-        controls=tuple(ControlSpec(c.kind, _crop(c.image, t), c.weight, c.start, c.end, c.model) for c in full.controls),
-        regions=regions, references=references,
-    )  # fmt: skip
+    crop = _crop(picture, t)
+    controls = tuple(ControlSpec(c.kind, _crop(c.image, t), c.weight, c.start, c.end, c.model) for c in full.controls)
+    tiling = full.tiling
+    if tiling is not None and tiling.controlnet and tiling.controlnet_weight > 0 and "tile" not in {c.kind for c in controls}:
+        controls += (ControlSpec("tile", crop, tiling.controlnet_weight, model=tiling.controlnet),)  # its own source
+    return full.replace(tiling=None, width=t.width, height=t.height, init_image=crop, seed=seed, mask=None,
+                        controls=controls, regions=regions, references=references)  # fmt: skip
 
 
 class Blend:

@@ -10,7 +10,7 @@ from noisebrush.engine.errors import UserError
 UNION_CLASS = "ControlNetUnionModel"
 # The control types of xinsir/controlnet-union-sdxl-1.0: 0 openpose, 1 depth, 2 hed/pidi/scribble/ted,
 # 3 canny/lineart/anime lineart/mlsd, 4 normal, 5 segment (ProMax adds 6 tile, 7 repaint)
-UNION_MODE = {"pose": 0, "depth": 1, "scribble": 2, "canny": 3, "lineart": 3}
+UNION_MODE = {"pose": 0, "depth": 1, "scribble": 2, "canny": 3, "lineart": 3, "tile": 6}  # tile: ProMax only
 
 
 def is_union(net: Any) -> bool:

@@ -16,12 +16,12 @@ from PySide6.QtCore import QObject, QRect, QSize, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QUndoCommand, QUndoStack
 
 from noisebrush.engine.controls import (
-    CONTROL_KINDS,
     INK_RGB,
     ControlKind,
     colour_to_map,
     get_kind,
     ink_to_map,
+    layer_kinds,
     map_to_colour,
 )
 from noisebrush.engine.pose import Person, render_pose
@@ -240,7 +240,7 @@ class Document(QObject):
         super().__init__()
         self.size = QSize(size) if size is not None else QSize(512, 512)
         self.undo_stack = QUndoStack(self)
-        self.layers: dict[str, ControlLayer] = {k: ControlLayer(k, self.size) for k in CONTROL_KINDS}
+        self.layers: dict[str, ControlLayer] = {k: ControlLayer(k, self.size) for k in layer_kinds()}
         self.edit_layers: dict[str, ControlLayer] = {k: ControlLayer(info, self.size) for k, info in EDIT_LAYERS.items()}
         self.regions: dict[str, ControlLayer] = {}  # RegionLayers by key, bottom first (gui/regions.py)
         self.region_serial = 0  # keys never repeat, so undo and autosave can name a region

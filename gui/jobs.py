@@ -157,10 +157,10 @@ class Jobs(QObject):
             self.state.set_result(self._tiles, preview=True)
         self.progress.emit(step, total, elapsed / step * (total - step) if step else None)
 
-    def upscale(self, scale: float, upscaler: str, strength: float) -> int | None:
+    def upscale(self, scale: float, upscaler: str, strength: float, controlnet: str = "") -> int | None:
         """The picture (the Image layer's, else the shown result) upscaled and refined in tiles, previews in place."""
         try:
-            req = self.state.capture_upscale(scale, upscaler, strength)
+            req = self.state.capture_upscale(scale, upscaler, strength, controlnet)
             req.validate()
         except UserError as exc:
             self.error.emit(str(exc))

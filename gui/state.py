@@ -147,7 +147,7 @@ class AppState(QObject):
             picture = self.last_result.image
         return picture
 
-    def capture_upscale(self, scale: float, upscaler: str, strength: float) -> GenerationRequest:
+    def capture_upscale(self, scale: float, upscaler: str, strength: float, controlnet: str = "") -> GenerationRequest:
         """An upscale request (engine/composition.py Tiling): the Image layer's picture at the document's full size
         (else the shown result), `scale` times larger, refined in tiles at `strength` (0: upscale only) with the
         prompt, the control layers, the regions and the references at the new size, cropped per tile."""
@@ -169,7 +169,7 @@ class AppState(QObject):
             height=height, scheduler=s.scheduler, model=s.model, loras=loras, init_image=picture, strength=strength,
             controls=tuple(c for c in doc.active_specs(width, height) if c.kind not in missing),
             regions=region_specs(doc, width, height), references=reference_specs(doc, width, height),
-            tiling=Tiling(upscaler=upscaler),
+            tiling=Tiling(upscaler=upscaler, controlnet=controlnet),
         )  # fmt: skip
 
     def model_defaults(self) -> ModelDefaults:

@@ -59,6 +59,21 @@ class UpscaleDialog(QDialog):
         self.strength.setValue(0.3)
         self.strength.setToolTip("How much of each tile is repainted with the prompt; 0 upscales only")
         form.addRow("Refine", self.strength)
+        self.tile_net = QComboBox()
+        self.tile_net.addItem("None", "")
+        family = next((m.family for m in state.models if m.role == "base" and m.ref == s.model), None)
+        for m in state.models:
+            if m.role != "controlnet" or (family is not None and m.family not in (family, "")):
+                continue
+            if m.control_kind == "tile":
+                self.tile_net.insertItem(1, m.title, m.ref)  # a tile ControlNet the person has: first, preselected
+            elif m.control_kind is None and "union" in m.title.lower():
+                self.tile_net.addItem(m.title, m.ref)  # an SDXL ProMax Union serves tile too
+        if any(m.control_kind == "tile" for m in state.models if m.ref == self.tile_net.itemData(1)):
+            self.tile_net.setCurrentIndex(1)  # keeps a strong refine faithful (a Union may lack tile: not preselected)
+        self.tile_net.setToolTip("A tile ControlNet (SD1.5 tile, SDXL tile or an SDXL ProMax Union) in the models "
+                                 "folder keeps each repainted tile faithful to the picture, so Refine can go higher")  # fmt: skip
+        form.addRow("Tile ControlNet", self.tile_net)
         form.addRow("", QLabel(f"in tiles of {tile} px (the model's own size), with “{_short(s.prompt)}”"))
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.ok = self.buttons.addButton("Upscale", QDialogButtonBox.ButtonRole.AcceptRole)
@@ -97,8 +112,9 @@ class UpscaleDialog(QDialog):
             self.upscaler.addItem(Path(path).name, path)
             self.upscaler.setCurrentIndex(self.upscaler.count() - 1)
 
-    def choice(self) -> tuple[float, str, float]:
-        return self.scale.value(), str(self.upscaler.currentData() or ""), self.strength.value()
+    def choice(self) -> tuple[float, str, float, str]:
+        return (self.scale.value(), str(self.upscaler.currentData() or ""), self.strength.value(),
+                str(self.tile_net.currentData() or ""))  # fmt: skip
 
 
 def _short(text: str, words: int = 6) -> str:

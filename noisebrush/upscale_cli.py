@@ -1,6 +1,7 @@
 """`noisebrush upscale`: a picture to print size, by an upscale model (or Lanczos) and a refine in tiles.
 
-    noisebrush upscale IN.png --scale 4 [--upscaler FILE] [--refine 0.4] [--prompt …] [--server URL …] --out OUT.png
+    noisebrush upscale IN.png --scale 4 [--upscaler FILE] [--refine 0.4] [--prompt …] [--tile-controlnet NET]
+                       [--server URL …] --out OUT.png
 
 The PNG it writes records the settings (the source picture included), so `--from OUT.png` runs it again.
 """
@@ -31,6 +32,9 @@ def add_parser(sub) -> None:
     u.add_argument("--seed", type=int)
     u.add_argument("--tile", type=int, help="px of a tile side (default: the model's own size)")
     u.add_argument("--overlap", type=int, help="px tiles overlap (default: 3/8 of a tile)")
+    u.add_argument("--tile-controlnet", metavar="CONTROLNET[@WEIGHT]",
+                   help="a tile ControlNet (SD1.5 tile, SDXL tile or an SDXL ProMax Union; a server's file with "
+                   "--server) that keeps each refined tile faithful to the picture; weight 0–2, default 0.8")  # fmt: skip
     u.add_argument("--from", dest="from_png", metavar="SAVED.png", help="run again what an upscaled PNG records")
     u.add_argument("--server", action="append", default=[], metavar="URL",
                    help="refine on this ComfyUI server; repeat it and the tiles are shared among them")  # fmt: skip
@@ -82,9 +86,14 @@ def build_request(args: argparse.Namespace):
     model = args.model if args.model is not None else (base.model if base else "")
     d = model_defaults(model) if not args.server else None
     old = base.tiling if base is not None and base.tiling is not None else Tiling()
+    net, net_weight = old.controlnet, old.controlnet_weight
+    if args.tile_controlnet:
+        from noisebrush.generate import _path_weight
+
+        net, net_weight = _path_weight(args.tile_controlnet, 0.8)
     tiling = Tiling(args.upscaler if args.upscaler is not None else old.upscaler,
                     args.tile if args.tile is not None else old.tile,
-                    args.overlap if args.overlap is not None else old.overlap)  # fmt: skip
+                    args.overlap if args.overlap is not None else old.overlap, net, net_weight)  # fmt: skip
 
     def pick(flag, saved, default):
         return flag if flag is not None else (saved if saved is not None else default)

@@ -31,14 +31,15 @@ def test_controlnet_names_say_their_kind_and_preprocessors_feed_a_kind_that_list
     assert kind_from_name("control_v11p_sd15_lineart") == "lineart"
     assert kind_from_name("control_v11p_sd15_openpose") == "pose"
     assert kind_from_name("controlnet-scribble-sdxl") == "scribble"
+    assert kind_from_name("control_v11f1e_sd15_tile") == "tile"
     assert kind_from_name("some-controlnet") is None
     for pre in PREPROCESSORS.values():
         assert pre.name in CONTROL_KINDS[pre.kind].preprocessors
 
 
 def test_an_unknown_kind_is_a_clear_error():
-    with pytest.raises(UserError, match="unknown control kind 'tile'"):
-        ControlSpec("tile", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="unknown control kind 'sparkle'"):
+        ControlSpec("sparkle", np.zeros((8, 8, 3), np.uint8))
 
 
 def test_a_users_canny_controlnet_is_classified_and_runs(tmp_path, tiny_model):

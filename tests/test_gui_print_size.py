@@ -129,3 +129,22 @@ def test_the_bridge_shows_every_tile_even_when_the_gui_is_slow(qtbot):
         t.join()
         qtbot.waitUntil(lambda: len(got) == 3)
     assert got == [(3, (0, 0, 8, 8)), (2, (8, 0, 8, 8)), (5, None)]  # the latest per place; whole frames replace
+
+
+def test_the_upscale_dialog_offers_the_tile_controlnet_the_person_has(window, qtbot):
+    from noisebrush.engine.backends.base import ModelInfo
+    from noisebrush.gui.upscale_dialog import UpscaleDialog
+
+    window.state.models = [*window.state.models,
+                           ModelInfo("/m/controlnet-union-promax", "controlnet-union-promax", "controlnet", "sd15"),
+                           ModelInfo("/m/control_v11f1e_sd15_tile", "SD1.5 tile", "controlnet", "sd15", "tile"),
+                           ModelInfo("/m/xl_tile", "SDXL tile", "controlnet", "sdxl", "tile")]  # fmt: skip
+    dialog = UpscaleDialog(window.state, 128, window)
+    offered = [dialog.tile_net.itemText(i) for i in range(dialog.tile_net.count())]
+    assert offered == ["None", "SD1.5 tile", "controlnet-union-promax"]  # the other family's is not offered
+    window.state.update(width=128, height=128, steps=2)
+    with qtbot.waitSignal(window.bridge.finished, timeout=10000):
+        window.generate()
+    req = window.state.capture_upscale(*dialog.choice())
+    assert req.tiling is not None and req.tiling.controlnet == "/m/control_v11f1e_sd15_tile"  # preselected
+    dialog.close()

@@ -273,3 +273,35 @@ def test_a_tiled_refine_on_the_embedded_model_follows_the_picture_and_reproduces
     assert np.abs(a.image.astype(int) - upscaled.astype(int)).mean() < 40  # refined, not repainted
     centre, corner = a.image[112:144, 112:144].mean(axis=(0, 1)), a.image[:24, :24].mean(axis=(0, 1))
     assert centre[0] > centre[2] and corner[2] > corner[0]  # the square stays red, the background blue
+
+
+def test_a_tile_controlnet_gets_each_tiles_own_source():
+    pic = smooth_picture(256, 256)
+    full = GenerationRequest("a field", init_image=pic, width=256, height=256, strength=0.6, seed=1,
+                             tiling=Tiling(tile=128, controlnet="control_v11f1e_sd15_tile", controlnet_weight=0.7))  # fmt: skip
+    tiles = plan_tiles(256, 256, 128, default_overlap(128))
+    last = tile_request(full, pic, tiles[-1])
+    (tile,) = last.controls
+    assert (tile.kind, tile.model, tile.weight) == ("tile", "control_v11f1e_sd15_tile", 0.7)
+    assert np.array_equal(tile.image, last.init_image)  # the ControlNet sees the very crop it refines
+    off = full.replace(tiling=Tiling(tile=128, controlnet="control_v11f1e_sd15_tile", controlnet_weight=0))
+    assert tile_request(off, pic, tiles[0]).controls == ()
+    with pytest.raises(UserError, match="weight must be from 0 to 2"):
+        Tiling(controlnet="x", controlnet_weight=3)
+
+
+def test_a_tile_controlnet_runs_with_every_tile_on_the_local_engine(tiny_model):
+    from helpers import logged_engine
+
+    net = f"{tiny_model}/controlnets/scribble"  # any SD1.5 ControlNet stands in for a tile one here
+    base = dict(prompt="a field", init_image=smooth_picture(64, 64), width=128, height=128, strength=0.6, steps=4,
+                seed=2, model=tiny_model, scheduler="Euler")  # fmt: skip
+    eng = logged_engine()
+    try:
+        plain = eng.log.wait_end(eng.submit(GenerationRequest(**base, tiling=Tiling(tile=64))))
+        held_tiling = Tiling(tile=64, controlnet=net, controlnet_weight=1.5)
+        held = eng.log.wait_end(eng.submit(GenerationRequest(**base, tiling=held_tiling)))
+    finally:
+        assert eng.shutdown(30)
+    assert isinstance(plain, Finished) and isinstance(held, Finished), (plain, held)
+    assert np.abs(plain.image.astype(int) - held.image.astype(int)).mean() > 1.0  # the ControlNet took part

@@ -74,3 +74,14 @@ def test_bad_pictures_and_upscalers(tmp_path, capsys):
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_tile_controlnet_from_the_command_line_is_recorded_and_rerun(tiny_model, square, tmp_path):
+    out, again = tmp_path / "held.png", tmp_path / "again.png"
+    net = f"{tiny_model}/controlnets/scribble"
+    assert main(["upscale", str(square), "--scale", "2", "--refine", "0.5", "--model", tiny_model, "--steps", "4",
+                 "--tile", "128", "--tile-controlnet", f"{net}@1.2", "--seed", "1", "--out", str(out)]) == 0  # fmt: skip
+    tiling = read_request(out).tiling
+    assert (tiling.controlnet, tiling.controlnet_weight, tiling.tile) == (net, 1.2, 128)
+    assert main(["upscale", "--from", str(out), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))
