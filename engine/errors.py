@@ -9,3 +9,7 @@ def first_line(exc: BaseException) -> str:
     """A library's exception as one line for a message (its type where it says nothing)."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class GatedError(UserError):
+    """The Hub wants a token, or its licence accepted, before it gives a repo's files."""
