@@ -126,4 +126,8 @@ def describe(pack: Pack, models: Path) -> str:
     have, total = pack_state(pack, models)
     state = "installed" if have == total else f"{have} of {total} files" if have else "not installed"
     gated = "; gated: needs your Hugging Face token" if pack.gated else ""
-    return f"{pack.id:18s} {pack.size / 1e9:6.1f} GB  {state:14s} {pack.title} ({pack.licence}{gated})"
+    return f"{pack.id:18s} {size_text(pack.size):>8s}  {state:14s} {pack.title} ({pack.licence}{gated})"
+
+
+def size_text(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"

@@ -93,9 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--preview-decoder", choices=["auto", "linear", "taesd"], default="auto",
                    help="previews by a linear map or a tiny autoencoder (auto: TAESD when one is found)")  # fmt: skip
     g.add_argument("--out", required=True, help="output PNG, or FILE.ora for a layered OpenRaster project")
+    from noisebrush.download_cli import add_parser as add_download
     from noisebrush.upscale_cli import add_parser
 
     add_parser(sub)
+    add_download(sub)
     return p
 
 
@@ -170,9 +172,12 @@ def _run_gui(files: list[str] | None = None) -> int:
     return gui_main(sys.argv[:1], files or [])
 
 
+COMMANDS = ("generate", "models", "upscale", "download")
+
+
 def _file_arguments(argv: list[str]) -> list[str] | None:
     """`noisebrush a.png pose.json` (what the desktop entry's %F passes): the files to open in the GUI, else None."""
-    if argv and all(not a.startswith("-") and a not in ("generate", "models") for a in argv):
+    if argv and all(not a.startswith("-") and a not in COMMANDS for a in argv):
         return argv
     return None
 
@@ -205,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             from noisebrush.generate import cmd_generate
 
             return cmd_generate(args)
+        if args.command == "download":
+            from noisebrush.download_cli import cmd_download
+
+            return cmd_download(args)
         if args.command == "upscale":
             from noisebrush.upscale_cli import cmd_upscale
 

@@ -202,3 +202,29 @@ def test_a_gated_folder_pack_asks_for_the_token_too(tmp_path, hub):
         download_pack(pack, tmp_path / "models", token="hf_wrong")
     download_pack(pack, tmp_path / "models", token=GOOD_TOKEN)
     assert (tmp_path / "models" / "Gated" / "model_index.json").read_bytes() == SMALL
+
+
+def test_the_command_line_lists_offline_and_downloads_with_a_bar(tmp_path, hub, monkeypatch, capsys):
+    from noisebrush.cli import main
+
+    models = tmp_path / "models"
+    (models / "upscale_models").mkdir(parents=True)
+    (models / "upscale_models" / "OmniSR_X4_DIV2K.safetensors").write_bytes(b"x")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["download", "--list", "--dir", str(models)]) == 0
+    listed = capsys.readouterr().out
+    assert "sd15" in listed and "upscaler" in listed.split("sd35-medium")[1] and "installed" in listed
+    assert [ln for ln in listed.splitlines() if ln.strip().startswith("upscaler")][0].split()[3] == "installed"
+    assert "needs your Hugging Face token" in [ln for ln in listed.splitlines() if "flux-dev" in ln][0]
+    assert main(["download", "sd15", "--dir", str(models)]) == 2
+    assert "offline" in capsys.readouterr().err
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(packs, "assets_dir", lambda: tmp_path)
+    (tmp_path / "model_packs.json").write_text(json.dumps({"packs": [dict(
+        id="tiny", title="Tiny", licence="MIT", gated=False,
+        files=[{"repo": "owner/model", "path": "model.safetensors", "dest": "model.safetensors", "size": len(BLOB),
+                "role": "base", "select": True}])]}))  # fmt: skip
+    hub.add("owner/model", "model.safetensors", BLOB)
+    assert main(["download", "tiny", "--dir", str(models)]) == 0
+    out = capsys.readouterr().out
+    assert "100.0 %" in out and "tiny: 1 files downloaded" in out and (models / "model.safetensors").is_file()
