@@ -67,6 +67,7 @@ class ActionsMixin:
             load_menu.addAction(load)
         file_menu.addAction(self._action("Make control from image…", "Ctrl+Shift+I", self.make_control_dialog))
         file_menu.addSeparator()
+        file_menu.addAction(self._action("Get models…", None, lambda: self.files.packs_dialog()))
         file_menu.addAction(self._action("Download model from Hugging Face…", None, lambda: self.files.download_model_dialog()))
         file_menu.addAction(self._action("Choose models folder…", None, self.files.choose_models_folder))
         file_menu.addAction(save_act)

@@ -218,6 +218,22 @@ class Files(QObject):
         dlg.open()
         self._download_dialog = dlg
 
+    def packs_dialog(self, check: str | None = None):
+        """File → Get models…: the model packs; the first finished pack's model is selected."""
+        from noisebrush.gui.packs_dialog import PacksDialog
+
+        dlg = PacksDialog(Path(str(self.settings.value("models_dir") or models_dir())), self.window)
+        if check:
+            dlg.check(check)
+        dlg.installed.connect(self._pack_installed)
+        dlg.open()
+        self._download_dialog = dlg
+        return dlg
+
+    def _pack_installed(self, ref: str) -> None:
+        self.use_model(ref)
+        self.refresh_models()  # its ControlNets join the list, and each layer finds its own (state.folder_controlnet)
+
     def download_adapter_dialog(self, family: str, fetch=None, list_files=None) -> None:
         """h94/IP-Adapter's files for one family's references: the adapter and its image encoder, nothing else."""
         from noisebrush.engine.ip_adapters import HUB_REPO, adapter_plan

@@ -22,7 +22,8 @@ from noisebrush.engine.events import Finished
 from noisebrush.engine.models import ModelDefaults, model_defaults
 from noisebrush.engine.pose import people_from_json, people_to_json
 from noisebrush.engine.prompt_loras import apply_tags
-from noisebrush.engine.request import MAX_SEED, GenerationRequest, LoraSpec
+from noisebrush.engine.request import MAX_SEED, ControlSpec, GenerationRequest, LoraSpec
+from noisebrush.engine.union import UNION_MODE
 from noisebrush.gui.document import Document, qimage_to_rgba
 from noisebrush.gui.references import reference_specs, replace_references
 from noisebrush.gui.regions import region_specs, replace_regions
@@ -129,7 +130,7 @@ class AppState(QObject):
             self.new_seed(origin="seed")
             s = self.settings
         missing = self.kinds_without_controlnet()
-        controls = tuple(c for c in self.doc.active_specs(s.width, s.height) if c.kind not in missing)
+        controls = self.controls(s.width, s.height, missing)
         # A1111's <lora:name:w> tags in the prompt join the LoRA list's (by file name, among the LoRAs found)
         prompt, loras = apply_tags(s.prompt, tuple(LoraSpec(p, w) for p, w in s.loras),
                                    [m.ref for m in self.models if m.role == "lora"], "the LoRA list")  # fmt: skip
@@ -167,7 +168,7 @@ class AppState(QObject):
         return GenerationRequest(
             prompt=prompt, negative_prompt=s.negative, steps=s.steps, guidance=s.guidance, seed=s.seed, width=width,
             height=height, scheduler=s.scheduler, model=s.model, loras=loras, init_image=picture, strength=strength,
-            controls=tuple(c for c in doc.active_specs(width, height) if c.kind not in missing),
+            controls=self.controls(width, height, missing),
             regions=region_specs(doc, width, height), references=reference_specs(doc, width, height),
             tiling=Tiling(upscaler=upscaler, controlnet=controlnet),
         )  # fmt: skip
@@ -301,11 +302,31 @@ class AppState(QObject):
         return next((m for m in self.models if m.role == "base" and m.ref == ref), None)
 
     def kinds_without_controlnet(self) -> set[str]:
-        """Layers that cannot be used as they are: the base model ships no ControlNet for them and none is picked."""
+        """Layers that cannot be used as they are: the base model ships no ControlNet for them, none is picked and
+        the models folder has none of the model's family for them."""
         info = self.model_info(self.settings.model)
         if info is None or info.control_kinds is None:
             return set()  # not known (yet): let the engine say
-        return {k for k, layer in self.doc.layers.items() if not layer.settings.controlnet and k not in info.control_kinds}
+        return {k for k, layer in self.doc.layers.items()
+                if not layer.settings.controlnet and k not in info.control_kinds and not self.folder_controlnet(k)}  # fmt: skip
+
+    def folder_controlnet(self, kind: str) -> str:
+        """The models folder's ControlNet for a layer of `kind` whose model ships none (a model pack puts them
+        there): one whose name says the kind, of the model's family, else the family's ControlNet Union. "" for
+        none, and always for the embedded model, which no full-size ControlNet fits."""
+        info = self.model_info(self.settings.model)
+        if info is None or not info.ref or (info.control_kinds is not None and kind in info.control_kinds):
+            return ""
+        nets = [m for m in self.models if m.role == "controlnet" and m.family == info.family]
+        named = [m for m in nets if m.control_kind == kind]
+        unions = [m for m in nets if m.control_kind is None and "union" in m.ref.lower() and kind in UNION_MODE]
+        return (named or unions or [ModelInfo("", "", "", "")])[0].ref
+
+    def controls(self, width: int, height: int, missing: set[str]) -> tuple[ControlSpec, ...]:
+        """The enabled layers' specs at this size, each with the ControlNet it will use written in (the layer's
+        pick, else the models folder's for its kind), so the request and its PNG say which one ran."""
+        specs = [c for c in self.doc.active_specs(width, height) if c.kind not in missing]
+        return tuple(c if c.model else dataclasses.replace(c, model=self.folder_controlnet(c.kind) or None) for c in specs)
 
     # --- job, results, history -------------------------------------------------------------
     def set_job(self, job: int | None) -> None:

@@ -68,6 +68,7 @@ class MainWindow(ActionsMixin, QMainWindow):
 
         geometry = settings.value("geometry")
         self.restoreGeometry(geometry) if geometry is not None else self.resize(1280, 860)
+        self.files.models_scanned.connect(self._offer_packs)
         self.files.refresh_models()
         self.history_store.load()
         orphans = self.persistence.start_session()
@@ -199,6 +200,18 @@ class MainWindow(ActionsMixin, QMainWindow):
         more = f" ({len(orphans)} sketches in all: each is offered in turn)" if len(orphans) > 1 else ""
         self.banner.show_message(f"Noisebrush did not close properly last time. Your sketch was autosaved.{more}",
                                  "info", "Restore sketch", self._restore_and_offer_next)  # fmt: skip
+
+    def _offer_packs(self) -> None:
+        """Once, on a first start with no model of the person's own: model packs, in one click."""
+        if self.settings.value("packs_offered", False, type=bool) or self.banner.isVisible():
+            return  # offered before, or a recovery offer or an error is showing
+        own = self.state.settings.model or any(m.role == "base" and m.ref for m in self.state.models)
+        if own or EngineChoice.load(self.settings).on_servers:
+            return
+        self.settings.setValue("packs_offered", True)
+        self.banner.show_message("Noisebrush draws with its small embedded model (128 px). For real pictures, get a "
+                                 "model: SD1.5, SDXL or Flux with their ControlNets, in one click (File → Get models…).",
+                                 "info", "Get models…", lambda: self.files.packs_dialog("sd15"))  # fmt: skip
 
     def _restore_and_offer_next(self) -> None:
         self.persistence.restore_autosave()

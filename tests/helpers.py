@@ -55,8 +55,10 @@ def open_window(qtbot, tmp_path, engine=None, **kw):
     from noisebrush.gui.app import create_main_window
 
     kw.setdefault("restore", "never")
-    w = create_main_window(engine, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
-                           data_dir=tmp_path / "data", **kw)  # fmt: skip
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    if settings.value("packs_offered") is None:
+        settings.setValue("packs_offered", True)  # a returning user: the first start's offer is tested on its own
+    w = create_main_window(engine, settings=settings, data_dir=tmp_path / "data", **kw)
     qtbot.addWidget(w)
     w.resize(1100, 800)
     w.show()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GOOD_TOKEN = "hf_good_token"
@@ -19,6 +20,7 @@ class HubStub:
         self.gated: set[str] = set()
         self.cut_once: set[tuple[str, str]] = set()  # send half of these, once, then drop the connection
         self.wrong_etag: set[tuple[str, str]] = set()
+        self.delay_s = 0.0  # a pause after each 64 KiB, for a download slow enough to watch and cancel
         self.requests: list[tuple[str, str | None, str | None]] = []  # (path, Range, Authorization)
         stub = self
 
@@ -73,7 +75,12 @@ class HubStub:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                self.wfile.write(data[start:])
+                for at in range(start, len(data), 1 << 16):
+                    try:
+                        self.wfile.write(data[at : at + (1 << 16)])
+                    except OSError:  # the client hung up (a cancel)
+                        return
+                    time.sleep(stub.delay_s)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
