@@ -46,7 +46,9 @@ class PacksDialog(QDialog):
         intro.setWordWrap(True)
         self.folder = QLabel()
         self.list = QListWidget()
-        self.list.setMinimumSize(620, 230)
+        self.list.setMinimumSize(680, 250)
+        self.list.setWordWrap(True)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         for pack in self.packs.values():
             item = QListWidgetItem()
             item.setData(Qt.ItemDataRole.UserRole, pack.id)
@@ -82,7 +84,8 @@ class PacksDialog(QDialog):
             have, total = pack_state(pack, self.models)
             state = "installed" if have == total else f"{have} of {total} files here" if have else "not installed"
             gated = " · gated: needs your Hugging Face token" if pack.gated else ""
-            item.setText(f"{pack.title}\n    {size_text(pack.size)} · {state} · {pack.licence}{gated}")
+            licence = pack.licence.split(":")[0]  # the whole line is in the tooltip
+            item.setText(f"{pack.title}\n    {size_text(pack.size)} · {state} · {licence}{gated}")
             done = have == total
             flags = Qt.ItemFlag.ItemIsEnabled | (Qt.ItemFlag.NoItemFlags if done else Qt.ItemFlag.ItemIsUserCheckable)
             item.setFlags(flags)
@@ -166,6 +169,9 @@ class PacksDialog(QDialog):
         self.list.setEnabled(True)
         self._refresh_rows()
         self.status.setText(message)
+        for bar in (self.file_bar, self.total_bar):  # a cut file's kept part is counted again when it resumes
+            bar.setValue(0)
+            bar.resetFormat()
         if "token" in message and self.chosen() and any(p.gated for p in self.chosen()):
             self.token.setVisible(True)
             self.token.setFocus()
