@@ -12,6 +12,8 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "Euler": ("EulerDiscreteScheduler", {}),
     "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    # timesteps counted from the end, as Hyper-SD and SDXL-Lightning were distilled with (ComfyUI's sgm_uniform)
+    "Euler trailing": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
     "DDIM": ("DDIMScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "LCM": ("LCMScheduler", {}),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
@@ -24,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from noisebrush.engine.accelerators import ACCELERATED_FAMILIES
 from noisebrush.engine.events import Finished
-from noisebrush.engine.few_step import FewStep
 from noisebrush.engine.request import MAX_SEED
 from noisebrush.engine.schedulers import SCHEDULER_NAMES
 from noisebrush.gui.engine_bridge import to_qimage
@@ -228,7 +230,7 @@ class GenerationPanel(QWidget):
         if self._labelled_for != v.model:
             self._labelled_for = v.model
             self._label_guidance(d.guidance_kind)
-            self._label_live(d.few_step)
+            self._label_live()
         lcm = v.scheduler == "LCM" or d.scheduler == "LCM"
         names = [n for n in SCHEDULER_NAMES if n != "LCM" or lcm]
         if names != [self.scheduler.itemText(i) for i in range(self.scheduler.count())]:
@@ -236,16 +238,29 @@ class GenerationPanel(QWidget):
             self.scheduler.addItems(names)
         self.scheduler.setToolTip("" if lcm else "LCM is offered for LCM-trained models")
 
-    def _label_live(self, few: FewStep | None) -> None:
-        """Live frames on a model with a few-step path take it (AppState.capture_request): say so."""
+    def _label_live(self) -> None:
+        """Say what live frames run (AppState.capture_request): the model's few-step path, an accelerator LoRA from
+        the models folder, or all the Steps slider's steps (and that an accelerator would make them fast)."""
         tip = "Regenerate after every stroke or change"
-        if few is None:
+        few, accel = self.state.model_defaults().few_step, self.state.live_accelerator()
+        info = self.state.model_info(self.state.settings.model)
+        if few is not None:
+            how = few.scheduler + (", no CFG" if few.guidance <= 1 else "")
+            self.live.setText(f"Live ({few.steps} steps)")
+            self.live.setToolTip(f"{tip}, in {few.steps} steps on this model's few-step path ({how}); "
+                                 "Generate uses the Steps slider")  # fmt: skip
+        elif accel is not None:
+            lora, how = accel
+            self.live.setText(f"Live · {how.describe()}")
+            self.live.setToolTip(f"{tip}, in {how.steps} steps with the {how.name} LoRA ({Path(lora).name}, {how.scheduler}, "
+                                 f"CFG {how.guidance:g}); Generate keeps your steps, CFG and sampler without it")  # fmt: skip
+        elif info is not None and info.ref and info.family in ACCELERATED_FAMILIES and self.state.model_defaults().steps > 8:
+            self.live.setText("Live")
+            self.live.setToolTip(f"{tip}. Each frame runs all the steps: an accelerator LoRA (Hyper-SD, LCM-LoRA) in the "
+                                 "models folder makes live frames several times faster; File → Get models… has one")  # fmt: skip
+        else:
             self.live.setText("Live")
             self.live.setToolTip(tip)
-            return
-        how = few.scheduler + (", no CFG" if few.guidance <= 1 else "")
-        self.live.setText(f"Live ({few.steps} steps)")
-        self.live.setToolTip(f"{tip}, in {few.steps} steps on this model's few-step path ({how}); Generate uses the Steps slider")
 
     def _label_guidance(self, kind: str) -> None:
         """Flux dev's guidance is distilled into the model (an input, not CFG); Flux schnell ignores it."""
@@ -256,6 +271,7 @@ class GenerationPanel(QWidget):
         self.guidance.setToolTip(tip)
 
     def _offer_models(self) -> None:
+        self._label_live()  # an accelerator LoRA may have come (or gone) with the models
         for m in self.state.models:
             if m.role == "base":
                 idx = self.model.findData(m.ref)
@@ -264,8 +280,6 @@ class GenerationPanel(QWidget):
     def set_model(self, ref: str) -> None:
         idx = self.model.findData(ref)
         if idx < 0:
-            from pathlib import Path
-
             self.model.addItem("Embedded default (128 px)" if not ref else Path(ref).name or ref, ref)
             idx = self.model.count() - 1
         self.model.setCurrentIndex(idx)

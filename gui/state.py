@@ -15,6 +15,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QSize, Signal
 from PySide6.QtGui import QImage
 
+from noisebrush.engine.accelerators import ACCELERATED_FAMILIES, MAX_STEPS, PREFERENCE, Accelerator, accelerator_of
 from noisebrush.engine.backends.base import ModelInfo
 from noisebrush.engine.edit import extend
 from noisebrush.engine.errors import UserError
@@ -134,9 +135,15 @@ class AppState(QObject):
         # A1111's <lora:name:w> tags in the prompt join the LoRA list's (by file name, among the LoRAs found)
         prompt, loras = apply_tags(s.prompt, tuple(LoraSpec(p, w) for p, w in s.loras),
                                    [m.ref for m in self.models if m.role == "lora"], "the LoRA list")  # fmt: skip
+        steps, guidance, scheduler = self._steps(live_frame), s.guidance, s.scheduler
+        accel = self.live_accelerator() if live_frame else None
+        if accel is not None:  # live frames only: Generate keeps the person's steps, guidance and sampler
+            lora, how = accel
+            steps, guidance, scheduler = min(s.steps, how.steps), how.guidance, how.scheduler
+            loras = (*[x for x in loras if x.path != lora], LoraSpec(lora, 1.0))
         req = GenerationRequest(
-            prompt=prompt, negative_prompt=s.negative, controls=controls, steps=self._steps(live_frame), guidance=s.guidance,
-            seed=s.seed, width=s.width, height=s.height, scheduler=s.scheduler, model=s.model, loras=loras,
+            prompt=prompt, negative_prompt=s.negative, controls=controls, steps=steps, guidance=guidance,
+            seed=s.seed, width=s.width, height=s.height, scheduler=scheduler, model=s.model, loras=loras,
             regions=region_specs(self.doc, s.width, s.height), references=reference_specs(self.doc, s.width, s.height),
         )  # fmt: skip
         return req if s.mode == "generate" else self._edit_request(req)
@@ -179,6 +186,18 @@ class AppState(QObject):
         if self._defaults is None or self._defaults[0] != model:  # a small JSON read, not on every keystroke
             self._defaults = (model, model_defaults(model))
         return self._defaults[1]
+
+    def live_accelerator(self) -> tuple[str, Accelerator] | None:
+        """The accelerator LoRA live frames use on this model (engine/accelerators.py): one of its family in the
+        models folder, for an SD1.5 or SDXL model with no few-step path of its own (distilled checkpoints keep
+        theirs), the best kind first. None where there is none, or the model needs none."""
+        info, d = self.model_info(self.settings.model), self.model_defaults()
+        if info is None or not info.ref or info.family not in ACCELERATED_FAMILIES or d.few_step or d.steps <= MAX_STEPS:
+            return None
+        found = [(m.ref, a) for m in self.models if m.role == "lora" and m.family == info.family
+                 and (a := accelerator_of(m.ref)) is not None]  # fmt: skip
+        found.sort(key=lambda f: PREFERENCE.index(f[1].name))
+        return found[0] if found else None
 
     def _steps(self, live_frame: bool) -> int:
         steps, few = self.settings.steps, self.model_defaults().few_step

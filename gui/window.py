@@ -68,6 +68,7 @@ class MainWindow(ActionsMixin, QMainWindow):
 
         geometry = settings.value("geometry")
         self.restoreGeometry(geometry) if geometry is not None else self.resize(1280, 860)
+        self._live_offered: set[str] = set()
         self.files.models_scanned.connect(self._offer_packs)
         self.files.refresh_models()
         self.history_store.load()
@@ -86,6 +87,7 @@ class MainWindow(ActionsMixin, QMainWindow):
             source.error.connect(self.show_error)
         self.projects.notice.connect(lambda msg: self.banner.show_message(msg, "info"))
         jobs.running.connect(self.panel.set_running)
+        state.settings_changed.connect(lambda names, _origin: "live" in names and self._offer_live_lora())
         jobs.succeeded.connect(self.banner.hide_error)  # an error banner goes once a later action works
         jobs.progress.connect(self.panel.show_progress)
         files.edited.connect(self._edited_layer)
@@ -212,6 +214,22 @@ class MainWindow(ActionsMixin, QMainWindow):
         self.banner.show_message("Noisebrush draws with its small embedded model (128 px). For real pictures, get a "
                                  "model: SD1.5, SDXL or Flux with their ControlNets, in one click (File → Get models…).",
                                  "info", "Get models…", lambda: self.files.packs_dialog("sd15"))  # fmt: skip
+
+    def _offer_live_lora(self) -> None:
+        """Live switched on for an SD1.5 or SDXL model with no accelerator LoRA: each frame runs every step. Say so
+        once per model, with the pack that fixes it."""
+        s, info = self.state.settings, self.state.model_info(self.state.settings.model)
+        if not s.live or info is None or self.banner.isVisible() or self.panel.live.text() != "Live":
+            return
+        if not info.ref or info.family not in ("sd15", "sdxl") or self.state.model_defaults().steps <= 8:
+            return  # the embedded model and distilled checkpoints have their own few steps
+        if s.model in self._live_offered:
+            return
+        self._live_offered.add(s.model)
+        pack = "live-sd15" if info.family == "sd15" else "live-sdxl"
+        self.banner.show_message(f"Live frames run all {s.steps} steps on this model. An accelerator LoRA (Hyper-SD, "
+                                 f"8 steps) makes them several times faster; Generate keeps your steps.", "info",
+                                 "Get the live LoRA…", lambda: self.files.packs_dialog(pack))  # fmt: skip
 
     def _restore_and_offer_next(self) -> None:
         self.persistence.restore_autosave()

@@ -18,6 +18,7 @@ SAMPLERS: dict[str, tuple[str, str]] = {
     "DPM++ 2M Karras": ("dpmpp_2m", "karras"),
     "Euler": ("euler", "normal"),
     "Euler a": ("euler_ancestral", "normal"),
+    "Euler trailing": ("euler", "sgm_uniform"),
     "DDIM": ("ddim", "ddim_uniform"),
     "UniPC": ("uni_pc", "normal"),
     "LCM": ("lcm", "sgm_uniform"),
