@@ -63,9 +63,10 @@ def choose(options: LoadOptions, prefer: str | None = None) -> DeviceChoice:
 
 
 def default_threads() -> int:
-    """Torch threads: leave one core free. For the GUI that keeps the event loop responsive; on small machines it
-    is also faster (measured on 2 cores: 20 steps at 128 px took 0.98 s with 1 thread, 1.84 s with 2)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """Torch threads: every core, as torch, diffusers and ComfyUI use. Measured on 2 cores (bench/threads.py,
+    bench/results/threads-2026-12-06.md): 2 threads were 1.22× faster than 1 at 128 px, 1.33× at 256 px and 1.86×
+    at 512 px, and the GUI's event loop stayed responsive (bench/ui_latency.py)."""
+    return max(1, os.cpu_count() or 1)
 
 
 def set_torch_threads(n: int | None) -> int:

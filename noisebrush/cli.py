@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--extend", metavar="LEFT,TOP,RIGHT,BOTTOM", help="widen the --init picture by these px and paint the border")
     g.add_argument("--batch", type=int, default=1, help="this many variations (seed, seed+1, …): OUT-1.png, OUT-2.png, …")
     g.add_argument("--previews", help="also write each step's preview PNG into this folder")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: all cores but one)")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: every core)")
     g.add_argument("--server", action="append", default=[], metavar="URL",
                    help="run on this ComfyUI server (repeatable: jobs go to whichever finishes first); "
                    "--model, --controlnet and --lora then name the server's files")  # fmt: skip
