@@ -3,8 +3,9 @@
     python bench/threads.py [--sizes 128,256,512] [--steps 12] [--model REF]
 
 Each size runs in a fresh process per thread count (torch's pool is set once per process), after one warm-up
-generation; the time of a step is the median over the steps (the spacing of the step previews, each with its cheap x0 decode). The default model is
-the embedded one (a small SD1.5-shaped UNet with MiniLM). Prints one line per size and a ratio.
+generation; the time of a step is the median over the steps (the spacing of the step previews, each with its
+cheap x0 decode). The default model is the embedded one (a small SD1.5-shaped UNet with MiniLM). Prints one line
+per size and a ratio.
 """
 
 from __future__ import annotations

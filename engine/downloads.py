@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from noisebrush.engine.errors import GatedError, UserError
 from noisebrush.engine.packs import Pack, PackFile, free_bytes, still_needed
-from noisebrush.engine.sources import offline, plan_download
+from noisebrush.engine.sources import hub_endpoint, offline, plan_download
 
 STAGING = ".downloads"
 MARGIN = 200_000_000  # bytes left free on the disk after a download
@@ -49,12 +49,8 @@ class DownloadProgress:
     eta_s: float | None
 
 
-def endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")  # read per call: tests set it
-
-
 def file_url(repo: str, path: str) -> str:
-    return f"{endpoint()}/{repo}/resolve/main/{quote(path)}"
+    return f"{hub_endpoint()}/{repo}/resolve/main/{quote(path)}"
 
 
 def hub_token() -> str | None:
@@ -90,8 +86,7 @@ def _open(url: str, start: int, token: str | None, repo: str):
         return urllib.request.urlopen(req, timeout=30)
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
-            raise GatedError(f"{repo} is gated: accept its licence on huggingface.co, then give Noisebrush your Hugging "
-                             f"Face token" + (" (the one given was refused)" if token else "")) from None  # fmt: skip
+            raise GatedError(repo, refused=bool(token)) from None
         if exc.code == 416:  # the part is already whole
             return None
         raise UserError(f"{host} answered {exc.code} for {url.rsplit('/', 1)[-1]}") from None
@@ -173,8 +168,7 @@ def download_pack(pack: Pack, models: Path, progress: Callable[[DownloadProgress
         raise UserError("Noisebrush is offline (HF_HUB_OFFLINE is set), so model packs cannot be downloaded now")
     token = token or (hub_token() if pack.gated else None)
     if pack.gated and not token:
-        raise GatedError(f"{pack.title} is gated on the Hub: accept its licence on huggingface.co, then give "
-                         f"Noisebrush your Hugging Face token")  # fmt: skip
+        raise GatedError(pack.title)
     todo: list[PackFile] = []
     for f in still_needed(pack, models):
         todo += expand_folder(f, token) if f.is_folder else [f]

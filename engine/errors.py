@@ -13,3 +13,7 @@ def first_line(exc: BaseException) -> str:
 
 class GatedError(UserError):
     """The Hub wants a token, or its licence accepted, before it gives a repo's files."""
+
+    def __init__(self, what: str, refused: bool = False) -> None:
+        super().__init__(f"{what} is gated: accept its licence on huggingface.co, then give Noisebrush your Hugging "
+                         f"Face token" + (" (the one given was refused)" if refused else ""))  # fmt: skip

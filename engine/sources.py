@@ -196,17 +196,20 @@ def plan_download(sizes: dict[str, int]) -> DownloadPlan:
     return DownloadPlan(files, total, sum(v for p, v in sizes.items() if p.endswith(".safetensors")) - total)
 
 
+def hub_endpoint() -> str:
+    """The Hub's address, or HF_ENDPOINT's (read per call: tests serve a stand-in on 127.0.0.1)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
 def hub_file_sizes(repo: str, token: str | None = None) -> dict[str, int]:
     """A Hub repo's files and their sizes (one API call to the Hub, or to HF_ENDPOINT; needs the network)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
-        info = HfApi(endpoint=endpoint).model_info(repo, files_metadata=True, token=token or None)
+        info = HfApi(endpoint=hub_endpoint()).model_info(repo, files_metadata=True, token=token or None)
     except GatedRepoError:
-        raise GatedError(f"{repo} is gated: accept its licence on huggingface.co, then give Noisebrush your Hugging "
-                         f"Face token") from None  # fmt: skip
+        raise GatedError(repo, refused=bool(token)) from None
     except Exception as exc:
         raise UserError(f"cannot list {repo}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return {s.rfilename: int(s.size or 0) for s in info.siblings or []}

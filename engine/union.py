@@ -13,6 +13,11 @@ UNION_CLASS = "ControlNetUnionModel"
 UNION_MODE = {"pose": 0, "depth": 1, "scribble": 2, "canny": 3, "lineart": 3, "tile": 6}  # tile: ProMax only
 
 
+def named_union(ref: str) -> bool:
+    """A ControlNet file or folder whose name says it is a Union (its name says no single control kind)."""
+    return "union" in ref.replace("\\", "/").rsplit("/", 1)[-1].lower()
+
+
 def is_union(net: Any) -> bool:
     return type(net).__name__ == UNION_CLASS
 

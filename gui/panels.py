@@ -26,7 +26,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from noisebrush.engine.accelerators import ACCELERATED_FAMILIES
 from noisebrush.engine.events import Finished
 from noisebrush.engine.request import MAX_SEED
 from noisebrush.engine.schedulers import SCHEDULER_NAMES
@@ -243,7 +242,6 @@ class GenerationPanel(QWidget):
         the models folder, or all the Steps slider's steps (and that an accelerator would make them fast)."""
         tip = "Regenerate after every stroke or change"
         few, accel = self.state.model_defaults().few_step, self.state.live_accelerator()
-        info = self.state.model_info(self.state.settings.model)
         if few is not None:
             how = few.scheduler + (", no CFG" if few.guidance <= 1 else "")
             self.live.setText(f"Live ({few.steps} steps)")
@@ -254,7 +252,7 @@ class GenerationPanel(QWidget):
             self.live.setText(f"Live · {how.describe()}")
             self.live.setToolTip(f"{tip}, in {how.steps} steps with the {how.name} LoRA ({Path(lora).name}, {how.scheduler}, "
                                  f"CFG {how.guidance:g}); Generate keeps your steps, CFG and sampler without it")  # fmt: skip
-        elif info is not None and info.ref and info.family in ACCELERATED_FAMILIES and self.state.model_defaults().steps > 8:
+        elif self.state.accelerable_model() is not None:
             self.live.setText("Live")
             self.live.setToolTip(f"{tip}. Each frame runs all the steps: an accelerator LoRA (Hyper-SD, LCM-LoRA) in the "
                                  "models folder makes live frames several times faster; File → Get models… has one")  # fmt: skip

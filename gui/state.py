@@ -24,7 +24,7 @@ from noisebrush.engine.models import ModelDefaults, model_defaults
 from noisebrush.engine.pose import people_from_json, people_to_json
 from noisebrush.engine.prompt_loras import apply_tags
 from noisebrush.engine.request import MAX_SEED, ControlSpec, GenerationRequest, LoraSpec
-from noisebrush.engine.union import UNION_MODE
+from noisebrush.engine.union import UNION_MODE, named_union
 from noisebrush.gui.document import Document, qimage_to_rgba
 from noisebrush.gui.references import reference_specs, replace_references
 from noisebrush.gui.regions import region_specs, replace_regions
@@ -187,12 +187,19 @@ class AppState(QObject):
             self._defaults = (model, model_defaults(model))
         return self._defaults[1]
 
-    def live_accelerator(self) -> tuple[str, Accelerator] | None:
-        """The accelerator LoRA live frames use on this model (engine/accelerators.py): one of its family in the
-        models folder, for an SD1.5 or SDXL model with no few-step path of its own (distilled checkpoints keep
-        theirs), the best kind first. None where there is none, or the model needs none."""
+    def accelerable_model(self) -> ModelInfo | None:
+        """The current model, when an accelerator LoRA would speed its live frames: an SD1.5 or SDXL model of the
+        person's with no few-step path of its own (the embedded model and distilled checkpoints keep theirs)."""
         info, d = self.model_info(self.settings.model), self.model_defaults()
         if info is None or not info.ref or info.family not in ACCELERATED_FAMILIES or d.few_step or d.steps <= MAX_STEPS:
+            return None
+        return info
+
+    def live_accelerator(self) -> tuple[str, Accelerator] | None:
+        """The accelerator LoRA live frames use on this model (engine/accelerators.py): one of its family in the
+        models folder, the best kind first; None where there is none, or the model needs none."""
+        info = self.accelerable_model()
+        if info is None:
             return None
         found = [(m.ref, a) for m in self.models if m.role == "lora" and m.family == info.family
                  and (a := accelerator_of(m.ref)) is not None]  # fmt: skip
@@ -338,7 +345,7 @@ class AppState(QObject):
             return ""
         nets = [m for m in self.models if m.role == "controlnet" and m.family == info.family]
         named = [m for m in nets if m.control_kind == kind]
-        unions = [m for m in nets if m.control_kind is None and "union" in m.ref.lower() and kind in UNION_MODE]
+        unions = [m for m in nets if m.control_kind is None and named_union(m.ref) and kind in UNION_MODE]
         return (named or unions or [ModelInfo("", "", "", "")])[0].ref
 
     def controls(self, width: int, height: int, missing: set[str]) -> tuple[ControlSpec, ...]:

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from noisebrush.engine.union import named_union
 from noisebrush.gui.state import AppState
 
 LANCZOS = "Lanczos (no upscale model)"
@@ -67,7 +68,7 @@ class UpscaleDialog(QDialog):
                 continue
             if m.control_kind == "tile":
                 self.tile_net.insertItem(1, m.title, m.ref)  # a tile ControlNet the person has: first, preselected
-            elif m.control_kind is None and "union" in m.title.lower():
+            elif m.control_kind is None and named_union(m.ref):
                 self.tile_net.addItem(m.title, m.ref)  # an SDXL ProMax Union serves tile too
         if any(m.control_kind == "tile" for m in state.models if m.ref == self.tile_net.itemData(1)):
             self.tile_net.setCurrentIndex(1)  # keeps a strong refine faithful (a Union may lack tile: not preselected)

@@ -218,11 +218,9 @@ class MainWindow(ActionsMixin, QMainWindow):
     def _offer_live_lora(self) -> None:
         """Live switched on for an SD1.5 or SDXL model with no accelerator LoRA: each frame runs every step. Say so
         once per model, with the pack that fixes it."""
-        s, info = self.state.settings, self.state.model_info(self.state.settings.model)
-        if not s.live or info is None or self.banner.isVisible() or self.panel.live.text() != "Live":
+        s, info = self.state.settings, self.state.accelerable_model()
+        if not s.live or info is None or self.state.live_accelerator() or self.banner.isVisible():
             return
-        if not info.ref or info.family not in ("sd15", "sdxl") or self.state.model_defaults().steps <= 8:
-            return  # the embedded model and distilled checkpoints have their own few steps
         if s.model in self._live_offered:
             return
         self._live_offered.add(s.model)
