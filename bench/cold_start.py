@@ -4,7 +4,11 @@
 
 Prints (medians of --runs fresh processes):
   CLI: `noisebrush generate` 4 steps at 128 px, process start → PNG written
-  GUI: process start → window shown → embedded model loaded → first step preview
+  GUI: process start → window shown → first step preview of a Generate pressed at once → the full engine
+       (diffusers, loaded in the background after the first frame) ready
+  Imports: the heavy modules, each timed in a fresh process
+
+The first frames run on the quick start (engine/quick_start.py), which needs torch alone.
 """
 
 from __future__ import annotations
@@ -39,15 +43,15 @@ def wait(cond, limit=300):
     while not cond() and time.time() < end:
         app.processEvents()
         time.sleep(0.002)
-runner = lambda: getattr(w.bridge.engine.backend, "_runner", None)
-wait(lambda: runner() is not None and runner().models.is_loaded(""))
-loaded = time.time() - t0
 previews = []
 w.bridge.preview.connect(lambda *a: previews.append(time.time() - t0))
 w.state.update(steps=4)
 w.generate()
 wait(lambda: previews)
-print(json.dumps({"shown": shown, "heavy_at_show": heavy, "model": loaded, "preview": previews[0]}))
+runner = lambda: getattr(w.bridge.engine.backend, "_runner", None)
+wait(lambda: runner() is not None and runner().models.is_loaded(""))
+full = time.time() - t0
+print(json.dumps({"shown": shown, "heavy_at_show": heavy, "preview": previews[0], "full": full}))
 w.close()
 """
 
@@ -68,6 +72,21 @@ def run_gui(tmp: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+IMPORTS = {
+    "torch": "import torch",
+    "diffusers (UNet, pipelines)": "from diffusers import UNet2DConditionModel, StableDiffusionControlNetPipeline",
+    "transformers (BertModel)": "from transformers import BertModel",
+    "tokenizers": "import tokenizers",
+    "the quick start": "import noisebrush.engine.quick_start",
+}
+
+
+def import_time(statement: str) -> float:
+    code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -80,8 +99,11 @@ def main() -> None:
     print(f"CLI generate, 4 steps at 128 px: {statistics.median(cli):.2f} s (process start to PNG)")
     print(f"GUI window shown: {med('shown'):.2f} s   (torch/diffusers/transformers imported by then: "
           f"{', '.join(gui[0]['heavy_at_show']) or 'none'})")  # fmt: skip
-    print(f"GUI embedded model loaded: {med('model'):.2f} s")
     print(f"GUI first step preview of a 4-step generation: {med('preview'):.2f} s")
+    print(f"GUI full engine ready (diffusers, in the background): {med('full'):.2f} s")
+    for name, statement in IMPORTS.items():  # each alone in a fresh process (torch included in the others)
+        times = [import_time(statement) for _ in range(args.runs)]
+        print(f"import {name}: {statistics.median(times):.2f} s")
 
 
 if __name__ == "__main__":

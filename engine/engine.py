@@ -60,12 +60,13 @@ class Engine:
         threads: int | None = None,
         device: DeviceChoice | None = None,
         options: LoadOptions | None = None,
+        warm_up: bool = False,  # an app that lives on: load diffusers in the background after the first quick frame
     ) -> None:
         if backend is None:
             from noisebrush.engine.backends.local import LocalBackend
 
             backend = LocalBackend(preview_interval_s=preview_interval_s, previews=previews, threads=threads,
-                                   device=device, options=options)  # fmt: skip
+                                   device=device, options=options, warm_up=warm_up)  # fmt: skip
         self.backend: Backend = backend
         self._queue: deque[_Job] = deque()
         self._running: dict[int, _Job] = {}

@@ -65,7 +65,7 @@ def create_main_window(
             backend, note = None, f"Generating on this computer: {exc}"
         # leave a core for the GUI thread; previews at most at screen rate
         engine = Engine(backend, preview_interval_s=preview_interval_s, threads=default_threads(),
-                        options=load_options(settings))  # fmt: skip
+                        options=load_options(settings), warm_up=True)  # fmt: skip
         if backend is None:
             engine.preload(model)
     bridge = EngineBridge(engine)

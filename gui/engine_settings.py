@@ -229,7 +229,7 @@ class EngineSwitcher(QObject):
         except UserError as exc:
             self.error.emit(str(exc))
             return
-        engine = Engine(backend, threads=default_threads(), options=load_options(self.settings))
+        engine = Engine(backend, threads=default_threads(), options=load_options(self.settings), warm_up=True)
         old = self.bridge.switch_engine(engine)
         retire = Task(lambda: self.bridge.retire(old), parent=self)
         self._retiring.append(retire.start())
