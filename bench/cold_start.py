@@ -38,10 +38,14 @@ w.show()
 app.processEvents()
 shown = time.time() - t0
 heavy = sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules)
+stalls = []
 def wait(cond, limit=300):
-    end = time.time() + limit
+    end, last = time.time() + limit, time.time()
     while not cond() and time.time() < end:
         app.processEvents()
+        now = time.time()
+        stalls.append(now - last)  # the event loop's gaps: what a stroke would wait for
+        last = now
         time.sleep(0.002)
 previews = []
 w.bridge.preview.connect(lambda *a: previews.append(time.time() - t0))
@@ -49,9 +53,11 @@ w.state.update(steps=4)
 w.generate()
 wait(lambda: previews)
 runner = lambda: getattr(w.bridge.engine.backend, "_runner", None)
+stalls.clear()
 wait(lambda: runner() is not None and runner().models.is_loaded(""))
 full = time.time() - t0
-print(json.dumps({"shown": shown, "heavy_at_show": heavy, "preview": previews[0], "full": full}))
+print(json.dumps({"shown": shown, "heavy_at_show": heavy, "preview": previews[0], "full": full,
+                  "stall": max(stalls, default=0) - 0.002}))
 w.close()
 """
 
@@ -100,7 +106,8 @@ def main() -> None:
     print(f"GUI window shown: {med('shown'):.2f} s   (torch/diffusers/transformers imported by then: "
           f"{', '.join(gui[0]['heavy_at_show']) or 'none'})")  # fmt: skip
     print(f"GUI first step preview of a 4-step generation: {med('preview'):.2f} s")
-    print(f"GUI full engine ready (diffusers, in the background): {med('full'):.2f} s")
+    print(f"GUI full engine ready (diffusers, in the background): {med('full'):.2f} s; the event loop's longest "
+          f"gap meanwhile {1000 * med('stall'):.0f} ms")
     for name, statement in IMPORTS.items():  # each alone in a fresh process (torch included in the others)
         times = [import_time(statement) for _ in range(args.runs)]
         print(f"import {name}: {statistics.median(times):.2f} s")
