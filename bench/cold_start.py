@@ -106,8 +106,10 @@ def main() -> None:
     print(f"GUI window shown: {med('shown'):.2f} s   (torch/diffusers/transformers imported by then: "
           f"{', '.join(gui[0]['heavy_at_show']) or 'none'})")  # fmt: skip
     print(f"GUI first step preview of a 4-step generation: {med('preview'):.2f} s")
-    print(f"GUI full engine ready (diffusers, in the background): {med('full'):.2f} s; the event loop's longest "
-          f"gap meanwhile {1000 * med('stall'):.0f} ms")
+    print(
+        f"GUI full engine ready (diffusers, in the background): {med('full'):.2f} s; the event loop's longest "
+        f"gap meanwhile {1000 * med('stall'):.0f} ms"
+    )
     for name, statement in IMPORTS.items():  # each alone in a fresh process (torch included in the others)
         times = [import_time(statement) for _ in range(args.runs)]
         print(f"import {name}: {statistics.median(times):.2f} s")

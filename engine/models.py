@@ -208,6 +208,7 @@ class LoadedModel:
     controlnets: dict[str, Any] = field(default_factory=dict)  # path → ControlNetModel
     loras: dict[str, str] = field(default_factory=dict)  # path → adapter name, loaded into the modules (loras.py)
     ip_adapters: dict[str, Any] = field(default_factory=dict)  # path → LoadedAdapter (reference_attention.py)
+    colours: Any = None  # a ColourReader where the model reads colour words as numbers (engine/colour_words.py)
 
     @property
     def vae_factor(self) -> int:
@@ -372,7 +373,10 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
     from noisebrush.engine.previews import load_preview
 
     preview = load_preview(folder, family, options.preview_decoder, device.device, device.dtype)
-    return LoadedModel(name, path, family, components, preview, defaults, device, options)
+    from noisebrush.engine.colour_words import reader_for
+
+    colours = reader_for(folder, meta)
+    return LoadedModel(name, path, family, components, preview, defaults, device, options, colours=colours)
 
 
 def is_hub_ref(ref: str) -> bool:

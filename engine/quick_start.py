@@ -83,7 +83,8 @@ class QuickModel:
         from tokenizers import Tokenizer
 
         from noisebrush.engine import quick_nets as nets
-        from noisebrush.engine.models import model_defaults
+        from noisebrush.engine.colour_words import reader_for
+        from noisebrush.engine.models import model_defaults, read_model_meta
         from noisebrush.engine.paths import default_model_dir
         from noisebrush.engine.previews import LinearPreview
         from noisebrush.engine.text_encoder import MAX_TOKENS, dequantize, minilm_dir
@@ -105,6 +106,7 @@ class QuickModel:
         self.vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
         self.schedule = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         self.defaults = model_defaults("")
+        self.colours = reader_for(folder, read_model_meta(folder))
         self.preview = LinearPreview.for_model(folder)
         self._controlnets: dict[str, torch.nn.Module] = {}
 
@@ -118,7 +120,8 @@ class QuickModel:
 
     def encode(self, text: str) -> torch.Tensor:
         ids = torch.tensor([self.tokenizer.encode(text).ids])
-        return self.text_encoder(ids)
+        states = self.text_encoder(ids)
+        return states if self.colours is None else self.colours.add(states, text)
 
 
 def alphas_cumprod(cfg: dict) -> torch.Tensor:

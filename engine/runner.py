@@ -79,6 +79,8 @@ class Runner:
                           negative_pooled_prompt_embeds=neg_pooled)  # fmt: skip
         else:
             pe, ne = pipe.encode_prompt(req.prompt, pipe.device, 1, True, negative_prompt=negative)
+            if model.colours is not None:  # the embedded model reads colour words as CIELAB too
+                pe, ne = model.colours.add(pe, req.prompt), model.colours.add(ne, req.negative_prompt)
             embeds = dict(prompt_embeds=pe, negative_prompt_embeds=ne)
         self._prompt_cache[key] = embeds
         if len(self._prompt_cache) > self.PROMPT_CACHE_SIZE:

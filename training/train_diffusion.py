@@ -23,6 +23,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
 
+from noisebrush.engine.colour_words import ColourProjection
 from noisebrush.engine.text_encoder import load_minilm, load_tokenizer
 from training.common import LossLog, load_state, save_state, start_run, to_tensor
 from training.grounding import build_targets, grounding_loss, phrase_targets, record_cross_attention
@@ -110,6 +112,34 @@ def encode_text(captions: list[str], device: torch.device | str = "cpu") -> torc
         captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
     return encoder.to(device)(ids.to(device))[0]
+
+
+COLOUR_FILE = "colour_words.safetensors"  # the colour projection (engine/colour_words.py), in a run and a model folder
+
+
+@lru_cache(maxsize=1)
+def colour_words():
+    from noisebrush.engine.colour_words import ColourWords, load_dictionary
+    from noisebrush.engine.text_encoder import MAX_TOKENS, minilm_dir
+
+    return ColourWords(minilm_dir() / "tokenizer.json", load_dictionary(), MAX_TOKENS)
+
+
+def colour_tables(captions: list[str]) -> np.ndarray:
+    """Each caption token's dictionary colour (L, a, b, 1) or zeros, as the app finds them (engine/colour_words.py)."""
+    return np.stack([colour_words().table(c) for c in captions]).astype(np.float16)
+
+
+def load_colours(cfg: dict, folder: Path) -> ColourProjection | None:
+    """The colour projection of a run that reads colour words (`"colour_words": true`): the folder's, else zero."""
+    if not cfg.get("colour_words"):
+        return None
+    from safetensors.torch import load_file
+
+    colours = ColourProjection()
+    if (folder / COLOUR_FILE).is_file():
+        colours.load_state_dict(load_file(folder / COLOUR_FILE))
+    return colours
 
 
 def multi_shape_scene(rng: np.random.Generator, size: int) -> Sample:
@@ -202,6 +232,7 @@ def build_pool(vae: AutoencoderKL, path: Path, n: int, size: int, seed: int, foc
         image = arrays.pop("image")
         arrays["latents"] = (vae.encode(to_tensor(image).to(device)).latent_dist.mean * sf).half().cpu().numpy()
         arrays["emb"] = encode_text(captions, device).half().cpu().numpy()
+        arrays["colour"] = colour_tables(captions)
         if not np.isfinite(arrays["emb"]).all():
             raise SystemExit("the text encoder gave non-finite caption embeddings")
         for k, v in arrays.items():
@@ -396,16 +427,22 @@ def main() -> None:
     if state:
         unet = UNet2DConditionModel.from_pretrained(out / "unet")
         nets = {k: ControlNetModel.from_pretrained(out / f"controlnet-{k}") for k in KINDS}
+        colours = load_colours(cfg, out)
     elif cfg.get("init_from"):  # warm start from an exported model or an earlier run, on a new machine
         unet, nets = warm_start(cfg, lat)
+        colours = load_colours(cfg, Path(cfg["init_from"]))
     else:
         unet = build_unet(cfg, lat)
         nets = {k: new_controlnet(cfg, unet) for k in KINDS}
-    modules = torch.nn.ModuleDict({"unet": unet, **{f"cn_{k}": v for k, v in nets.items()}}).to(device)
+        colours = load_colours(cfg, out)
+    if colours is not None and "colour" not in pool:
+        raise SystemExit("the cached pools predate colour tables: delete them to rebuild")
+    named = {"unet": unet, **{f"cn_{k}": v for k, v in nets.items()}}
+    modules = torch.nn.ModuleDict({**named, **({"colour": colours} if colours is not None else {})}).to(device)
     ema = copy.deepcopy(modules).requires_grad_(False)
-    maps: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    maps: dict[str, list[torch.Tensor]] = {name: [] for name in named}
     if ground:
-        for name, module in modules.items():
+        for name, module in named.items():
             record_cross_attention(module, maps[name])
     trainable = trainable_parameters(modules, cfg.get("train_only"))
     opt = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=1e-2)
@@ -447,6 +484,8 @@ def main() -> None:
         idx = np.concatenate([g[1] for g in groups])
         x0 = rows(pool["latents"], idx).float()
         emb = rows(pool["emb"], idx).float()
+        if colours is not None:  # the dictionary's colours as numbers, added to their tokens' states
+            emb = emb + colours(rows(pool["colour"], idx).float())
         drop = torch.from_numpy(rng.random(len(idx)) < cfg["caption_dropout"]).to(device)
         emb[drop] = empty_emb
         for m in maps.values():
@@ -485,6 +524,11 @@ def main() -> None:
             for k, net in nets.items():
                 net.save_pretrained(out / f"controlnet-{k}")
             ema["unet"].save_pretrained(out / "ema" / "unet")
+            if colours is not None:
+                from safetensors.torch import save_file
+
+                save_file(colours.state_dict(), out / COLOUR_FILE)
+                save_file(ema["colour"].state_dict(), out / "ema" / COLOUR_FILE)
             for k in KINDS:
                 ema[f"cn_{k}"].save_pretrained(out / "ema" / f"controlnet-{k}")
             save_state(out, step, opt, {"ema": ema.state_dict()})
