@@ -28,6 +28,7 @@ from noisebrush.engine.events import Finished  # noqa: E402
 from noisebrush.engine.loras import apply_loras  # noqa: E402
 from noisebrush.engine.models import load_base  # noqa: E402
 from noisebrush.engine.request import ControlSpec, GenerationRequest, LoraSpec  # noqa: E402
+from noisebrush.engine.runner import encode_prompt  # noqa: E402
 from noisebrush.engine.schedulers import make_scheduler  # noqa: E402
 from training.metrics import color_checks, depth_fscore, limb_coverage, output_background, scribble_fscore  # noqa: E402
 from training.world import generate  # noqa: E402
@@ -49,7 +50,9 @@ class Generator:
         apply_loras(pipe, self.model, self.loras)
         kw = {"image": Image.fromarray(sample.control(kind))} if kind else {}
         size = sample.image.shape[0]
-        out = pipe(prompt=sample.caption, num_inference_steps=self.steps, guidance_scale=guidance, width=size, height=size,
+        with torch.inference_mode():  # the app's own prompt encoding (with the model's colour words, where it has them)
+            embeds = encode_prompt(pipe, self.model, sample.caption)
+        out = pipe(**embeds, num_inference_steps=self.steps, guidance_scale=guidance, width=size, height=size,
                    generator=torch.Generator().manual_seed(seed), output_type="np", **kw).images[0]  # fmt: skip
         return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 

@@ -9,6 +9,9 @@ Sets (training/vocab_world.py; each seeded apart from any training seed):
 - templates: the ten basic names in held-out templates ("X shape, Y backdrop", "a shape coloured X against Y").
 - strokes:   the ten basic names, scribbled in the held-out "sketchy" stroke style.
 - issue:     the issue's own synonyms (crimson, scarlet, navy, emerald, golden, violet, lime), trained names.
+- scenes:    two or three shapes, each its own named colour (any name of the dictionary, held-out ones included),
+             trained phrasings. "scenes_all_present": the share of scenes where every shape's colour is nearer
+             (CIEDE2000) to its own name's colour than to any other colour the caption names.
 Basic-name accuracy: the nearest of the ten palette colours is the named one. Shape IoU: each output pixel is
 "shape" or "ground" by which of the output's own shape / ground colours it is nearer to (CIEDE2000), against the
 filled sketched shapes: it scores where the picture follows the sketch, whatever the colours.
@@ -33,7 +36,8 @@ from training.colour_vocab import ALWAYS_TRAIN, delta_e, lab  # noqa: E402
 from training.vocab_world import VocabSample, vocab_scene  # noqa: E402
 from training.world import PALETTE, nearest_color  # noqa: E402
 
-SEEDS = {"names": 880_001, "templates": 880_002, "strokes": 880_003, "issue": 880_004}  # training seeds are < 1000
+# training seeds are < 1000
+SEEDS = {"names": 880_001, "templates": 880_002, "strokes": 880_003, "issue": 880_004, "scenes": 880_005}
 ISSUE_WORDS = ("crimson", "scarlet", "navy", "emerald", "golden", "violet", "lime")
 
 
@@ -42,6 +46,7 @@ class Scores:
     delta_e: list[float] = field(default_factory=list)  # every region of every case
     basic: list[bool] = field(default_factory=list)  # regions named with a basic palette name
     iou: list[float] = field(default_factory=list)  # per case
+    all_present: list[bool] = field(default_factory=list)  # per multi-shape case
 
     def summary(self) -> dict[str, float | int]:
         de = np.array(self.delta_e)
@@ -52,6 +57,8 @@ class Scores:
             out |= {"basic_accuracy": float(np.mean(self.basic)), "basic_regions": len(self.basic)}
         if self.iou:
             out["shape_iou"] = float(np.mean(self.iou))
+        if self.all_present:
+            out["scenes_all_present"] = float(np.mean(self.all_present))
         return out
 
 
@@ -87,6 +94,13 @@ def score(output: np.ndarray, sample: VocabSample, scores: Scores) -> None:
         scores.delta_e.append(float(delta_e(got, sample.rgb[name])))
         if name in PALETTE:
             scores.basic.append(nearest_color(got) == name)
+    if len(sample.objects) > 1:  # each shape nearer its own colour than any other the caption names
+        named = {n: lab(np.array(rgb, np.float64)) for n, rgb in sample.rgb.items()}
+        ok = []
+        for name, mask in regions(sample)[:-1]:
+            got = lab(np.median(output[mask], axis=0).astype(np.float64))
+            ok.append(min(named, key=lambda n: float(np.linalg.norm(got - named[n]))) == name)
+        scores.all_present.append(bool(ok) and all(ok))
     iou = shape_iou(output, sample)
     if np.isfinite(iou):
         scores.iou.append(iou)
@@ -104,6 +118,8 @@ def make_case(which: str, rng: np.random.Generator) -> VocabSample:
         return vocab_scene(rng, strokes="held_out", basic_only=True)
     if which == "issue":  # the issue's words are rare among 772 names, so they are picked directly
         return _issue_case(rng)
+    if which == "scenes":
+        return vocab_scene(rng, names=str(rng.choice(["train", "held_out"])), n_shapes=int(rng.integers(2, 4)))
     raise ValueError(which)
 
 
@@ -142,7 +158,7 @@ def main() -> None:
     sampling_args(ap)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--n-issue", type=int, default=30)
-    ap.add_argument("--sets", default="names,templates,strokes,issue")
+    ap.add_argument("--sets", default="names,templates,strokes,issue,scenes")
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--save", help="a contact sheet of each set's first cases (scribble, output, truth)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: as the model card's speed figure, and "

@@ -34,6 +34,21 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
+def encode_prompt(pipe, model, prompt: str, negative_prompt: str = "") -> dict:
+    """A prompt's text embeddings as pipeline kwargs, as every job and bench of this model gets them."""
+    negative = negative_prompt or None
+    if model.family in FLOW_FAMILIES:
+        return prompt_embeds(pipe, model.family, prompt, negative)
+    if model.family == "sdxl":
+        pe, ne, pooled, neg_pooled = pipe.encode_prompt(prompt, device=pipe.device, negative_prompt=negative)
+        return dict(prompt_embeds=pe, negative_prompt_embeds=ne, pooled_prompt_embeds=pooled,
+                    negative_pooled_prompt_embeds=neg_pooled)  # fmt: skip
+    pe, ne = pipe.encode_prompt(prompt, pipe.device, 1, True, negative_prompt=negative)
+    if model.colours is not None:  # the embedded model reads colour words as CIELAB too (engine/colour_words.py)
+        pe, ne = model.colours.add(pe, prompt), model.colours.add(ne, negative_prompt)
+    return dict(prompt_embeds=pe, negative_prompt_embeds=ne)
+
+
 @contextlib.contextmanager
 def seeded_global_rng(seed: int, device: str):
     """The global generators seeded for one call, and put back after. SD3's ControlNet pipeline samples the control
@@ -70,18 +85,7 @@ class Runner:
         if key in self._prompt_cache:
             self._prompt_cache.move_to_end(key)
             return self._prompt_cache[key]
-        negative = req.negative_prompt or None
-        if model.family in FLOW_FAMILIES:
-            embeds = prompt_embeds(pipe, model.family, req.prompt, negative)
-        elif model.family == "sdxl":
-            pe, ne, pooled, neg_pooled = pipe.encode_prompt(req.prompt, device=pipe.device, negative_prompt=negative)
-            embeds = dict(prompt_embeds=pe, negative_prompt_embeds=ne, pooled_prompt_embeds=pooled,
-                          negative_pooled_prompt_embeds=neg_pooled)  # fmt: skip
-        else:
-            pe, ne = pipe.encode_prompt(req.prompt, pipe.device, 1, True, negative_prompt=negative)
-            if model.colours is not None:  # the embedded model reads colour words as CIELAB too
-                pe, ne = model.colours.add(pe, req.prompt), model.colours.add(ne, req.negative_prompt)
-            embeds = dict(prompt_embeds=pe, negative_prompt_embeds=ne)
+        embeds = encode_prompt(pipe, model, req.prompt, req.negative_prompt)
         self._prompt_cache[key] = embeds
         if len(self._prompt_cache) > self.PROMPT_CACHE_SIZE:
             self._prompt_cache.popitem(last=False)

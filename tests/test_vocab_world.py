@@ -31,9 +31,19 @@ def test_training_scenes_use_training_names_templates_and_words_only():
     assert not set(OBJECT_FORMS["train"]) & set(OBJECT_FORMS["held_out"])
 
 
+def test_the_grammar_gives_many_shapes_holds_whole_ones_out_and_never_the_benchs_held_out_words():
+    assert len(TEMPLATES["grammar"]) > 50 and len(OBJECT_FORMS["grammar"]) > 20
+    assert not set(TEMPLATES["grammar"]) & set(TEMPLATES["grammar_held_out"])
+    rng = np.random.default_rng(3)
+    captions = [vocab_scene(rng, templates="grammar").caption for _ in range(300)]
+    for word in ("backdrop", "coloured", "behind", "wall", " upon ", "surface", "that is"):
+        assert not any(word in c for c in captions)  # the bench's held-out words, and the grammar's own
+    assert any(" background" not in c and " on " not in c for c in captions)  # sometimes no ground named at all
+
+
 def test_each_phrase_points_at_its_shapes_colour_and_word_and_the_picture_has_that_colour():
     rng = np.random.default_rng(1)
-    for templates in ("train", "held_out"):
+    for templates in ("train", "held_out", "grammar", "grammar_held_out"):
         for _ in range(50):
             s = vocab_scene(rng, names="held_out", templates=templates)
             for obj, ((a, b), (c, d)) in zip(s.objects, s.phrases):

@@ -40,6 +40,19 @@ def watch_spikes(vae: AutoencoderKL, threshold: float) -> list[torch.Tensor]:
     return found
 
 
+def flat_pictures(rng: np.random.Generator, n: int, size: int) -> torch.Tensor:
+    """n pictures of one random colour each: the decoder should give each back flat. Decoded from latents alone
+    (no UNet), the old decoder put a ring near the bottom-right corner of these (bench/corner_ring.py)."""
+    colours = rng.integers(0, 256, (n, 1, 1, 3)).astype(np.uint8)
+    return to_tensor(np.broadcast_to(colours, (n, size, size, 3)).copy())
+
+
+def flatness(rec: torch.Tensor) -> torch.Tensor:
+    """How far each pixel of a decoded flat picture strays from that picture's median colour."""
+    median = rec.flatten(2).median(dim=2).values[..., None, None].detach()
+    return (rec - median).abs().mean()
+
+
 def main() -> None:
     cfg, out = start_run("training/configs/decoder.json")
     state = load_state(out)
@@ -72,6 +85,10 @@ def main() -> None:
         loss = ((rec - x).pow(2) * w).mean() + 0.2 * ((rec - x).abs() * w).mean() + cfg["edge_weight"] * edge
         if spikes:
             loss = loss + cfg["spike_weight"] * spikes[-1]
+        if cfg.get("flat_weight"):
+            with torch.no_grad():
+                zf = vae.encode(flat_pictures(rng, cfg.get("flat_batch", 4), cfg["image_size"])).latent_dist.mode()
+            loss = loss + cfg["flat_weight"] * flatness(vae.decode(zf).sample)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

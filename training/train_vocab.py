@@ -5,7 +5,8 @@
 train_diffusion's pools draw from `generate` (any sample) and `multi_shape_scene` (the focus scenes, with
 grounding targets from `phrase_targets`). This swaps those three for versions that mix the old world (so what the
 model already does is kept) with training/vocab_world.py's scenes, then runs train_diffusion unchanged.
-The config's "vocab" block sets the mix: {"share": main pool share of vocab scenes, "focus_share": ...}.
+The config's "vocab" block sets the mix: {"share": main pool share of vocab scenes, "focus_share": ...,
+"templates": "train" (the 14 templates) or "grammar" (hundreds of sentence shapes, training/vocab_world.py)}.
 """
 
 from __future__ import annotations
@@ -24,21 +25,21 @@ from training.vocab_world import VocabSample, vocab_scene
 from training.world import Sample, generate
 
 
-def mixed_world(share: float) -> Callable[..., Sample]:
+def mixed_world(share: float, templates: str = "train") -> Callable[..., Sample]:
     def draw(rng: np.random.Generator, size: int = 128, kind: str | None = None) -> Sample:
         if kind is None and rng.random() < share:
-            return vocab_scene(rng, size)
+            return vocab_scene(rng, size, templates=templates)
         return generate(rng, size, kind)
 
     return draw
 
 
-def mixed_focus(share: float) -> Callable[[np.random.Generator, int], Sample]:
+def mixed_focus(share: float, templates: str = "train") -> Callable[[np.random.Generator, int], Sample]:
     old = train_diffusion.multi_shape_scene
 
     def draw(rng: np.random.Generator, size: int) -> Sample:
         if rng.random() < share:
-            return vocab_scene(rng, size, n_shapes=int(rng.integers(2, 4)))
+            return vocab_scene(rng, size, templates=templates, n_shapes=int(rng.integers(2, 4)))
         return old(rng, size)
 
     return draw
@@ -65,9 +66,10 @@ def install(mix: dict) -> None:
     """Swap train_diffusion's world for the mixed one (in the trainer, and in each spawned pool worker)."""
     if getattr(train_diffusion.generate, "vocab_mix", None) == mix:
         return
-    train_diffusion.generate = mixed_world(mix["share"])  # type: ignore[assignment]
+    templates = mix.get("templates", "train")
+    train_diffusion.generate = mixed_world(mix["share"], templates)  # type: ignore[assignment]
     train_diffusion.generate.vocab_mix = mix  # type: ignore[attr-defined]
-    train_diffusion.multi_shape_scene = mixed_focus(mix["focus_share"])  # type: ignore[assignment]
+    train_diffusion.multi_shape_scene = mixed_focus(mix["focus_share"], templates)  # type: ignore[assignment]
     train_diffusion.phrase_targets = phrase_targets  # type: ignore[assignment]
 
 

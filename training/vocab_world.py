@@ -6,6 +6,7 @@ the bench (bench/model_vocab.py) can score phrasings, colour names and stroke st
 
 - colour names: training/colour_vocab.json (772 training names, 188 held out);
 - phrasings: HELD_OUT_TEMPLATES use words no training caption has ("backdrop", "coloured", "behind", "wall");
+  the "grammar" sets (issue 30) give hundreds of sentence shapes, with whole productions held out;
 - strokes: the "sketchy" style (each edge its own straight stroke, overshooting the corners) is held out.
 """
 
@@ -46,6 +47,31 @@ TEMPLATES = {
                  "there is {objs} in front of a {bg} wall"),
 }  # fmt: skip
 # The issue's own examples pair a held-out template with the held-out object form.
+
+
+def _grammar() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Many more sentence shapes (issue 30), from rules: articles, size words, the colour before or after the
+    shape, scene words before or after the objects, six links ("on", "against", "over", "with", …), eight ways to
+    name the ground, and no background named at all. Whole productions are held out: the link "upon", grounds
+    named "… surface", and objects "that are" a colour never reach training (`grammar_held_out`). None of them
+    uses the words of HELD_OUT templates above, so the bench's held-out phrasings stay unseen."""
+    sizes = ("", "small ", "big ", "little ", "large ")
+    objects = [f"{art} {size}{{c}} {{s}}" for art in ("a", "the", "one") for size in sizes]
+    objects += [f"{art} {size}{{s}} {link} {{c}}" for art in ("a", "the") for size in sizes[:3]
+                for link in ("in", "painted", "in bright", "of colour")]  # fmt: skip
+    held_objects = [f"{art} {{s}} that is {{c}}" for art in ("a", "the")]
+    grounds = ("a {bg} background", "{bg}", "a plain {bg} background", "the {bg} background", "a flat {bg} ground",
+               "{bg} paper", "a {bg} canvas", "a {bg} field")  # fmt: skip
+    links = ("on", "against", "over", "drawn on", "sitting on", "set on")
+    scenes = [f"{{objs}} {link} {g}" for link in links for g in grounds]
+    scenes += [f"{g} with {{objs}}" for g in grounds] + [f"{g}, {{objs}}" for g in grounds[:4]]
+    scenes += [f"{g} under {{objs}}" for g in grounds[:4]] + ["{objs}", "just {objs}", "{objs}, nothing else"]
+    held_scenes = [f"{{objs}} upon {g}" for g in grounds[:4]] + ["{objs} on a {bg} surface", "a {bg} surface with {objs}"]
+    return {"grammar": (tuple(objects), tuple(scenes)), "grammar_held_out": (tuple(held_objects), tuple(held_scenes))}
+
+
+for _set, (_objects, _scenes) in _grammar().items():
+    OBJECT_FORMS[_set], TEMPLATES[_set] = _objects, _scenes
 STROKES = {"train": ("wobble", "clean", "thick", "retraced", "multi", "hatched", "open"), "held_out": ("sketchy",)}
 BASIC_SHARE = 0.2  # a fifth of the colours are the ten basic names, so those stay as they were
 
