@@ -445,10 +445,18 @@ def main() -> None:
         for name, module in named.items():
             record_cross_attention(module, maps[name])
     trainable = trainable_parameters(modules, cfg.get("train_only"))
-    opt = torch.optim.AdamW(trainable, lr=cfg["lr"], weight_decay=1e-2)
+    groups = [{"params": trainable}]
+    if colours is not None and cfg.get("colour_lr_scale"):  # the new path starts at zero: let it grow faster
+        mine = {id(p) for p in colours.parameters()}
+        groups = [{"params": [p for p in trainable if id(p) not in mine]},
+                  {"params": [p for p in colours.parameters() if p.requires_grad], "scale": cfg["colour_lr_scale"]}]  # fmt: skip
+    opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=1e-2)
     start = 0
     if state:
-        opt.load_state_dict(state["optimizer"])
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except ValueError:  # the config changed the parameter groups: the moments start afresh
+            print("optimizer state does not fit this config's parameter groups: fresh moments", flush=True)
         ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
@@ -474,7 +482,7 @@ def main() -> None:
             print(f"time budget {budget} s at {pace * 1000:.0f} ms a step: the run takes {cfg['steps']} steps", flush=True)
         lr = learning_rate(cfg, step)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("scale", 1.0)
         groups: list[tuple[str, np.ndarray]] = []
         mix, focus_share = batch_mix(cfg, step)
         for kind, c in mix.items():
