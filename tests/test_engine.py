@@ -240,6 +240,7 @@ def test_prompt_embeddings_are_not_reused_across_models():
 
     class Model:
         family = "sd15"
+        colours = None  # reads no colour words (engine/colour_words.py)
 
     runner = Runner(models=None)
     req = GenerationRequest("same prompt")

@@ -451,12 +451,13 @@ def main() -> None:
         groups = [{"params": [p for p in trainable if id(p) not in mine]},
                   {"params": [p for p in colours.parameters() if p.requires_grad], "scale": cfg["colour_lr_scale"]}]  # fmt: skip
     opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=1e-2)
-    start = 0
+    start, fresh = 0, False
     if state:
         try:
             opt.load_state_dict(state["optimizer"])
         except ValueError:  # the config changed the parameter groups: the moments start afresh
             print("optimizer state does not fit this config's parameter groups: fresh moments", flush=True)
+            fresh = True
         ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"])
         start = state["step"]
@@ -481,6 +482,8 @@ def main() -> None:
             cfg["steps"] = step + max(1, int((budget - (time.time() - t_run)) / pace))
             print(f"time budget {budget} s at {pace * 1000:.0f} ms a step: the run takes {cfg['steps']} steps", flush=True)
         lr = learning_rate(cfg, step)
+        if fresh:  # fresh Adam moments move every weight by about lr at once: ramp up over 100 steps
+            lr *= min(1.0, (step - start) / 100)
         for g in opt.param_groups:
             g["lr"] = lr * g.get("scale", 1.0)
         groups: list[tuple[str, np.ndarray]] = []
