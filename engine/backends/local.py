@@ -69,9 +69,12 @@ class LocalBackend:
         return Runner(ModelManager(self._device_choice(), self._options), self.preview_interval_s, self.previews)
 
     def _device_choice(self) -> DeviceChoice:
-        from noisebrush.engine.device import choose
+        """Chosen once: every live frame asks (through quick_refusal), and probing CUDA each time is wasted work."""
+        if self._device is None:
+            from noisebrush.engine.device import choose
 
-        return self._device or choose(self._options)
+            self._device = choose(self._options)
+        return self._device
 
     def _get_runner(self):
         with self._building:  # waits for a warm-up under way
