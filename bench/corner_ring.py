@@ -62,6 +62,29 @@ def run(backend: LocalBackend, req: GenerationRequest) -> tuple[np.ndarray, np.n
     return final, np.repeat(np.repeat(x0, final.shape[0] // x0.shape[0], 0), final.shape[1] // x0.shape[1], 1)
 
 
+def held_out_samples(n: int) -> list:
+    """n held-out world scenes whose shapes touch no corner square."""
+    rng = np.random.default_rng(SEED)
+    samples = []
+    while len(samples) < n:
+        s = generate(rng, 128, "shapes")
+        if corners_free(s):
+            samples.append(s)
+    return samples
+
+
+def generated_ratios(backend: LocalBackend, samples: list, steps: int, model: str) -> tuple[list[float], list[float]]:
+    """The figure of each sample's picture through the scribble ControlNet, and of its final x0 (no decoder)."""
+    pictures, latents = [], []
+    for i, s in enumerate(samples):
+        req = GenerationRequest(s.caption, controls=(ControlSpec("scribble", s.control("scribble")),), steps=steps,
+                                seed=i, model=model)  # fmt: skip
+        final, x0 = run(backend, req)
+        pictures.append(ring_ratio(final))
+        latents.append(ring_ratio(x0))
+    return pictures, latents
+
+
 def vae_ratios(model: str, samples: list) -> list[float]:
     from diffusers import AutoencoderKL
 
@@ -88,22 +111,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(SEED)
-    samples = []
-    while len(samples) < args.n:
-        s = generate(rng, 128, "shapes")
-        if corners_free(s):
-            samples.append(s)
+    samples = held_out_samples(args.n)
     backend = LocalBackend(preview_interval_s=1e9, quick_start=False)  # the last step's preview always comes
     print(f"model: {args.model or 'embedded'}; target ≤ 1.3 (1 = no ring)")
     for steps in (int(s) for s in args.steps.split(",")):
-        pictures, latents = [], []
-        for i, s in enumerate(samples):
-            req = GenerationRequest(s.caption, controls=(ControlSpec("scribble", s.control("scribble")),), steps=steps,
-                                    seed=i, model=args.model)  # fmt: skip
-            final, x0 = run(backend, req)
-            pictures.append(ring_ratio(final))
-            latents.append(ring_ratio(x0))
+        pictures, latents = generated_ratios(backend, samples, steps, args.model)
         line(f"generated, {steps} steps", pictures)
         line(f"  its latents (x0 through the linear map, no VAE), {steps} steps", latents)
         plain, empty = [], []

@@ -57,6 +57,25 @@ class Generator:
         return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
+def engine_speed(model: str, steps: int) -> float:
+    """Seconds for one 128 px scribble picture through the whole engine path, as the app and CLI run it: the median
+    of 5 after a first run that loads the model."""
+    events: queue.Queue = queue.Queue()
+    with Engine(previews=True, threads=default_threads()) as engine:  # the app's and CLI's thread budget
+        engine.add_listener(events.put)
+        s = generate(np.random.default_rng(1), 128, "shapes")
+        scribble = (ControlSpec("scribble", s.scribble),)
+        req = GenerationRequest(s.caption, controls=scribble, steps=steps, seed=0, width=128, height=128, model=model)
+        times = []
+        for _ in range(6):
+            t = time.perf_counter()
+            job = engine.submit(req)
+            while not (isinstance(ev := events.get(timeout=300), Finished) and ev.job_id == job):
+                pass
+            times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
 def sampling_args(ap: argparse.ArgumentParser) -> None:
     """The options both model benches take: model, steps, sampler, guidance and a LoRA to try."""
     ap.add_argument("--model", default="")
@@ -96,21 +115,7 @@ def main() -> None:
             sheet.append(np.concatenate([s.scribble, out, d.depth, out_d, f.pose, out_f], axis=1))
     quality_s = time.perf_counter() - t0
 
-    # speed: the whole engine path, as the app and CLI use it
-    events: queue.Queue = queue.Queue()
-    with Engine(previews=True, threads=default_threads()) as engine:  # the app's and CLI's thread budget
-        engine.add_listener(events.put)
-        s = generate(np.random.default_rng(1), 128, "shapes")
-        scribble = (ControlSpec("scribble", s.scribble),)
-        req = GenerationRequest(s.caption, controls=scribble, steps=args.steps, seed=0, width=128, height=128, model=args.model)
-        times = []
-        for _ in range(6):
-            t = time.perf_counter()
-            job = engine.submit(req)
-            while not (isinstance(ev := events.get(timeout=300), Finished) and ev.job_id == job):
-                pass
-            times.append(time.perf_counter() - t)
-    speed = statistics.median(times[1:])
+    speed = engine_speed(args.model, args.steps)
 
     if args.n == 0:  # speed only
         print(f"speed: {args.steps} steps at 128 px end to end: {speed:.2f} s (median of 5, {default_threads()} torch threads)")

@@ -151,6 +151,18 @@ def _recolour(s: VocabSample, fg: str, bg: str) -> VocabSample:
                        pose=s.pose, background=bg, objects=s.objects, rgb={fg: _rgb(fg), bg: _rgb(bg)})  # fmt: skip
 
 
+def run_set(gen, which: str, n: int, guidance: float, sheet: list | None = None) -> dict[str, float | int]:
+    """One set's figures: n cases through `gen` (bench/model_quality.py's Generator) with the scribble ControlNet."""
+    rng, scores, t0 = np.random.default_rng(SEEDS[which]), Scores(), time.perf_counter()
+    for i in range(n):
+        s = make_case(which, rng)
+        out = gen(s, "scribble", guidance, seed=i)
+        score(out, s, scores)
+        if sheet is not None and i < 3:
+            sheet.append(np.concatenate([s.scribble, out, s.image], axis=1))
+    return scores.summary() | {"seconds": round(time.perf_counter() - t0)}
+
+
 def main() -> None:
     from bench.model_quality import Generator, sampling_args
 
@@ -168,14 +180,7 @@ def main() -> None:
     gen = Generator(args.model, args.steps, args.scheduler, args.lora)
     results, sheet = {}, []
     for which in args.sets.split(","):
-        rng, scores, t0 = np.random.default_rng(SEEDS[which]), Scores(), time.perf_counter()
-        for i in range(args.n_issue if which == "issue" else args.n):
-            s = make_case(which, rng)
-            out = gen(s, "scribble", args.guidance, seed=i)
-            score(out, s, scores)
-            if i < 3:
-                sheet.append(np.concatenate([s.scribble, out, s.image], axis=1))
-        results[which] = scores.summary() | {"seconds": round(time.perf_counter() - t0)}
+        results[which] = run_set(gen, which, args.n_issue if which == "issue" else args.n, args.guidance, sheet)
         print(f"{which}: {json.dumps(results[which])}", flush=True)
     if args.json:
         how = {"model": args.model or "embedded", "steps": args.steps, "scheduler": args.scheduler, "guidance": args.guidance}

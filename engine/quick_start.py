@@ -84,6 +84,7 @@ class QuickModel:
 
         from noisebrush.engine import quick_nets as nets
         from noisebrush.engine.colour_words import reader_for
+        from noisebrush.engine.decode_margin import add_decode_margin, margin_cells
         from noisebrush.engine.models import model_defaults, read_model_meta
         from noisebrush.engine.paths import default_model_dir
         from noisebrush.engine.previews import LinearPreview
@@ -104,9 +105,11 @@ class QuickModel:
         self.decoder = _load(nets.Decoder(vae), weights, ("decoder.", "post_quant_conv."))
         self.scaling_factor = float(vae["scaling_factor"])
         self.vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        meta = read_model_meta(folder)
+        add_decode_margin(self.decoder, margin_cells(meta), self.vae_factor)
         self.schedule = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         self.defaults = model_defaults("")
-        self.colours = reader_for(folder, read_model_meta(folder))
+        self.colours = reader_for(folder, meta)
         self.preview = LinearPreview.for_model(folder)
         self._controlnets: dict[str, torch.nn.Module] = {}
 

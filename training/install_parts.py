@@ -1,10 +1,11 @@
 """Put retrained parts into an exported model folder, leaving the rest as it is.
 
-    python -m training.install_parts [--out assets/models/default] [--vae runs/vae_corner3/model]
+    python -m training.install_parts [--out assets/models/default] [--vae runs/vae_margin/model --decode-margin 2]
                                      [--run runs/diffusion-words/ema-N]
                                      [--few-step 4] [--few-step-lora runs/distill-lcm/lora-N/pytorch_lora_weights.safetensors]
 
---vae: a decoder fine-tune (the encoder unchanged, so the UNet's latents stay what it learnt), stored in fp16.
+--vae: a decoder fine-tune (the encoder unchanged, so the UNet's latents stay what it learnt), stored in fp16, with
+the decode margin it was trained through (engine/decode_margin.py) written to noisebrush.json.
 --run: a run's UNet and ControlNets (fp16) and, where it trained one, its colour projection (named in
 noisebrush.json's "colour_words"); the VAE, MiniLM, IP-Adapter and few-step block stay.
 --few-step N: noisebrush.json's few_step block (engine/few_step.py): N steps or fewer sample with LCM, no CFG;
@@ -22,9 +23,13 @@ from pathlib import Path
 FEW_STEP_FILE = "fewstep/pytorch_lora_weights.safetensors"
 
 
-def install_vae(src: Path, out: Path) -> None:
+def install_vae(src: Path, out: Path, margin: int = 0) -> None:
+    """The VAE, and noisebrush.json's decode margin: the one it was fine-tuned with, or none (a decoder trained
+    without one must not get one)."""
     import torch
     from diffusers import AutoencoderKL
+
+    from noisebrush.engine.decode_margin import META_KEY
 
     vae = AutoencoderKL.from_pretrained(src, torch_dtype=torch.float32)
     tmp = out / "vae.tmp"
@@ -32,6 +37,12 @@ def install_vae(src: Path, out: Path) -> None:
     vae.to(torch.float16).save_pretrained(tmp)
     shutil.rmtree(out / "vae")
     tmp.rename(out / "vae")
+    meta_path = out / "noisebrush.json"
+    meta = json.loads(meta_path.read_text())
+    meta.pop(META_KEY, None)
+    if margin:
+        meta[META_KEY] = margin
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def install_run(run: Path, out: Path) -> None:
@@ -72,12 +83,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("assets/models/default"))
     ap.add_argument("--vae", type=Path)
+    ap.add_argument("--decode-margin", type=int, default=0, help="with --vae: the margin its decoder was fine-tuned "
+                    "with (training/configs/decoder-margin.json: 2)")  # fmt: skip
     ap.add_argument("--run", type=Path, help="a run's weights folder (runs/…/ema-N)")
     ap.add_argument("--few-step", type=int, help="steps of the few-step path (4)")
     ap.add_argument("--few-step-lora", type=Path)
     args = ap.parse_args()
     if args.vae:
-        install_vae(args.vae, args.out)
+        install_vae(args.vae, args.out, args.decode_margin)
     if args.run:
         install_run(args.run, args.out)
     if args.few_step:
