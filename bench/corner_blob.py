@@ -50,9 +50,9 @@ def corner_ratio(err: torch.Tensor) -> tuple[float, tuple[int, int]]:
 
 
 def error_maps(vae_dir: str, n: int, size: int = 128) -> list[torch.Tensor]:
-    from diffusers import AutoencoderKL
+    from noisebrush.engine.decode_margin import vae_with_margin
 
-    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32).eval()
+    vae = vae_with_margin(vae_dir)  # with its folder's decode margin, as the app decodes
     rng = np.random.default_rng(HELD_OUT_SEED)
     maps = []
     with torch.no_grad():

@@ -86,12 +86,11 @@ def generated_ratios(backend: LocalBackend, samples: list, steps: int, model: st
 
 
 def vae_ratios(model: str, samples: list) -> list[float]:
-    from diffusers import AutoencoderKL
-
+    from noisebrush.engine.decode_margin import vae_with_margin
     from noisebrush.engine.models import resolve_model_dir
     from training.common import to_tensor
 
-    vae = AutoencoderKL.from_pretrained(resolve_model_dir(model) / "vae", torch_dtype=torch.float32).eval()
+    vae = vae_with_margin(resolve_model_dir(model) / "vae")
     with torch.no_grad():
         x = to_tensor(np.stack([s.image for s in samples]))
         rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)

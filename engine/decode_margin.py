@@ -14,6 +14,7 @@ modules and weights stay diffusers' own (save_pretrained writes the same keys).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +27,19 @@ def margin_cells(meta: dict[str, Any]) -> int:
     """The margin a model folder's noisebrush.json asks for, in latent cells (0: none)."""
     cells = meta.get(META_KEY, 0)
     return cells if type(cells) is int and 0 < cells <= 8 else 0  # a bool is an int to isinstance
+
+
+def vae_with_margin(vae_dir: str | Path, dtype: torch.dtype = torch.float32) -> Any:
+    """A model folder's AutoencoderKL (`<folder>/vae`) decoding as the app does, with the folder's margin: for the
+    benches and training scripts that load the VAE alone."""
+    from diffusers import AutoencoderKL
+
+    from noisebrush.engine.models import read_model_meta
+
+    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=dtype).eval()
+    cells = margin_cells(read_model_meta(Path(vae_dir).parent))
+    add_decode_margin(vae.decoder, cells, 2 ** (len(vae.config.block_out_channels) - 1))
+    return vae
 
 
 def add_decode_margin(decoder: torch.nn.Module, cells: int, factor: int) -> None:
