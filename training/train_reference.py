@@ -181,13 +181,15 @@ def main() -> None:
 def export(folder: Path, encoder, projection, layers: dict, names: list[str]) -> None:
     """h94's layout and keys: `ip-adapter_noisebrush.safetensors` and `image_encoder/` beside it."""
     folder.mkdir(parents=True, exist_ok=True)
-    encoder.save_pretrained(folder / "image_encoder", safe_serialization=True)
+    # fp16 on disk (the engine loads at its own dtype): with fp32 the embedded model went past its 60 MB budget
+    encoder.to(torch.float16).save_pretrained(folder / "image_encoder", safe_serialization=True)
+    encoder.to(torch.float32)
     state = {"image_proj.proj.weight": projection.image_embeds.weight, "image_proj.proj.bias": projection.image_embeds.bias,
              "image_proj.norm.weight": projection.norm.weight, "image_proj.norm.bias": projection.norm.bias}  # fmt: skip
     for i, name in enumerate(names):
         state[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = layers[name].to_k_ip.weight
         state[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = layers[name].to_v_ip.weight
-    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(folder / "ip-adapter_noisebrush.safetensors"),
+    save_file({k: v.detach().to(torch.float16).contiguous().clone() for k, v in state.items()}, str(folder / "ip-adapter_noisebrush.safetensors"),
               metadata={"noisebrush.style_layers": ",".join(STYLE_LAYERS)})  # fmt: skip
     print(f"wrote {folder}")
 
