@@ -60,7 +60,7 @@ def main() -> None:
     vae = AutoencoderKL.from_pretrained(out / "model" if state else cfg["vae_dir"])
     vae.requires_grad_(False)
     # Trained through the margin the app will decode with (noisebrush.json's "decode_margin"), so the decoder learns
-    # to parks its variance spike in it and to draw the picture's own bottom and right edges from padded latents.
+    # to park its variance spike in it and to draw the picture's own bottom and right edges from padded latents.
     add_decode_margin(vae.decoder, cfg.get("decode_margin", 0), 2 ** (len(vae.config.block_out_channels) - 1))
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for p in params:
