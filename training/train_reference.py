@@ -189,7 +189,8 @@ def export(folder: Path, encoder, projection, layers: dict, names: list[str]) ->
     for i, name in enumerate(names):
         state[f"ip_adapter.{2 * i + 1}.to_k_ip.weight"] = layers[name].to_k_ip.weight
         state[f"ip_adapter.{2 * i + 1}.to_v_ip.weight"] = layers[name].to_v_ip.weight
-    save_file({k: v.detach().to(torch.float16).contiguous().clone() for k, v in state.items()}, str(folder / "ip-adapter_noisebrush.safetensors"),
+    half = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in state.items()}
+    save_file(half, str(folder / "ip-adapter_noisebrush.safetensors"),
               metadata={"noisebrush.style_layers": ",".join(STYLE_LAYERS)})  # fmt: skip
     print(f"wrote {folder}")
 
