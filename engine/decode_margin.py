@@ -37,9 +37,13 @@ def vae_with_margin(vae_dir: str | Path, dtype: torch.dtype = torch.float32) -> 
     from noisebrush.engine.models import read_model_meta
 
     vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=dtype).eval()
-    cells = margin_cells(read_model_meta(Path(vae_dir).parent))
-    add_decode_margin(vae.decoder, cells, 2 ** (len(vae.config.block_out_channels) - 1))
+    add_vae_margin(vae, margin_cells(read_model_meta(Path(vae_dir).parent)))
     return vae
+
+
+def add_vae_margin(vae: Any, cells: int) -> None:
+    """add_decode_margin on a diffusers AutoencoderKL's decoder, at its own pixels per latent cell."""
+    add_decode_margin(vae.decoder, cells, 2 ** (len(vae.config.block_out_channels) - 1))
 
 
 def add_decode_margin(decoder: torch.nn.Module, cells: int, factor: int) -> None:

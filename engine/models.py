@@ -364,10 +364,9 @@ def load_base(ref: str, device: DeviceChoice, options: LoadOptions | None = None
         pipe.enable_attention_slicing()
     if options.vae_tiling:
         pipe.vae.enable_tiling()
-    from noisebrush.engine.decode_margin import add_decode_margin, margin_cells
+    from noisebrush.engine.decode_margin import add_vae_margin, margin_cells
 
-    if cells := margin_cells(meta):  # the embedded model's decoder (engine/decode_margin.py)
-        add_decode_margin(pipe.vae.decoder, cells, 2 ** (len(pipe.vae.config.block_out_channels) - 1))
+    add_vae_margin(pipe.vae, margin_cells(meta))  # the embedded model's decoder asks for one (engine/decode_margin.py)
     family = flow or _family(pipe.unet.config)
     components = {k: pipe.components[k] for k in COMPONENTS[family]}
     for module in components.values():

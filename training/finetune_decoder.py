@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-from noisebrush.engine.decode_margin import add_decode_margin
+from noisebrush.engine.decode_margin import add_vae_margin
 from training.common import LossLog, load_state, save_state, start_run, to_tensor
 from training.world import generate
 
@@ -61,7 +61,7 @@ def main() -> None:
     vae.requires_grad_(False)
     # Trained through the margin the app will decode with (noisebrush.json's "decode_margin"), so the decoder learns
     # to park its variance spike in it and to draw the picture's own bottom and right edges from padded latents.
-    add_decode_margin(vae.decoder, cfg.get("decode_margin", 0), 2 ** (len(vae.config.block_out_channels) - 1))
+    add_vae_margin(vae, cfg.get("decode_margin", 0))
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for p in params:
         p.requires_grad_(True)
