@@ -23,9 +23,11 @@ from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from bench.corner_ring import ring_ratio  # noqa: E402
-from noisebrush.engine.colour_words import load_dictionary  # noqa: E402
+from bench.model_vocab import regions  # noqa: E402
 from noisebrush.gui.app import create_main_window  # noqa: E402
-from training.colour_vocab import delta_e  # noqa: E402
+from training.colour_vocab import delta_e, load_vocab  # noqa: E402
+from training.vocab_world import VocabSample  # noqa: E402
+from training.world import WorldObject  # noqa: E402
 
 SIZE = 128
 # (prompt, [(colour word, shape, centre, radius)], background word)
@@ -37,16 +39,10 @@ CASES = [
 ]  # fmt: skip
 
 
-def rgb_of(word: str) -> np.ndarray:
-    lab = np.array([[load_dictionary()["names"][word]]], np.float32)
-    lab8 = np.stack([lab[..., 0] * 255 / 100, lab[..., 1] + 128, lab[..., 2] + 128], -1).astype(np.uint8)
-    return cv2.cvtColor(lab8, cv2.COLOR_LAB2RGB)[0, 0].astype(np.float64)
-
-
-def masks(shapes: list) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(the outline sketch, white on black; each shape's filled mask)."""
-    sketch, filled = np.zeros((SIZE, SIZE, 3), np.uint8), []
-    for _, kind, (x, y), r in shapes:
+def case_sample(prompt: str, shapes: list, background: str) -> VocabSample:
+    """The case as a bench sample: its outline sketch (white on black), its shapes' filled masks and colours."""
+    sketch, objects = np.zeros((SIZE, SIZE, 3), np.uint8), []
+    for word, kind, (x, y), r in shapes:
         m = np.zeros((SIZE, SIZE), np.uint8)
         if kind == "circle":
             cv2.circle(sketch, (x, y), r, (255, 255, 255), 2)
@@ -54,20 +50,18 @@ def masks(shapes: list) -> tuple[np.ndarray, list[np.ndarray]]:
         else:
             cv2.rectangle(sketch, (x - r, y - r), (x + r, y + r), (255, 255, 255), 2)
             cv2.rectangle(m, (x - r, y - r), (x + r, y + r), 1, -1)
-        filled.append(m)
-    return sketch, filled
+        objects.append(WorldObject(kind, word, m > 0, 0))
+    blank, vocab = np.zeros_like(sketch), load_vocab()
+    return VocabSample(image=blank, caption=prompt, scribble=sketch, depth=blank, pose=blank, background=background,
+                       objects=objects, rgb={w: vocab.rgb(w) for w in (*(o.color for o in objects), background)})  # fmt: skip
 
 
-def report(image: np.ndarray, shapes: list, background: str) -> tuple[str, float]:
-    sketch, filled = masks(shapes)
-    k = np.ones((7, 7), np.uint8)
-    occupied = np.clip(sum(filled), 0, 1).astype(np.uint8)
-    parts = [(w, cv2.erode(m, k) > 0) for (w, *_), m in zip(shapes, filled, strict=True)]
-    parts.append((background, cv2.dilate(occupied, np.ones((11, 11), np.uint8)) == 0))
+def report(image: np.ndarray, sample: VocabSample) -> tuple[str, float]:
+    """Each region's median colour and its ΔE2000 from the named colour (bench/model_vocab.py's regions)."""
     words, worst = [], 0.0
-    for word, m in parts:
+    for word, m in regions(sample):
         got = np.median(image[m], axis=0)
-        de = float(delta_e(got, rgb_of(word)))
+        de = float(delta_e(got, sample.rgb[word]))
         worst = max(worst, de)
         words.append(f"{word} {tuple(int(v) for v in got)} ΔE {de:.0f}")
     return "; ".join(words), worst
@@ -116,17 +110,18 @@ def main() -> None:
 
     w = window()
     results = {}
-    for i, (prompt, shapes, background) in enumerate(CASES):
-        sketch, _ = masks(shapes)
-        w.doc.set_layer_from_map("scribble", sketch, None, "GUI check sketch")
+    for i, case in enumerate(CASES):
+        sample = case_sample(*case)
+        w.doc.set_layer_from_map("scribble", sample.scribble, None, "GUI check sketch")
         for steps in (20, 4):
-            w.state.update(prompt=prompt, steps=steps, seed=args.seed, seed_locked=True)
+            w.state.update(prompt=sample.caption, steps=steps, seed=args.seed, seed_locked=True)
             image = wait_result(w)
             results[(i, steps)] = image
             settle()
             w.grab().save(str(out / f"case{i}-{steps}steps.png"))
-            text, worst = report(image, shapes, background)
-            print(f"{steps:2d} steps | {prompt} | {text} | worst ΔE {worst:.0f} | ring {ring_ratio(image):.2f}", flush=True)
+            text, worst = report(image, sample)
+            ring = ring_ratio(image)
+            print(f"{steps:2d} steps | {sample.caption} | {text} | worst ΔE {worst:.0f} | ring {ring:.2f}", flush=True)
     again = wait_result(w)  # the last case once more, same seed
     print("same seed twice, same pixels:", np.array_equal(again, results[(len(CASES) - 1, 4)]))
     saved = out / "saved.png"
